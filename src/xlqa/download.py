@@ -1,0 +1,445 @@
+"""Fetch named benchmarks: download into a cache with resume and sha256 checks, or read them from a mirror.
+
+Where a file comes from, in order:
+1. a local mirror folder (``mirror=`` or ``$XLQA_MIRROR``) laid out like the reference mirror
+   (``../shared/data``): ``<mirror>/<spec.mirror_path>`` is verified and returned in place (never copied);
+2. the cache, ``<cache>/data/<spec.mirror_path>`` with ``<cache>`` = ``cache_dir`` or ``$XLQA_CACHE`` or
+   ``~/.cache/xlqa``: a file there is returned as is, because it was only moved there after verification;
+3. a mirror URL (``mirror="https://host/xlqa-data"``), same layout, downloaded into the cache;
+4. the official URL: the file itself, or an archive kept in ``<cache>/data/_archives/`` whose member is
+   extracted.
+
+Checksum policy:
+- Official downloads are checked against ``spec.sha256`` (of the archive for MLQA/TyDi) before they are
+  moved into place with ``os.replace``; a mismatch deletes the download and raises `ChecksumError` naming
+  the URL, expected and actual sha256. Archive members are then extracted through a temporary file and
+  moved into place atomically.
+- Mirror files are checked against ``spec.mirror_checksums``: the checksum of the reference mirror's copy
+  where that copy is not the official file (``mirror_sha256``: rebuilt SQuAD files, MLQA/TyDi files
+  extracted from other copies), or the official sha256 for single-file specs (so a mirror holding the
+  official file passes too).
+- Where no checksum is known (an archive member absent from the reference mirror, or ``sha256=None``) the
+  file is checked by its size (when known) and by parsing it as SQuAD-style JSON, with a warning.
+
+Failures: HTTP 4xx, connection refused, timeouts and dropped connections raise `DownloadError` naming the
+benchmark and URL and pointing at ``--mirror`` / ``XLQA_MIRROR``. The final file is never half-written.
+A partial download ``<target>.part`` is kept only when it holds bytes that a later call can resume with an
+HTTP Range request (the error says so); when the server does not answer 206 the download restarts.
+Transient failures (connection errors, timeouts, HTTP 5xx) are retried ``retries`` times, each resuming.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tarfile
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import zipfile
+from http.client import HTTPException
+from pathlib import Path
+
+from tqdm import tqdm
+
+from xlqa import __version__
+from xlqa.datasets import BenchmarkSpec, expand
+
+__all__ = [
+    "ChecksumError",
+    "DownloadError",
+    "cached_path",
+    "data_dir",
+    "default_cache_dir",
+    "fetch",
+    "get",
+    "is_cached",
+    "sha256_file",
+]
+
+logger = logging.getLogger(__name__)
+
+CHUNK = 1 << 20
+USER_AGENT = f"xlqa/{__version__} (+python urllib)"
+_HINT = (
+    "Check the network, or use a mirror: --mirror DIR_OR_URL or XLQA_MIRROR, laid out like the reference "
+    "mirror (e.g. ../shared/data)."
+)
+
+
+class DownloadError(RuntimeError):
+    """A benchmark file could not be obtained (network, HTTP status, missing mirror file, bad archive)."""
+
+
+class ChecksumError(DownloadError):
+    """A downloaded or mirrored file does not have the expected sha256 (or size)."""
+
+
+class _Retryable(Exception):
+    """A transient failure: the transfer may be retried (and resumed)."""
+
+
+def default_cache_dir() -> Path:
+    """``$XLQA_CACHE`` or ``~/.cache/xlqa``."""
+    return Path(os.environ.get("XLQA_CACHE") or Path.home() / ".cache" / "xlqa").expanduser()
+
+
+def data_dir(cache_dir: str | os.PathLike[str] | None = None) -> Path:
+    """The folder holding downloaded data: ``<cache_dir or default_cache_dir()>/data``."""
+    return (Path(cache_dir).expanduser() if cache_dir else default_cache_dir()) / "data"
+
+
+def cached_path(spec: BenchmarkSpec, cache_dir: str | os.PathLike[str] | None = None) -> Path:
+    """Where `fetch` puts the file of ``spec`` in the cache (whether or not it is there yet)."""
+    return data_dir(cache_dir) / spec.mirror_path
+
+
+def is_cached(spec: BenchmarkSpec, cache_dir: str | os.PathLike[str] | None = None) -> bool:
+    """True when the file of ``spec`` is already in the cache."""
+    return cached_path(spec, cache_dir).is_file()
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """The hex sha256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+_VERIFIED: dict[tuple[str, int, int], str] = {}
+
+
+def _sha256_memo(path: Path) -> str:
+    """sha256 of a mirror file, remembered per (path, size, mtime) so repeated fetches do not re-hash it."""
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _VERIFIED:
+        _VERIFIED[key] = sha256_file(path)
+    return _VERIFIED[key]
+
+
+def _is_url(location: str) -> bool:
+    return urllib.parse.urlsplit(location).scheme in ("http", "https")
+
+
+def _resolve_mirror(mirror: str | os.PathLike[str] | None) -> str | None:
+    value = os.fspath(mirror) if mirror is not None else os.environ.get("XLQA_MIRROR", "")
+    if not value:
+        return None
+    if value.startswith("file://"):
+        return urllib.request.url2pathname(urllib.parse.urlsplit(value).path)
+    return value
+
+
+def fetch(
+    spec: BenchmarkSpec,
+    cache_dir: str | os.PathLike[str] | None = None,
+    mirror: str | os.PathLike[str] | None = None,
+    progress: bool = True,
+    *,
+    retries: int = 2,
+    timeout: float = 60.0,
+) -> Path:
+    """Return a local path to the verified file of one benchmark, downloading it when needed.
+
+    Args:
+        spec: the benchmark (see `xlqa.datasets.get_spec`).
+        cache_dir: cache root (default ``$XLQA_CACHE`` or ``~/.cache/xlqa``); files go under its ``data/``.
+        mirror: a local folder or an http(s) URL laid out like the reference mirror; default ``$XLQA_MIRROR``;
+            "" disables the environment variable.
+        progress: show a progress bar with ETA for network downloads.
+        retries: how many times a transient network failure is retried (each retry resumes the download).
+        timeout: seconds to wait for the connection and for each read.
+
+    Raises:
+        DownloadError: the file could not be obtained; ChecksumError when it has the wrong sha256.
+    """
+    location = _resolve_mirror(mirror)
+    if location and not _is_url(location):
+        return _from_mirror_folder(spec, Path(location).expanduser())
+    target = cached_path(spec, cache_dir)
+    if target.is_file():
+        logger.debug("%s: using cached %s", spec.name, target)
+        return target
+    opts = {"progress": progress, "retries": retries, "timeout": timeout}
+    if location:
+        url = location.rstrip("/") + "/" + urllib.parse.quote(spec.mirror_path)
+        _note_variant(spec, _download(spec, url, target, spec.mirror_checksums, None, **opts), url)
+    elif not spec.is_archive:
+        _download(spec, spec.url, target, (spec.sha256,) if spec.sha256 else (), spec.size, **opts)
+    else:
+        archive = data_dir(cache_dir) / "_archives" / Path(urllib.parse.urlsplit(spec.url).path).name
+        if not archive.is_file():
+            _download(spec, spec.url, archive, (spec.sha256,) if spec.sha256 else (), spec.size, **opts)
+        _extract(spec, archive, target)
+    logger.info("%s: ready at %s", spec.name, target)
+    return target
+
+
+def get(
+    names: str | list[str],
+    cache_dir: str | os.PathLike[str] | None = None,
+    mirror: str | os.PathLike[str] | None = None,
+    progress: bool = True,
+) -> list[Path]:
+    """Fetch every benchmark that ``names`` expands to (names, groups, comma lists: `datasets.expand`).
+
+    Returns the local paths in the order of the expanded names. Raises ValueError for unknown names before any
+    download starts, and DownloadError for the first benchmark that cannot be fetched.
+    """
+    return [fetch(spec, cache_dir=cache_dir, mirror=mirror, progress=progress) for spec in expand(names)]
+
+
+# ---------------------------------------------------------------- mirror folder
+def _from_mirror_folder(spec: BenchmarkSpec, folder: Path) -> Path:
+    path = folder / spec.mirror_path
+    if not path.is_file():
+        raise DownloadError(
+            f"benchmark {spec.name!r}: not in mirror folder {folder} (expected {path}). Put the file there, "
+            f"or fetch without --mirror / XLQA_MIRROR to download it from {spec.url}"
+        )
+    accepted = spec.mirror_checksums
+    if not accepted:
+        _check_json(spec, path, str(path))
+        logger.warning(
+            "%s: no known sha256 for the mirror copy %s; checked by JSON parse only", spec.name, path
+        )
+        return path
+    actual = _sha256_memo(path)
+    if actual not in accepted:
+        raise ChecksumError(
+            f"benchmark {spec.name!r}: mirror file {path} has sha256 {actual}, expected "
+            f"{' or '.join(accepted)}. It is neither the official file ({spec.url}) nor the reference-mirror "
+            "copy; replace it, or fetch without --mirror / XLQA_MIRROR."
+        )
+    _note_variant(spec, actual, str(path))
+    return path
+
+
+def _note_variant(spec: BenchmarkSpec, actual: str | None, where: str) -> None:
+    if not spec.is_archive and spec.sha256 and actual and actual != spec.sha256:
+        extra = f" ({spec.note})" if spec.note else ""
+        logger.info("%s: %s is the reference-mirror build, not the official file%s", spec.name, where, extra)
+
+
+def _check_json(spec: BenchmarkSpec, path: Path, where: str) -> None:
+    try:
+        with open(path, encoding="utf-8") as f:
+            payload = json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DownloadError(f"benchmark {spec.name!r}: {where} is not valid JSON: {exc}") from exc
+    if not isinstance(payload, dict) or not isinstance(payload.get("data"), list):
+        raise DownloadError(
+            f"benchmark {spec.name!r}: {where} has no top-level 'data' list (not SQuAD format)"
+        )
+
+
+# ---------------------------------------------------------------- network
+def _download(
+    spec: BenchmarkSpec,
+    url: str,
+    dest: Path,
+    accepted: tuple[str, ...],
+    size: int | None,
+    *,
+    progress: bool,
+    retries: int,
+    timeout: float,
+) -> str | None:
+    """Download ``url`` to ``dest`` via ``dest.part`` (resumed when present), verify, then ``os.replace``.
+
+    Returns the sha256 of the file when it was checked against ``accepted``, else None.
+    """
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(dest.name + ".part")
+    logger.info("%s: downloading %s", spec.name, url)
+    attempt = 0
+    while True:
+        try:
+            if not (size is not None and part.is_file() and part.stat().st_size == size):
+                _transfer(spec, url, part, size, progress=progress, timeout=timeout)
+            break
+        except _Retryable as exc:
+            if attempt < retries:
+                attempt += 1
+                logger.warning("%s: %s; retry %d of %d", spec.name, exc, attempt, retries)
+                time.sleep(min(0.5 * attempt, 5.0))
+                continue
+            raise DownloadError(
+                f"could not download benchmark {spec.name!r} from {url}: {exc}. {_kept(part)}{_HINT}"
+            ) from exc
+        except DownloadError:
+            part.unlink(missing_ok=True)
+            raise
+    actual = _verify_part(spec, url, part, accepted, size, is_json=dest.suffix == ".json")
+    os.replace(part, dest)
+    return actual
+
+
+def _kept(part: Path) -> str:
+    """Keep a non-empty partial download for resuming; drop an empty one."""
+    if part.is_file() and part.stat().st_size > 0:
+        size = part.stat().st_size
+        return f"The partial download ({size} bytes) is kept at {part}; the next fetch resumes it. "
+    part.unlink(missing_ok=True)
+    return ""
+
+
+def _transfer(
+    spec: BenchmarkSpec, url: str, part: Path, size: int | None, *, progress: bool, timeout: float
+) -> None:
+    offset = part.stat().st_size if part.is_file() else 0
+    if size is not None and offset > size:
+        part.unlink()
+        offset = 0
+    headers = {"User-Agent": USER_AGENT}
+    if offset:
+        headers["Range"] = f"bytes={offset}-"
+    try:
+        resp = urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout)
+    except urllib.error.HTTPError as exc:
+        if exc.code == 416 and offset:  # the partial file does not fit the server's file: start over
+            logger.info("%s: the server refused to resume (HTTP 416); restarting from zero", spec.name)
+            part.unlink()
+            return _transfer(spec, url, part, size, progress=progress, timeout=timeout)
+        if exc.code >= 500 or exc.code in (408, 429):
+            raise _Retryable(f"HTTP {exc.code} {exc.reason}") from exc
+        raise DownloadError(
+            f"could not download benchmark {spec.name!r} from {url}: HTTP {exc.code} {exc.reason}. {_HINT}"
+        ) from exc
+    except (urllib.error.URLError, TimeoutError, ConnectionError, HTTPException) as exc:
+        reason = getattr(exc, "reason", None) or exc
+        raise _Retryable(f"connection failed ({reason})") from exc
+
+    with resp:
+        mode = "wb"
+        if offset and resp.status == 206:
+            start = _range_start(resp.headers.get("Content-Range", ""))
+            if start != offset:
+                logger.info(
+                    "%s: resume at byte %d answered from byte %s; restarting", spec.name, offset, start
+                )
+                part.unlink()
+                return _transfer(spec, url, part, size, progress=progress, timeout=timeout)
+            mode = "ab"
+            logger.info("%s: resuming at byte %d", spec.name, offset)
+        elif offset:
+            logger.info(
+                "%s: the server does not resume (HTTP %d); restarting from zero", spec.name, resp.status
+            )
+            offset = 0
+        length = resp.headers.get("Content-Length")
+        body = int(length) if length and length.isdigit() else None
+        total = offset + body if body is not None else size
+        received = 0
+        bar = tqdm(
+            total=total,
+            initial=offset,
+            unit="B",
+            unit_scale=True,
+            unit_divisor=1024,
+            desc=spec.name,
+            disable=not progress,
+            leave=False,
+        )
+        try:
+            with bar, open(part, mode) as out:
+                while chunk := resp.read(CHUNK):
+                    out.write(chunk)
+                    received += len(chunk)
+                    bar.update(len(chunk))
+        except (TimeoutError, ConnectionError, HTTPException, OSError) as exc:
+            raise _Retryable(f"connection lost after {offset + received} bytes ({exc})") from exc
+        if body is not None and received < body:
+            raise _Retryable(f"connection closed after {offset + received} of {offset + body} bytes")
+
+
+def _range_start(content_range: str) -> int | None:
+    """The first byte of a ``Content-Range: bytes START-END/TOTAL`` header, or None."""
+    try:
+        unit, spec = content_range.split(" ", 1)
+        return int(spec.split("-", 1)[0]) if unit == "bytes" else None
+    except ValueError:
+        return None
+
+
+def _verify_part(
+    spec: BenchmarkSpec, url: str, part: Path, accepted: tuple[str, ...], size: int | None, *, is_json: bool
+) -> str | None:
+    """Check a finished download; delete it and raise ChecksumError when it is not the expected file."""
+    actual_size = part.stat().st_size
+    if accepted:
+        actual = sha256_file(part)
+        if actual not in accepted:
+            part.unlink(missing_ok=True)
+            raise ChecksumError(
+                f"benchmark {spec.name!r}: sha256 mismatch for {url}: expected {' or '.join(accepted)}, "
+                f"got {actual} ({actual_size} bytes). The download was deleted. The file changed upstream or "
+                f"was corrupted in transit; retry, or use --mirror / XLQA_MIRROR."
+            )
+        return actual
+    if size is not None and actual_size != size:
+        part.unlink(missing_ok=True)
+        raise ChecksumError(
+            f"benchmark {spec.name!r}: size mismatch for {url}: expected {size} bytes, got {actual_size}. "
+            "The download was deleted."
+        )
+    if is_json:
+        try:
+            _check_json(spec, part, url)
+        except DownloadError:
+            part.unlink(missing_ok=True)
+            raise
+    logger.warning("%s: no sha256 known for %s; checked by size/JSON parse only", spec.name, url)
+    return None
+
+
+# ---------------------------------------------------------------- archives
+def _extract(spec: BenchmarkSpec, archive: Path, target: Path) -> None:
+    """Extract ``spec.member`` from a verified zip or tar archive to ``target`` through a temporary file."""
+    assert spec.member is not None
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
+    try:
+        if zipfile.is_zipfile(archive):
+            with zipfile.ZipFile(archive) as zf:
+                names = zf.namelist()
+                if spec.member not in names:
+                    raise _missing_member(spec, archive, names)
+                with zf.open(spec.member) as src, open(tmp, "wb") as out:
+                    shutil.copyfileobj(src, out, CHUNK)
+        elif tarfile.is_tarfile(archive):
+            with tarfile.open(archive, "r:*") as tf:
+                try:
+                    src = tf.extractfile(tf.getmember(spec.member))
+                except KeyError:
+                    src = None
+                if src is None:
+                    raise _missing_member(spec, archive, tf.getnames())
+                with src, open(tmp, "wb") as out:
+                    shutil.copyfileobj(src, out, CHUNK)
+        else:
+            raise DownloadError(
+                f"benchmark {spec.name!r}: {archive} (from {spec.url}) is neither a zip nor a tar archive"
+            )
+        os.replace(tmp, target)
+        logger.info("%s: extracted %s from %s", spec.name, spec.member, archive.name)
+    except (zipfile.BadZipFile, tarfile.TarError, EOFError) as exc:
+        raise DownloadError(f"benchmark {spec.name!r}: cannot read archive {archive}: {exc}") from exc
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _missing_member(spec: BenchmarkSpec, archive: Path, names: list[str]) -> DownloadError:
+    close = difflib.get_close_matches(spec.member or "", names, n=3)
+    hint = f"; close: {', '.join(close)}" if close else ""
+    return DownloadError(
+        f"benchmark {spec.name!r}: member {spec.member!r} not found in {archive} ({len(names)} members{hint})"
+    )

@@ -1,0 +1,333 @@
+"""Token windows, offsets and start/end labels for extractive QA, with an on-disk cache.
+
+The contract follows the transformers question-answering examples: a long context is cut into windows of
+``max_seq_length`` tokens that overlap by ``doc_stride``; every window keeps the index of its example and an
+offset mapping in which tokens outside the context are marked -1, so that post-processing can only pick spans
+inside the context. Features are stored ragged (no padding): padding happens per batch in :func:`collate`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from xlqa.data import Example
+
+log = logging.getLogger(__name__)
+
+FEATURES_VERSION = 1  # bump when the layout or the labelling rules change: old cache entries are then ignored
+
+
+@dataclass(frozen=True)
+class FeatureParams:
+    """How examples become token windows (the question is capped at half the window)."""
+
+    max_seq_length: int = 384
+    doc_stride: int = 128
+    max_query_length: int = 64
+
+    def __post_init__(self) -> None:
+        if self.max_seq_length < 16:
+            raise ValueError(f"max_seq_length must be at least 16, got {self.max_seq_length}")
+        if not 0 < self.doc_stride < self.max_seq_length:
+            raise ValueError(
+                f"doc_stride must be between 1 and max_seq_length-1, got {self.doc_stride} "
+                f"(max_seq_length {self.max_seq_length})"
+            )
+        if self.max_query_length < 1:
+            raise ValueError(f"max_query_length must be >= 1, got {self.max_query_length}")
+        # the question may take at most half the window, so that every window keeps room for context
+        object.__setattr__(self, "max_query_length", min(self.max_query_length, self.max_seq_length // 2))
+
+
+@dataclass
+class Features:
+    """Ragged token windows for a list of examples.
+
+    ``input_ids`` (and ``token_type_ids``, ``offsets``) hold all windows back to back; window ``i`` is
+    ``input_ids[bounds[i]:bounds[i+1]]``. ``offsets`` is ``[n_tokens, 2]`` character spans into the example's
+    context, -1 for tokens that are not context. ``start_positions``/``end_positions`` are the labels
+    (``cls_index`` when the answer is not inside the window or the question is unanswerable).
+    """
+
+    input_ids: np.ndarray
+    bounds: np.ndarray
+    example_index: np.ndarray
+    offsets: np.ndarray
+    cls_index: np.ndarray
+    start_positions: np.ndarray
+    end_positions: np.ndarray
+    token_type_ids: np.ndarray | None = None
+    meta: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.example_index)
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.bounds)
+
+    def window(self, i: int) -> dict[str, np.ndarray]:
+        """Window ``i`` as arrays (unpadded)."""
+        a, b = int(self.bounds[i]), int(self.bounds[i + 1])
+        out = {"input_ids": self.input_ids[a:b], "offsets": self.offsets[a:b]}
+        if self.token_type_ids is not None:
+            out["token_type_ids"] = self.token_type_ids[a:b]
+        return out
+
+    def select(self, idx: np.ndarray) -> Features:
+        """A new Features holding only the windows ``idx`` (in that order)."""
+        idx = np.asarray(idx, dtype=np.int64)
+        pieces = [np.arange(self.bounds[i], self.bounds[i + 1]) for i in idx]
+        tok = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.int64)
+        lengths = self.lengths[idx]
+        return Features(
+            input_ids=self.input_ids[tok],
+            bounds=np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
+            example_index=self.example_index[idx],
+            offsets=self.offsets[tok],
+            cls_index=self.cls_index[idx],
+            start_positions=self.start_positions[idx],
+            end_positions=self.end_positions[idx],
+            token_type_ids=None if self.token_type_ids is None else self.token_type_ids[tok],
+            meta=dict(self.meta),
+        )
+
+    # -- disk format: one .npz, written to a temporary name and renamed, so a crash never leaves half a file
+    def save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        arrays = {
+            "input_ids": self.input_ids,
+            "bounds": self.bounds,
+            "example_index": self.example_index,
+            "offsets": self.offsets,
+            "cls_index": self.cls_index,
+            "start_positions": self.start_positions,
+            "end_positions": self.end_positions,
+            "meta": np.array(json.dumps(self.meta)),
+        }
+        if self.token_type_ids is not None:
+            arrays["token_type_ids"] = self.token_type_ids
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: Path) -> Features:
+        with np.load(path, allow_pickle=False) as z:
+            return cls(
+                input_ids=z["input_ids"],
+                bounds=z["bounds"],
+                example_index=z["example_index"],
+                offsets=z["offsets"],
+                cls_index=z["cls_index"],
+                start_positions=z["start_positions"],
+                end_positions=z["end_positions"],
+                token_type_ids=z["token_type_ids"] if "token_type_ids" in z.files else None,
+                meta=json.loads(str(z["meta"])),
+            )
+
+
+def _truncate_questions(questions: list[str], tokenizer, max_query_length: int) -> list[str]:
+    """Cut each question to at most ``max_query_length`` tokens (on a character boundary of the tokenizer)."""
+    enc = tokenizer(questions, add_special_tokens=False, return_offsets_mapping=True)
+    out = []
+    for q, offs in zip(questions, enc["offset_mapping"]):
+        if len(offs) > max_query_length:
+            q = q[: offs[max_query_length - 1][1]]
+        out.append(q.lstrip())  # leading spaces make some tokenizers emit an empty first token
+    return out
+
+
+def _label(
+    offs: np.ndarray, ctx_mask: np.ndarray, start_char: int, end_char: int, cls: int
+) -> tuple[int, int]:
+    """Token span ``(start, end)`` covering characters ``[start_char, end_char)``, or ``(cls, cls)``.
+
+    Start: the last context token that starts at or before ``start_char`` (XLM-R's lone "▁" token carries the
+    offset of the next character, so "the first" would pick it and lose the answer's first word). End: the first
+    context token, at or after the start, that ends at or after ``end_char``.
+    """
+    ctx = np.flatnonzero(ctx_mask)
+    if len(ctx) == 0:
+        return cls, cls
+    starts, ends = offs[ctx, 0], offs[ctx, 1]
+    if starts[0] > start_char or ends[-1] < end_char:
+        return cls, cls  # the answer is not fully inside this window
+    s = int(np.searchsorted(starts, start_char, side="right")) - 1
+    e_rel = s + int(np.searchsorted(ends[s:], end_char, side="left"))
+    e_rel = min(max(e_rel, s), len(ctx) - 1)
+    return int(ctx[s]), int(ctx[e_rel])
+
+
+def build_features(
+    examples: Sequence[Example],
+    tokenizer,
+    params: FeatureParams | None = None,
+    *,
+    training: bool = False,
+) -> Features:
+    """Tokenize examples into overlapping windows with offsets and labels.
+
+    Args:
+        examples: validated examples (see :mod:`xlqa.data`).
+        tokenizer: a fast Hugging Face tokenizer (offsets are required).
+        params: window sizes; defaults 384/128/64.
+        training: when True, windows of answerable questions whose answer cannot be located are skipped
+            (they would teach the model a wrong span); labels are computed in both modes.
+
+    Returns:
+        Features, ragged, one row per window.
+    """
+    params = params or FeatureParams()
+    if not getattr(tokenizer, "is_fast", False):
+        raise ValueError(f"{type(tokenizer).__name__} is not a fast tokenizer: offsets are required for QA")
+    pad_right = tokenizer.padding_side == "right"
+    questions = _truncate_questions([ex.question for ex in examples], tokenizer, params.max_query_length)
+    contexts = [ex.context for ex in examples]
+    first, second = (questions, contexts) if pad_right else (contexts, questions)
+    enc = tokenizer(
+        first,
+        second,
+        truncation="only_second" if pad_right else "only_first",
+        max_length=params.max_seq_length,
+        stride=params.doc_stride,
+        return_overflowing_tokens=True,
+        return_offsets_mapping=True,
+        padding=False,
+    )
+    context_seq = 1 if pad_right else 0
+    mapping = enc["overflow_to_sample_mapping"]
+    has_tt = "token_type_ids" in enc and "token_type_ids" in tokenizer.model_input_names
+    cls_id = tokenizer.cls_token_id if tokenizer.cls_token_id is not None else tokenizer.bos_token_id
+
+    ids_parts, off_parts, tt_parts = [], [], []
+    ex_idx, cls_idx, starts, ends = [], [], [], []
+    skipped = 0
+    for i, ids in enumerate(enc["input_ids"]):
+        ex = examples[mapping[i]]
+        seq_ids = enc.sequence_ids(i)
+        ctx_mask = np.fromiter((s == context_seq for s in seq_ids), dtype=bool, count=len(seq_ids))
+        offs = np.asarray(enc["offset_mapping"][i], dtype=np.int32).reshape(-1, 2)
+        offs[~ctx_mask] = -1
+        cls = ids.index(cls_id) if cls_id in ids else 0
+        answer = None if ex.is_impossible else ex.train_answer
+        if answer is None:
+            if training and not ex.is_impossible:
+                skipped += 1
+                continue
+            s = e = cls
+        else:
+            # label the answer without surrounding white space, which no token covers
+            lead = len(answer.text) - len(answer.text.lstrip())
+            core = len(answer.text.strip()) or len(answer.text)
+            s, e = _label(offs, ctx_mask, answer.start + lead, answer.start + lead + core, cls)
+        ids_parts.append(np.asarray(ids, dtype=np.int32))
+        off_parts.append(offs)
+        if has_tt:
+            tt_parts.append(np.asarray(enc["token_type_ids"][i], dtype=np.int8))
+        ex_idx.append(mapping[i])
+        cls_idx.append(cls)
+        starts.append(s)
+        ends.append(e)
+    if skipped:
+        log.info("skipped %d training windows of questions with no locatable answer", skipped)
+    lengths = np.array([len(p) for p in ids_parts], dtype=np.int64)
+    return Features(
+        input_ids=np.concatenate(ids_parts) if ids_parts else np.zeros(0, np.int32),
+        bounds=np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
+        example_index=np.asarray(ex_idx, dtype=np.int64),
+        offsets=np.concatenate(off_parts) if off_parts else np.zeros((0, 2), np.int32),
+        cls_index=np.asarray(cls_idx, dtype=np.int64),
+        start_positions=np.asarray(starts, dtype=np.int64),
+        end_positions=np.asarray(ends, dtype=np.int64),
+        token_type_ids=np.concatenate(tt_parts) if has_tt and tt_parts else None,
+        meta={"n_examples": len(examples), "params": params.__dict__, "training": training},
+    )
+
+
+# -- cache -------------------------------------------------------------------------------------------------
+def tokenizer_fingerprint(tokenizer) -> str:
+    """A hash of everything in the tokenizer that changes ids or offsets (vocabulary, normalizer, padding side)."""
+    h = hashlib.sha256()
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    h.update(backend.to_str().encode() if backend is not None else repr(tokenizer.get_vocab()).encode())
+    h.update(f"{type(tokenizer).__name__}|{tokenizer.padding_side}|{tokenizer.model_input_names}".encode())
+    return h.hexdigest()
+
+
+def examples_fingerprint(examples: Sequence[Example]) -> str:
+    """A hash of the example contents that features depend on (ids, texts, answers)."""
+    h = hashlib.sha256()
+    for ex in examples:
+        ans = ex.train_answer
+        h.update(
+            json.dumps(
+                [
+                    ex.id,
+                    ex.question,
+                    ex.context,
+                    ex.is_impossible,
+                    None if ans is None else [ans.text, ans.start],
+                ],
+                ensure_ascii=False,
+            ).encode()
+        )
+    return h.hexdigest()
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("XLQA_CACHE", Path.home() / ".cache" / "xlqa")) / "features"
+
+
+def cached_features(
+    examples: Sequence[Example],
+    tokenizer,
+    params: FeatureParams | None = None,
+    *,
+    training: bool = False,
+    cache_dir: str | Path | None = None,
+    tokenizer_hash: str | None = None,
+) -> Features:
+    """:func:`build_features`, cached on disk by a hash of the data, the tokenizer and the parameters.
+
+    ``cache_dir=False``-like values (empty string) disable the cache.
+    """
+    params = params or FeatureParams()
+    if cache_dir == "":
+        return build_features(examples, tokenizer, params, training=training)
+    key = hashlib.sha256(
+        json.dumps(
+            [
+                FEATURES_VERSION,
+                examples_fingerprint(examples),
+                tokenizer_hash or tokenizer_fingerprint(tokenizer),
+                params.__dict__,
+                training,
+            ]
+        ).encode()
+    ).hexdigest()[:32]
+    path = Path(cache_dir or default_cache_dir()) / f"{key}.npz"
+    if path.exists():
+        try:
+            feats = Features.load(path)
+            log.debug("features from cache %s", path)
+            feats.meta["cache"] = "hit"
+            return feats
+        except (OSError, ValueError, KeyError) as err:  # a damaged entry is rebuilt, never trusted
+            log.warning("ignoring unreadable feature cache %s: %s", path, err)
+    feats = build_features(examples, tokenizer, params, training=training)
+    try:
+        feats.save(path)
+    except OSError as err:
+        log.warning("could not write feature cache %s: %s", path, err)
+    feats.meta["cache"] = "miss"
+    return feats

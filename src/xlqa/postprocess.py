@@ -1,0 +1,203 @@
+"""From start/end logits to answer texts: vectorized n-best span decoding (numpy only, pure).
+
+For every window the ``top_k`` best start and end tokens inside the context are paired (``top_k x top_k``
+candidates, all windows at once); pairs that end before they start or are longer than ``max_answer_length``
+tokens are dropped; candidates of all windows of an example are ranked together, duplicates of the same
+character span removed, and the best ``n_best`` kept. For SQuAD v2 the null score (start and end on the CLS
+token, the smallest over windows as in the transformers QA examples) is compared with the best span through a
+threshold, and ``null_odds = null_score - best_span_score`` is written in the format of the official scorer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class Decoded:
+    """The result of :func:`decode`: per question id."""
+
+    predictions: dict[str, str]
+    nbest: dict[str, list[dict]]
+    null_odds: dict[str, float]
+    best_span: dict[str, tuple[int, int]] = field(default_factory=dict)  # character span of the best answer
+
+
+def pad_ragged(rows: list[np.ndarray], fill: float, dtype=np.float32) -> np.ndarray:
+    """Stack 1-D or 2-D arrays of different lengths into ``[n, max_len, ...]`` filled with ``fill``."""
+    n = len(rows)
+    width = max((len(r) for r in rows), default=0)
+    tail = rows[0].shape[1:] if rows else ()
+    out = np.full((n, width, *tail), fill, dtype=dtype)
+    for i, r in enumerate(rows):
+        out[i, : len(r)] = r
+    return out
+
+
+def _top_k(x: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the k largest values per row (unordered)."""
+    k = min(k, x.shape[1])
+    return np.argpartition(-x, k - 1, axis=1)[:, :k]
+
+
+def decode(
+    start_logits: np.ndarray,
+    end_logits: np.ndarray,
+    offsets: np.ndarray,
+    example_index: np.ndarray,
+    cls_index: np.ndarray,
+    example_ids: list[str],
+    contexts: list[str],
+    *,
+    n_best: int = 20,
+    top_k: int = 20,
+    max_answer_length: int = 30,
+    null_threshold: float | None = None,
+) -> Decoded:
+    """Decode answers for every example.
+
+    Args:
+        start_logits: ``[n_windows, seq_len]`` float; padding positions may hold anything.
+        end_logits: same shape.
+        offsets: ``[n_windows, seq_len, 2]`` character spans into the example's context; -1 for tokens that are
+            not context (question, special tokens, padding).
+        example_index: ``[n_windows]`` index of each window's example in ``example_ids``/``contexts``.
+        cls_index: ``[n_windows]`` position of the CLS token (the null answer) in each window.
+        example_ids: question ids, one per example.
+        contexts: context strings, one per example.
+        n_best: how many distinct spans to keep per question.
+        top_k: start and end candidates per window.
+        max_answer_length: longest answer in tokens.
+        null_threshold: None for SQuAD v1 (always answer); a float for v2: answer "" when
+            ``null_score - best_span_score > null_threshold``.
+
+    Returns:
+        Decoded predictions, n-best lists (with probabilities over the kept candidates) and null odds.
+    """
+    start_logits = np.asarray(start_logits, dtype=np.float64)
+    end_logits = np.asarray(end_logits, dtype=np.float64)
+    offsets = np.asarray(offsets)
+    n_win, seq_len = start_logits.shape
+    if end_logits.shape != (n_win, seq_len) or offsets.shape != (n_win, seq_len, 2):
+        raise ValueError(
+            f"shape mismatch: start {start_logits.shape}, end {end_logits.shape}, offsets {offsets.shape}"
+        )
+    example_index = np.asarray(example_index, dtype=np.int64)
+    cls_index = np.asarray(cls_index, dtype=np.int64)
+    if example_index.shape != (n_win,) or cls_index.shape != (n_win,):
+        raise ValueError("example_index and cls_index need one entry per window")
+    n_ex = len(example_ids)
+    if len(contexts) != n_ex:
+        raise ValueError(f"{len(contexts)} contexts for {n_ex} example ids")
+
+    if n_win == 0 or seq_len == 0:
+        empty = {q: "" for q in example_ids}
+        return Decoded(
+            predictions=empty, nbest={q: [] for q in example_ids}, null_odds={q: 0.0 for q in example_ids}
+        )
+    rows = np.arange(n_win)
+    in_ctx = offsets[..., 0] >= 0
+    s_masked = np.where(in_ctx, start_logits, -np.inf)
+    e_masked = np.where(in_ctx, end_logits, -np.inf)
+
+    # candidates: top_k starts x top_k ends per window, all windows at once
+    s_idx = _top_k(s_masked, top_k)[:, :, None]  # [W, k, 1]
+    e_idx = _top_k(e_masked, top_k)[:, None, :]  # [W, 1, k]
+    r = rows[:, None, None]
+    s_score = s_masked[r, s_idx]
+    e_score = e_masked[r, e_idx]
+    length = e_idx - s_idx + 1
+    valid = np.isfinite(s_score) & np.isfinite(e_score) & (length >= 1) & (length <= max_answer_length)
+    win, si, ei = np.broadcast_arrays(r, s_idx, e_idx)
+    win, si, ei = win[valid], si[valid], ei[valid]
+    score = (s_score + e_score)[valid]
+    ex = example_index[win]
+    c_start = offsets[win, si, 0].astype(np.int64)
+    c_end = offsets[win, ei, 1].astype(np.int64)
+
+    # one candidate per (example, character span): the best scoring window wins
+    order = np.lexsort((-score, c_end, c_start, ex))
+    ex, c_start, c_end, score, si, ei = (a[order] for a in (ex, c_start, c_end, score, si, ei))
+    first = np.ones(len(ex), dtype=bool)
+    first[1:] = (ex[1:] != ex[:-1]) | (c_start[1:] != c_start[:-1]) | (c_end[1:] != c_end[:-1])
+    ex, c_start, c_end, score = ex[first], c_start[first], c_end[first], score[first]
+
+    # rank within each example and keep the n_best
+    order = np.lexsort((-score, ex))
+    ex, c_start, c_end, score = ex[order], c_start[order], c_end[order], score[order]
+    group_start = np.searchsorted(ex, ex, side="left")
+    rank = np.arange(len(ex)) - group_start
+    keep = rank < n_best
+    ex, c_start, c_end, score, rank = ex[keep], c_start[keep], c_end[keep], score[keep], rank[keep]
+
+    # null score: the smallest CLS score over an example's windows
+    null_win = start_logits[rows, cls_index] + end_logits[rows, cls_index]
+    null_score = np.full(n_ex, np.inf)
+    np.minimum.at(null_score, example_index, null_win)
+    best_score = np.full(n_ex, -np.inf)
+    top = rank == 0
+    best_score[ex[top]] = score[top]
+
+    bounds = np.searchsorted(ex, np.arange(n_ex + 1), side="left")
+    predictions: dict[str, str] = {}
+    nbest: dict[str, list[dict]] = {}
+    null_odds: dict[str, float] = {}
+    best_span: dict[str, tuple[int, int]] = {}
+    for i, qid in enumerate(example_ids):
+        a, b = bounds[i], bounds[i + 1]
+        ctx = contexts[i]
+        entries = [
+            {"text": ctx[cs:ce], "score": float(sc), "start": int(cs), "end": int(ce)}
+            for cs, ce, sc in zip(c_start[a:b], c_end[a:b], score[a:b])
+        ]
+        if null_threshold is not None and np.isfinite(null_score[i]):
+            entries.append({"text": "", "score": float(null_score[i]), "start": -1, "end": -1})
+            entries.sort(key=lambda e: -e["score"])
+        if entries:
+            sc = np.array([e["score"] for e in entries])
+            p = np.exp(sc - sc.max())
+            p /= p.sum()
+            for e, pi in zip(entries, p):
+                e["probability"] = float(pi)
+        nbest[qid] = entries
+        odds = float(null_score[i] - best_score[i]) if np.isfinite(null_score[i]) else -np.inf
+        null_odds[qid] = odds if np.isfinite(odds) else (1e9 if odds > 0 else -1e9)
+        if a < b and (null_threshold is None or null_odds[qid] <= null_threshold):
+            predictions[qid] = ctx[c_start[a] : c_end[a]]
+            best_span[qid] = (int(c_start[a]), int(c_end[a]))
+        else:
+            predictions[qid] = ""
+    return Decoded(predictions=predictions, nbest=nbest, null_odds=null_odds, best_span=best_span)
+
+
+def best_null_threshold(null_odds: dict[str, float], gold: dict[str, list[str]], predictions_f1) -> float:
+    """Threshold on ``null_odds`` that maximizes a score, for tuning SQuAD v2 on dev.
+
+    Args:
+        null_odds: question id -> null score minus best span score.
+        gold: question id -> gold texts (empty list = unanswerable).
+        predictions_f1: question id -> F1 (0..1) of the best non-null span.
+
+    Returns:
+        The threshold: predict "" when ``null_odds > threshold``.
+    """
+    qids = [q for q in null_odds if q in gold]
+    if not qids:
+        return 0.0
+    odds = np.array([null_odds[q] for q in qids])
+    span_gain = np.array([predictions_f1.get(q, 0.0) for q in qids])
+    null_gain = np.array([0.0 if gold[q] else 1.0 for q in qids])
+    order = np.argsort(odds)
+    odds, span_gain, null_gain = odds[order], span_gain[order], null_gain[order]
+    # threshold between sorted odds: questions with odds <= t answer a span, the rest answer null
+    cum_span = np.concatenate([[0.0], np.cumsum(span_gain)])
+    cum_null_rev = np.concatenate([np.cumsum(null_gain[::-1])[::-1], [0.0]])
+    total = cum_span + cum_null_rev
+    best = int(np.argmax(total))
+    if best == 0:
+        return float(odds[0] - 1.0)
+    if best == len(odds):
+        return float(odds[-1] + 1.0)
+    return float((odds[best - 1] + odds[best]) / 2)

@@ -1,0 +1,129 @@
+"""Batched inference for extractive QA: windows -> logits -> answers.
+
+Windows are sorted by length and padded per batch; logits come back in window order, padded with -inf past
+each window's end, ready for :func:`xlqa.postprocess.decode`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from xlqa.batching import Collator, WindowDataset, sorted_batches
+from xlqa.data import Example
+from xlqa.features import FeatureParams, Features, cached_features
+from xlqa.postprocess import Decoded, decode, pad_ragged
+
+log = logging.getLogger(__name__)
+
+
+def model_inputs(batch: dict, model) -> dict:
+    """The tensors of ``batch`` that the model's forward takes (no labels, no bookkeeping)."""
+    keys = ["input_ids", "attention_mask"]
+    if "token_type_ids" in batch and getattr(model.config, "type_vocab_size", 0) > 1:
+        keys.append("token_type_ids")
+    return {k: batch[k] for k in keys}
+
+
+@torch.inference_mode()
+def predict_logits(
+    model,
+    features: Features,
+    *,
+    pad_token_id: int,
+    pad_left: bool = False,
+    batch_size: int = 32,
+    device: torch.device | str | None = None,
+    progress: bool = True,
+    desc: str = "predict",
+) -> tuple[np.ndarray, np.ndarray]:
+    """Start and end logits for every window: two ``[n_windows, max_len]`` float32 arrays (-inf padded)."""
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    model.eval()
+    batches = sorted_batches(features.lengths, batch_size)
+    loader = DataLoader(
+        WindowDataset(features, with_labels=False),
+        batch_sampler=batches,
+        collate_fn=Collator(pad_token_id, pad_left=pad_left),
+    )
+    starts: list[np.ndarray | None] = [None] * len(features)
+    ends: list[np.ndarray | None] = [None] * len(features)
+    lengths = features.lengths
+    bar = tqdm(loader, total=len(batches), desc=desc, unit="batch", disable=not progress, dynamic_ncols=True)
+    for batch in bar:
+        out = model(**{k: v.to(device) for k, v in model_inputs(batch, model).items()})
+        s = out.start_logits.float().cpu().numpy()
+        e = out.end_logits.float().cpu().numpy()
+        for r, (i, sh) in enumerate(zip(batch["index"].tolist(), batch["shift"].tolist())):
+            L = int(lengths[i])
+            starts[i] = s[r, sh : sh + L]
+            ends[i] = e[r, sh : sh + L]
+    return pad_ragged(starts, -np.inf), pad_ragged(ends, -np.inf)
+
+
+def padded_offsets(features: Features) -> np.ndarray:
+    """``[n_windows, max_len, 2]`` offsets, -1 for non-context tokens and padding."""
+    rows = [features.offsets[features.bounds[i] : features.bounds[i + 1]] for i in range(len(features))]
+    return pad_ragged(rows, -1, dtype=np.int64)
+
+
+def predict_examples(
+    model,
+    tokenizer,
+    examples: Sequence[Example],
+    *,
+    params: FeatureParams | None = None,
+    batch_size: int = 32,
+    n_best: int = 20,
+    max_answer_length: int = 30,
+    null_threshold: float | None = None,
+    cache_dir=None,
+    progress: bool = True,
+    desc: str = "predict",
+    device=None,
+) -> Decoded:
+    """Answers for ``examples``: features (cached), batched logits, vectorized decoding."""
+    feats = cached_features(examples, tokenizer, params, training=False, cache_dir=cache_dir)
+    start, end = predict_logits(
+        model,
+        feats,
+        pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0,
+        pad_left=tokenizer.padding_side == "left",
+        batch_size=batch_size,
+        progress=progress,
+        desc=desc,
+        device=device,
+    )
+    return decode(
+        start,
+        end,
+        padded_offsets(feats),
+        feats.example_index,
+        feats.cls_index,
+        [ex.id for ex in examples],
+        [ex.context for ex in examples],
+        n_best=n_best,
+        max_answer_length=max_answer_length,
+        null_threshold=null_threshold,
+    )
+
+
+def answer(model, tokenizer, question: str, context: str, **kw) -> dict:
+    """One question: ``{"answer": text, "score": float, "start": int, "end": int}``."""
+    ex = Example(id="q", question=question, context=context, answers=[])
+    dec = predict_examples(model, tokenizer, [ex], progress=False, cache_dir="", **kw)
+    best = (
+        dec.nbest["q"][0] if dec.nbest["q"] else {"text": "", "score": float("-inf"), "start": -1, "end": -1}
+    )
+    return {
+        "answer": dec.predictions["q"],
+        "score": best["score"],
+        "probability": best.get("probability", 0.0),
+        "start": best["start"],
+        "end": best["end"],
+    }
