@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from xlqa.postprocess import best_null_threshold, decode, pad_ragged
+from xlqa.postprocess import best_null_threshold, decode, pad_ragged, trim_span
 
 
 def _brute(start, end, offsets, ex_index, cls, ids, contexts, max_len, null_threshold=None):
@@ -52,7 +52,7 @@ def _random_case(rng, n_ex=6, seq=24, ctx_from=5):
 def test_matches_brute_force(seed):
     rng = np.random.default_rng(seed)
     start, end, offsets, ex_index, cls, ids, contexts = _random_case(rng)
-    got = decode(start, end, offsets, ex_index, cls, ids, contexts, max_answer_length=5, top_k=24)
+    got = decode(start, end, offsets, ex_index, cls, ids, contexts, max_answer_length=5, top_k=24, trim=False)
     want = _brute(start, end, offsets, ex_index, cls, ids, contexts, max_len=5)
     assert got.predictions == want
 
@@ -74,6 +74,7 @@ def test_null_threshold_matches_brute_force(seed):
             max_answer_length=4,
             top_k=24,
             null_threshold=thr,
+            trim=False,
         )
         want = _brute(start, end, offsets, ex_index, cls, ids, contexts, max_len=4, null_threshold=thr)
         assert got.predictions == want
@@ -97,7 +98,7 @@ def test_spans_stay_inside_the_context_and_in_order():
 def test_nbest_is_deduplicated_ranked_and_normalized():
     rng = np.random.default_rng(7)
     start, end, offsets, ex_index, cls, ids, contexts = _random_case(rng)
-    dec = decode(start, end, offsets, ex_index, cls, ids, contexts, n_best=5)
+    dec = decode(start, end, offsets, ex_index, cls, ids, contexts, n_best=5, trim=False)
     for q, entries in dec.nbest.items():
         assert 1 <= len(entries) <= 5
         spans = [(e["start"], e["end"]) for e in entries]
@@ -132,3 +133,28 @@ def test_best_null_threshold_separates_answerable_from_not():
     f1 = {"a": 1.0, "b": 1.0, "c": 0.0, "d": 0.0}
     t = best_null_threshold(odds, gold, f1)
     assert -1.0 < t < 2.0
+
+
+@pytest.mark.parametrize(
+    ("text", "want"),
+    [
+        ("William Iron Arm)，", "William Iron Arm)"),
+        ("欧洲人权法院。", "欧洲人权法院。"),  # full stops stay: translated gold answers often end with one
+        ('"آلة لإنهاء الحرب"،', '"آلة لإنهاء الحرب"'),
+        (" 2014, ", "2014"),
+        ("«Paris»", "«Paris»"),  # paired quotes stay
+        ("...", "..."),  # never trimmed to nothing
+    ],
+)
+def test_trim_span(text, want):
+    s, e = trim_span(text, 0, len(text))
+    assert text[s:e] == want
+
+
+def test_decode_trims_glued_punctuation():
+    ctx = "计算问题，很难"
+    offsets = np.array([[[-1, -1], [0, 5], [5, 7], [-1, -1]]])
+    start = np.array([[0, 5.0, 0, 0]])
+    end = np.array([[0, 5.0, 0, 0]])
+    dec = decode(start, end, offsets, np.array([0]), np.array([0]), ["z"], [ctx])
+    assert dec.predictions["z"] == "计算问题"

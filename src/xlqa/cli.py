@@ -191,7 +191,7 @@ def evaluate(
     batch_size: Annotated[int, typer.Option(help="windows per batch")] = 64,
     max_seq_length: Annotated[int, typer.Option(help="tokens per window")] = 384,
     doc_stride: Annotated[int, typer.Option(help="window overlap")] = 128,
-    max_answer_length: Annotated[int, typer.Option(help="longest answer in tokens")] = 30,
+    max_answer_length: Annotated[int, typer.Option(help="longest answer in tokens")] = 100,
     null_threshold: Annotated[
         float | None, typer.Option(help="SQuAD v2: answer '' when null odds exceed it")
     ] = None,

@@ -38,7 +38,9 @@ class TrainConfig:
     max_seq_length: int = _f(384, "tokens per window")
     doc_stride: int = _f(128, "overlap between windows of a long context")
     max_query_length: int = _f(64, "question tokens kept")
-    max_answer_length: int = _f(30, "longest answer in tokens at decoding time")
+    max_answer_length: int = _f(
+        100, "longest answer in tokens at decoding time (see postprocess.MAX_ANSWER_LENGTH)"
+    )
     max_train_examples: int | None = _f(None, "use only the first N training questions")
     max_dev_examples: int | None = _f(None, "use only the first N dev questions")
     eval_batch_size: int = _f(64, "windows per evaluation batch")

@@ -38,7 +38,7 @@ class EvalConfig:
     max_seq_length: int = 384
     doc_stride: int = 128
     max_query_length: int = 64
-    max_answer_length: int = 30
+    max_answer_length: int = 100
     n_best: int = 20
     null_threshold: float | None = None
     max_examples: int | None = None

@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from xlqa.batching import Collator, WindowDataset, sorted_batches
 from xlqa.data import Example
 from xlqa.features import FeatureParams, Features, cached_features
-from xlqa.postprocess import Decoded, decode, pad_ragged
+from xlqa.postprocess import MAX_ANSWER_LENGTH, Decoded, decode, pad_ragged
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ def predict_examples(
     params: FeatureParams | None = None,
     batch_size: int = 32,
     n_best: int = 20,
-    max_answer_length: int = 30,
+    max_answer_length: int = MAX_ANSWER_LENGTH,
     null_threshold: float | None = None,
     cache_dir=None,
     progress: bool = True,
