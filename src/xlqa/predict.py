@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 from xlqa.batching import Collator, WindowDataset, sorted_batches
 from xlqa.data import Example
 from xlqa.features import FeatureParams, Features, cached_features
+from xlqa.modeling import autocast
 from xlqa.postprocess import MAX_ANSWER_LENGTH, Decoded, decode, pad_ragged
 
 log = logging.getLogger(__name__)
@@ -41,8 +42,12 @@ def predict_logits(
     device: torch.device | str | None = None,
     progress: bool = True,
     desc: str = "predict",
+    precision: str = "fp32",
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Start and end logits for every window: two ``[n_windows, max_len]`` float32 arrays (-inf padded)."""
+    """Start and end logits for every window: two ``[n_windows, max_len]`` float32 arrays (-inf padded).
+
+    ``precision`` bf16/fp16 runs the forward pass under autocast (logits are returned as float32).
+    """
     device = torch.device(device) if device is not None else next(model.parameters()).device
     model.eval()
     batches = sorted_batches(features.lengths, batch_size)
@@ -56,7 +61,8 @@ def predict_logits(
     lengths = features.lengths
     bar = tqdm(loader, total=len(batches), desc=desc, unit="batch", disable=not progress, dynamic_ncols=True)
     for batch in bar:
-        out = model(**{k: v.to(device) for k, v in model_inputs(batch, model).items()})
+        with autocast(precision, device):
+            out = model(**{k: v.to(device) for k, v in model_inputs(batch, model).items()})
         s = out.start_logits.float().cpu().numpy()
         e = out.end_logits.float().cpu().numpy()
         for r, (i, sh) in enumerate(zip(batch["index"].tolist(), batch["shift"].tolist())):
@@ -86,6 +92,7 @@ def predict_examples(
     progress: bool = True,
     desc: str = "predict",
     device=None,
+    precision: str = "fp32",
 ) -> Decoded:
     """Answers for ``examples``: features (cached), batched logits, vectorized decoding."""
     feats = cached_features(examples, tokenizer, params, training=False, cache_dir=cache_dir)
@@ -98,6 +105,7 @@ def predict_examples(
         progress=progress,
         desc=desc,
         device=device,
+        precision=precision,
     )
     return decode(
         start,

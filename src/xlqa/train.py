@@ -224,6 +224,7 @@ def train(cfg: TrainConfig) -> TrainResult:
                     progress=cfg.progress,
                     null_threshold=0.0 if rules == "squad2" else None,
                     desc=f"dev epoch {epoch + 1}",
+                    precision=precision,
                 )
                 scored = score_examples(
                     dev_data.examples, dec.predictions, rules=rules, language=dev_data.language
