@@ -194,3 +194,19 @@ def test_root_help_lists_commands():
 def _cwd(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # commands with default output folders write here, not into the checkout
     return Path(tmp_path)
+
+
+def test_evaluate_named_benchmarks_into_the_run_store(tmp_path, tiny_model_dir, shared_data, xlqa_cache):
+    """Benchmarks by name from a mirror; what the mirror lacks is skipped with a note; the run is indexed."""
+    env = {"XLQA_RUNS": str(tmp_path / "store")}
+    proc = run(
+        ["evaluate", "--model", str(tiny_model_dir), "--benchmarks", "xquad.de,mlqa.dev.de.de,mlqa.dev.en.en",
+         "--mirror", str(shared_data), "--max-examples", "20", "--name", "tiny", "--no-progress"],
+        env=env,
+    )  # fmt: skip
+    assert "skipped mlqa.dev.en.en" in " ".join(proc.stderr.split())
+    assert "xquad.de" in proc.stdout and "dev-context-de-question-de" in proc.stdout
+    listed = run(["runs", "list"], env=env).stdout
+    assert "tiny" in listed
+    shown = run(["runs", "show", "tiny"], env=env).stdout
+    assert "xquad.de" in shown and "mlqa" in shown

@@ -13,6 +13,8 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.table import Table
 
+from xlqa.cli_runs import runs_app
+
 app = typer.Typer(
     help="Zero-shot cross-lingual question answering: train on English SQuAD, evaluate in every language.",
     no_args_is_help=True,
@@ -21,6 +23,7 @@ app = typer.Typer(
 )
 data_app = typer.Typer(help="Inspect, validate and download SQuAD-format data.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+app.add_typer(runs_app, name="runs")
 console = Console(stderr=True)
 # piped output (files, CI logs, tests) gets wide tables instead of rich's 80-column default
 out_console = Console(width=None if sys.stdout.isatty() else 160)
@@ -49,9 +52,10 @@ def _fail(err: Exception) -> None:
 
 def _expected_errors() -> tuple[type[Exception], ...]:
     from xlqa.data import DataError
+    from xlqa.download import DownloadError
     from xlqa.modeling import ModelLoadError
 
-    return (DataError, ModelLoadError, ValueError, FileNotFoundError)
+    return (DataError, DownloadError, ModelLoadError, ValueError, FileNotFoundError)
 
 
 # -- score --------------------------------------------------------------------------------------------------
@@ -94,6 +98,7 @@ def train(
     max_steps: Annotated[int | None, typer.Option(help="stop after N optimizer steps")] = None,
     lr: Annotated[float, typer.Option(help="peak learning rate")] = 3e-5,
     batch_size: Annotated[int, typer.Option(help="windows per step per process")] = 16,
+    eval_batch_size: Annotated[int, typer.Option(help="windows per dev evaluation batch")] = 64,
     grad_accum: Annotated[int, typer.Option(help="gradient accumulation steps")] = 1,
     warmup_ratio: Annotated[float, typer.Option(help="fraction of steps for warmup")] = 0.1,
     seed: Annotated[int, typer.Option(help="random seed")] = 42,
@@ -113,7 +118,10 @@ def train(
     Example: xlqa train --model minilm-l6 --train train-v1.1.json --dev dev-v1.1.json --output runs/minilm
     --max-train-examples 2000 --epochs 1
     """
+    from dataclasses import asdict
+
     from xlqa.config import TrainConfig, load_config
+    from xlqa.runs import RunStore
     from xlqa.train import train as run_train
 
     flags = dict(
@@ -125,6 +133,7 @@ def train(
         max_steps=max_steps,
         lr=lr,
         batch_size=batch_size,
+        eval_batch_size=eval_batch_size,
         grad_accum=grad_accum,
         warmup_ratio=warmup_ratio,
         seed=seed,
@@ -147,12 +156,16 @@ def train(
             cfg = load_config(TrainConfig, config, set_flags)
         else:
             cfg = TrainConfig(**flags)
-        result = run_train(cfg)
+        cfg.validate()
+        store = RunStore()
+        run = store.create_run("train", model=cfg.model, config=asdict(cfg), dir=cfg.output)
+        with store.tracking(run.id):
+            result = run_train(cfg)
     except _expected_errors() as err:
         _fail(err)
     if result.best_f1 is not None:
         console.print(f"best dev F1 {result.best_f1:.2f}, EM {result.best_em:.2f}")
-    console.print(f"model saved in {result.best_dir}")
+    console.print(f"run {run.id}: model saved in {result.best_dir}")
 
 
 # -- evaluate -----------------------------------------------------------------------------------------------
@@ -184,11 +197,30 @@ def results_table(results: dict) -> Table:
     return table
 
 
+def _benchmark_files(benchmarks: str, mirror: str | None) -> list[Path]:
+    from xlqa.download import get_available
+
+    fetched, failed = get_available(benchmarks, mirror=mirror)
+    for spec, err in failed:
+        console.print(f"[yellow]skipped[/] {spec.name}: {str(err).splitlines()[0]}")
+    if not fetched:
+        raise ValueError(f"none of the benchmarks {benchmarks!r} could be fetched (see above)")
+    return [path for _, path in fetched]
+
+
 @app.command()
 def evaluate(
     model: Annotated[str, typer.Option(help="model folder (e.g. RUN/best), hub id or offline source")],
-    data: Annotated[list[Path], typer.Option(help="SQuAD-format file(s); repeat the flag or list several")],
-    output: Annotated[Path, typer.Option(help="folder for predictions and results.json")] = Path("runs/eval"),
+    data: Annotated[list[Path] | None, typer.Option(help="SQuAD-format file(s); repeat the flag")] = None,
+    benchmarks: Annotated[
+        str | None,
+        typer.Option(help="named benchmarks or groups: xquad,mlqa,tydiqa or all (see `xlqa data list`)"),
+    ] = None,
+    mirror: Annotated[str | None, typer.Option(help="data mirror folder or URL (env XLQA_MIRROR)")] = None,
+    output: Annotated[
+        Path | None, typer.Option(help="run folder (default: a new run in the run store)")
+    ] = None,
+    name: Annotated[str | None, typer.Option(help="a readable name for the run")] = None,
     batch_size: Annotated[int, typer.Option(help="windows per batch")] = 64,
     max_seq_length: Annotated[int, typer.Option(help="tokens per window")] = 384,
     doc_stride: Annotated[int, typer.Option(help="window overlap")] = 128,
@@ -202,31 +234,43 @@ def evaluate(
     ] = "auto",
     progress: Annotated[bool, typer.Option(help="progress bars")] = True,
 ) -> None:
-    """Evaluate a model on one or more files: per-language EM/F1 table and OUTPUT/results.json.
+    """Evaluate a model on files or named benchmarks: per-language EM/F1 table, results in the run store.
 
-    Example: xlqa evaluate --model runs/minilm/best --data xquad.en.json --data xquad.es.json --output runs/eval
+    Languages and rule sets come from the data (MLQA files: MLQA rules; SQuAD v2-style: v2 rules; else v1.1).
+    Each evaluation is a run of the run store ($XLQA_RUNS, default ./runs): see `xlqa runs list`.
+
+    Example: xlqa evaluate --model runs/minilm/best --benchmarks xquad,mlqa,tydiqa --mirror ../shared/data
     """
-    from xlqa.evaluate import EvalConfig, evaluate_model
+    from dataclasses import asdict
 
-    cfg = EvalConfig(
-        model=model,
-        data=[str(p) for p in data],
-        output=str(output),
-        batch_size=batch_size,
-        max_seq_length=max_seq_length,
-        doc_stride=doc_stride,
-        max_answer_length=max_answer_length,
-        null_threshold=null_threshold,
-        max_examples=max_examples,
-        progress=progress,
-        precision=precision,
-    )
+    from xlqa.evaluate import EvalConfig, evaluate_model
+    from xlqa.runs import RunStore
+
     try:
-        results = evaluate_model(cfg)
+        files = [str(p) for p in data or []]
+        if benchmarks:
+            files += [str(p) for p in _benchmark_files(benchmarks, mirror)]
+        if not files:
+            raise ValueError("nothing to evaluate: give --data FILE or --benchmarks NAMES")
+        cfg = EvalConfig(
+            model=model, data=files, output="", batch_size=batch_size, max_seq_length=max_seq_length,
+            doc_stride=doc_stride, max_answer_length=max_answer_length, null_threshold=null_threshold,
+            max_examples=max_examples, progress=progress, precision=precision,
+        )  # fmt: skip
+        store = RunStore()
+        previous = output / "run.json" if output is not None else None
+        if previous is not None and previous.exists():  # evaluating again into the same folder: same run
+            run = store.get_run(json.loads(previous.read_text())["id"])
+        else:
+            run = store.create_run("eval", model=model, config=asdict(cfg), name=name, dir=output)
+        cfg.output = str(run.dir)
+        with store.tracking(run.id):
+            results = evaluate_model(cfg)
+            store.record_evaluation(run.id, results, results_path=run.dir / "results.json")
     except _expected_errors() as err:
         _fail(err)
     out_console.print(results_table(results))
-    console.print(f"results: {output / 'results.json'}")
+    console.print(f"run {run.id}: {run.dir / 'results.json'}")
 
 
 # -- predict ------------------------------------------------------------------------------------------------

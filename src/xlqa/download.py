@@ -197,6 +197,26 @@ def get(
     return [fetch(spec, cache_dir=cache_dir, mirror=mirror, progress=progress) for spec in expand(names)]
 
 
+def get_available(
+    names: str | list[str],
+    cache_dir: str | os.PathLike[str] | None = None,
+    mirror: str | os.PathLike[str] | None = None,
+    progress: bool = True,
+) -> tuple[list[tuple[BenchmarkSpec, Path]], list[tuple[BenchmarkSpec, DownloadError]]]:
+    """Like :func:`get`, but a benchmark that cannot be fetched is reported instead of stopping the rest.
+
+    For "evaluate on everything available": a mirror folder that holds only some MLQA or TyDi files still
+    serves those. Returns ``(fetched, failed)`` with the specs, in the order of the expanded names.
+    """
+    fetched, failed = [], []
+    for spec in expand(names):
+        try:
+            fetched.append((spec, fetch(spec, cache_dir=cache_dir, mirror=mirror, progress=progress)))
+        except DownloadError as err:
+            failed.append((spec, err))
+    return fetched, failed
+
+
 # ---------------------------------------------------------------- mirror folder
 def _from_mirror_folder(spec: BenchmarkSpec, folder: Path) -> Path:
     path = folder / spec.mirror_path

@@ -1,0 +1,209 @@
+"""``xlqa runs``: list, show, compare and import runs of the run store. Each command calls :mod:`xlqa.runs`."""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from xlqa.runs import Run, RunStore, RunStoreError
+
+runs_app = typer.Typer(
+    help="Runs: folders of config, checkpoints, events, predictions and metrics, indexed in ROOT/index.sqlite"
+    " (ROOT: --root, else $XLQA_RUNS, else ./runs).",
+    no_args_is_help=True,
+    add_completion=False,
+)
+# piped output (files, CI logs, tests) gets wide tables instead of rich's 80-column default
+out_console = Console(width=None if sys.stdout.isatty() else 160)
+err_console = Console(stderr=True)
+
+Root = Annotated[
+    Path | None, typer.Option("--root", help="run store folder (default $XLQA_RUNS, else ./runs)")
+]
+AsJson = Annotated[bool, typer.Option("--json", help="print JSON instead of tables")]
+# config keys worth a glance; the full config is in run.json
+SUMMARY_KEYS = ("train", "dev", "data", "epochs", "max_steps", "lr", "batch_size", "grad_accum", "seed",
+                "max_seq_length", "doc_stride", "max_train_examples", "max_examples", "precision")  # fmt: skip
+
+
+def _fail(err: Exception | str) -> NoReturn:
+    err_console.print(f"[bold red]error:[/] {err}", soft_wrap=True, highlight=False)
+    raise typer.Exit(code=2)
+
+
+def _when(iso: str | None) -> str:
+    """An index timestamp (UTC) in local time, to the minute."""
+    return datetime.fromisoformat(iso).astimezone().strftime("%Y-%m-%d %H:%M") if iso else ""
+
+
+def _num(x: float | None, sign: bool = False) -> str:
+    return "" if x is None else f"{x:+.2f}" if sign else f"{x:.2f}"
+
+
+def _metrics_table(run: Run, rows: list[dict]) -> Table:
+    table = Table(title=f"{run.label}: latest evaluation of each dataset")
+    for col in ("data", "lang", "rules", "questions", "EM", "F1", "xlqa-ext F1", "seconds", "evaluated"):
+        table.add_column(col, justify="left" if col in ("data", "rules", "evaluated") else "right")
+    for m in rows:
+        ext = m["extended"].get("xlqa-ext") or {}
+        table.add_row(
+            m["dataset"], m["language"] or "?", m["rules"] or "", str(m["n_questions"] or ""),
+            _num(m["exact_match"]), _num(m["f1"]), _num(ext.get("f1")), _num(m["seconds"]), _when(m["evaluated"]),
+        )  # fmt: skip
+    if len(rows) > 1:
+        em, f1 = (sum(m[k] for m in rows) / len(rows) for k in ("exact_match", "f1"))
+        table.add_row("average", "", "", "", _num(em), _num(f1), "", "", "", style="bold")
+    return table
+
+
+@runs_app.command("list")
+def list_(
+    root: Root = None, limit: Annotated[int | None, typer.Option(help="newest N runs only")] = None
+) -> None:
+    """List runs, newest first: id, name, kind, model, status, created, mean EM/F1 over their datasets.
+
+    Example: xlqa runs list --root runs --limit 20
+    """
+    store = RunStore(root)
+    try:
+        runs = store.list_runs(limit)
+        summary = store.metrics_summary([r.id for r in runs])
+    except RunStoreError as err:
+        _fail(err)
+    if not runs:
+        out_console.print(f"no runs in {store.root}", highlight=False)
+        return
+    table = Table(title=f"runs in {store.root}")
+    for col in ("id", "name", "kind", "model", "status", "created", "datasets", "mean EM", "mean F1"):
+        table.add_column(col, justify="right" if col in ("datasets", "mean EM", "mean F1") else "left")
+    for r in runs:
+        s = summary[r.id]
+        table.add_row(r.id, r.name or "", r.kind, r.model, r.status, _when(r.created), str(s["datasets"] or ""),
+                      _num(s["exact_match"]), _num(s["f1"]))  # fmt: skip
+    out_console.print(table)
+
+
+@runs_app.command("show")
+def show(
+    run: Annotated[str, typer.Argument(help="run id, unique id prefix, or name")],
+    root: Root = None,
+    as_json: AsJson = False,
+) -> None:
+    """Show one run: status, config summary, per-dataset EM/F1 of its latest evaluations, and its files.
+
+    Example: xlqa runs show 20261126-1512 --root runs
+    """
+    store = RunStore(root)
+    try:
+        r = store.get_run(run)
+        rows = store.run_metrics(r.id)
+    except RunStoreError as err:
+        _fail(err)
+    if as_json:
+        print(json.dumps({"run": r.to_dict(), "metrics": rows}, indent=2, ensure_ascii=False))
+        return
+    info = Table.grid(padding=(0, 2))
+    info.add_column(style="bold")
+    info.add_column()
+    for key, value in (
+        ("run", r.id), ("name", r.name or ""), ("kind", r.kind), ("model", r.model), ("status", r.status),
+        ("created", _when(r.created)), ("updated", _when(r.updated)), ("host", f"{r.host or '?'} (pid {r.pid})"),
+    ):  # fmt: skip
+        info.add_row(key, value)
+    config = ", ".join(f"{k}={r.config[k]}" for k in SUMMARY_KEYS if r.config.get(k) not in (None, "", []))
+    info.add_row("config", config or "(none)")
+    out_console.print(info, highlight=False)
+    if rows:
+        out_console.print(_metrics_table(r, rows))
+    else:
+        out_console.print("no evaluations recorded", highlight=False)
+    paths = [("folder", r.dir), ("run.json", r.run_json)]
+    paths += [("events", r.events_path), ("checkpoint", r.best_dir)]
+    paths += [
+        ("results", Path(p)) for p in dict.fromkeys(m["results_path"] for m in rows if m["results_path"])
+    ]
+    for what, p in paths:
+        if p.exists() or what in ("folder", "run.json"):
+            out_console.print(f"[bold]{what}:[/] {p}", highlight=False, soft_wrap=True)
+
+
+@runs_app.command("compare")
+def compare(
+    runs: Annotated[
+        list[str], typer.Argument(help="two or more runs (id, unique prefix or name); first = baseline")
+    ],
+    root: Root = None,
+    as_json: AsJson = False,
+) -> None:
+    """Compare runs dataset by dataset: EM and F1 of each, and each run's difference to the first.
+
+    Example: xlqa runs compare baseline 20261126-1512 --root runs
+    """
+    if len(runs) < 2:
+        _fail("compare needs at least two runs")
+    try:
+        cmp = RunStore(root).compare(runs)
+    except RunStoreError as err:
+        _fail(err)
+    if as_json:
+        print(json.dumps(cmp, indent=2, ensure_ascii=False))
+        return
+    ids = [r["id"] for r in cmp["runs"]]
+    labels = {r["id"]: r["name"] or r["id"] for r in cmp["runs"]}
+    table = Table(title=f"baseline: {labels[ids[0]]}")
+    table.add_column("data")
+    table.add_column("lang")
+    for i, rid in enumerate(ids):
+        table.add_column(f"{labels[rid]}\nEM / F1", justify="right")
+        if i:
+            table.add_column("Δ\nEM / F1", justify="right")
+
+    def pair(v: dict | None, sign: bool = False) -> str:
+        return f"{_num(v['exact_match'], sign)} / {_num(v['f1'], sign)}" if v else "-"
+
+    def cells(row: dict) -> list[str]:
+        out = []
+        for i, rid in enumerate(ids):
+            out += [pair(row["values"][rid])] + ([pair(row["delta"][rid], sign=True)] if i else [])
+        return out
+
+    for row in cmp["rows"]:
+        name = row["dataset"] + ("" if row["same_data"] else " *")
+        table.add_row(name, row["language"] or "?", *cells(row))
+    if cmp["average"]:
+        table.add_row(
+            f"average ({cmp['average']['datasets']} shared)", "", *cells(cmp["average"]), style="bold"
+        )
+    out_console.print(table)
+    if not all(row["same_data"] for row in cmp["rows"]):
+        out_console.print("* the runs scored different files (sha256) under this name", highlight=False)
+
+
+@runs_app.command("import")
+def import_(
+    results_json: Annotated[
+        Path, typer.Argument(help="results.json written by xlqa evaluate (or its folder)")
+    ],
+    name: Annotated[str | None, typer.Option(help="readable name for the run")] = None,
+    model: Annotated[str | None, typer.Option(help="model, when results.json does not name it")] = None,
+    root: Root = None,
+) -> None:
+    """Register an existing evaluation output folder (its results.json) as a finished eval run.
+
+    Example: xlqa runs import runs/eval/results.json --name e5-baseline --root runs
+    """
+    store = RunStore(root)
+    try:
+        run = store.import_results(results_json, model=model, name=name)
+        rows = store.run_metrics(run.id)
+    except RunStoreError as err:
+        _fail(err)
+    out_console.print(f"imported {results_json} as run [bold]{run.id}[/]", highlight=False, soft_wrap=True)
+    out_console.print(_metrics_table(run, rows))

@@ -1,0 +1,630 @@
+"""Run store: one folder per run (config, checkpoints, events, predictions, metrics) indexed in SQLite.
+
+Layout::
+
+    <root>/index.sqlite         runs, evaluations, per-dataset metrics (WAL mode, schema_version table)
+    <root>/<run_id>/run.json    what the run is: kind, model, config, environment, status
+    <root>/<run_id>/...         what it writes: best/, events.jsonl, <dataset>/predictions.json, results.json
+
+``root`` defaults to ``$XLQA_RUNS``, else ``./runs``. A run folder may also live elsewhere (``create_run(dir=)``,
+``import_results``); the index records where. Every write is one ``BEGIN IMMEDIATE`` transaction and files
+are written under a temporary name then moved with ``os.replace``, so several processes can share a store.
+
+A command records itself in a couple of calls::
+
+    store = RunStore()
+    run = store.create_run("eval", model=cfg.model, config=asdict(cfg))
+    cfg.output = str(run.dir)
+    with store.tracking(run.id):  # status: finished, failed (exception) or stopped (Ctrl-C)
+        store.record_evaluation(run.id, evaluate_model(cfg), results_path=run.dir / "results.json")
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import importlib.metadata
+import json
+import logging
+import os
+import platform
+import re
+import secrets
+import shutil
+import socket
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, replace
+from datetime import datetime, timezone
+from pathlib import Path
+
+import xlqa
+from xlqa.evaluate import em_of, f1_of
+
+log = logging.getLogger(__name__)
+
+KINDS = ("train", "eval")
+STATUSES = ("running", "finished", "failed", "stopped")
+INDEX_NAME = "index.sqlite"
+RUN_FILE = "run.json"
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+# Each migration is a list of statements applied in one transaction; the schema version is its 1-based index.
+# Never edit a released migration: append a new one.
+_MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (  # 1: runs, their evaluations, one metrics row per evaluated dataset
+        """CREATE TABLE runs (
+            id TEXT PRIMARY KEY, name TEXT, kind TEXT NOT NULL CHECK (kind IN ('train', 'eval')),
+            model TEXT NOT NULL,
+            status TEXT NOT NULL CHECK (status IN ('running', 'finished', 'failed', 'stopped')),
+            created TEXT NOT NULL, updated TEXT NOT NULL, dir TEXT NOT NULL,
+            config_json TEXT NOT NULL DEFAULT '{}', environment_json TEXT NOT NULL DEFAULT '{}',
+            host TEXT, pid INTEGER)""",
+        "CREATE INDEX runs_created ON runs (created)",
+        "CREATE INDEX runs_name ON runs (name)",
+        """CREATE TABLE evaluations (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            run_id TEXT NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+            created TEXT NOT NULL, results_path TEXT, precision TEXT,
+            config_json TEXT NOT NULL DEFAULT '{}', environment_json TEXT NOT NULL DEFAULT '{}')""",
+        "CREATE INDEX evaluations_run ON evaluations (run_id)",
+        """CREATE TABLE metrics (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            evaluation_id INTEGER NOT NULL REFERENCES evaluations (id) ON DELETE CASCADE,
+            dataset TEXT NOT NULL, language TEXT, rules TEXT, n_questions INTEGER,
+            exact_match REAL NOT NULL, f1 REAL NOT NULL, metrics_json TEXT NOT NULL, extended_json TEXT,
+            seconds REAL, data_path TEXT, data_sha256 TEXT, null_threshold REAL,
+            UNIQUE (evaluation_id, dataset))""",
+        "CREATE INDEX metrics_dataset ON metrics (dataset, language)",
+    ),
+)
+SCHEMA_VERSION = len(_MIGRATIONS)
+
+
+class RunStoreError(ValueError):
+    """A run store operation failed; the message names the run, file or field."""
+
+
+class RunNotFoundError(RunStoreError, LookupError):
+    """No run (or more than one) matches what was asked for; ``candidates`` lists close matches."""
+
+    def __init__(self, message: str, candidates: list[str] | None = None):
+        super().__init__(message)
+        self.candidates = candidates or []
+
+
+@dataclass(frozen=True)
+class Run:
+    """One row of the ``runs`` table, with its folder resolved."""
+
+    id: str
+    name: str | None
+    kind: str
+    model: str
+    status: str
+    created: str
+    updated: str
+    dir: Path
+    config: dict
+    environment: dict
+    host: str | None = None
+    pid: int | None = None
+
+    @property
+    def label(self) -> str:
+        """The name when there is one, else the id (for table headers)."""
+        return self.name or self.id
+
+    @property
+    def run_json(self) -> Path:
+        return self.dir / RUN_FILE
+
+    @property
+    def events_path(self) -> Path:
+        return self.dir / "events.jsonl"
+
+    @property
+    def best_dir(self) -> Path:
+        return self.dir / "best"
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "dir": str(self.dir)}
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
+
+
+def _dumps(obj) -> str:
+    return json.dumps(obj, ensure_ascii=False, default=str)
+
+
+def write_json_atomic(path: Path, obj) -> None:
+    """Write JSON to a temporary file in the same folder, then move it into place (readers never see half)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    try:
+        with open(tmp, "x", encoding="utf-8") as fh:  # a unique name: concurrent writers never share one
+            fh.write(json.dumps(obj, indent=2, ensure_ascii=False, default=str))
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def light_environment() -> dict[str, str]:
+    """Package versions from their metadata (no heavy imports), Python and platform."""
+    env = {"xlqa": xlqa.__version__, "python": platform.python_version(), "platform": platform.platform()}
+    for pkg in ("torch", "transformers", "tokenizers", "accelerate", "numpy"):
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            env[pkg] = importlib.metadata.version(pkg)
+    return env
+
+
+def _metric_row(i: int, d: dict) -> tuple:
+    """One ``datasets`` entry of a results dict -> a ``metrics`` row (without the evaluation id)."""
+    where = f"results datasets[{i}]" + (f" ({d['name']!r})" if isinstance(d, dict) and "name" in d else "")
+    if not isinstance(d, dict):
+        raise RunStoreError(f"{where}: expected an object, got {type(d).__name__}")
+    for key in ("name", "metrics"):
+        if key not in d:
+            raise RunStoreError(f"{where}: missing field {key!r}")
+    m = d["metrics"]
+    if not isinstance(m, dict) or "f1" not in m or not ({"exact_match", "exact"} & set(m)):
+        raise RunStoreError(f"{where}: 'metrics' needs 'f1' and 'exact_match' (or 'exact'), got {m!r}")
+    try:
+        em, f1 = em_of(d), f1_of(d)
+        seconds = None if d.get("seconds") is None else float(d["seconds"])
+        threshold = None if d.get("null_threshold") is None else float(d["null_threshold"])
+        n = None if d.get("n_questions") is None else int(d["n_questions"])
+    except (TypeError, ValueError) as err:
+        raise RunStoreError(f"{where}: {err}") from err
+    ext = d.get("extended")
+    return (str(d["name"]), d.get("language"), d.get("rules"), n, em, f1, _dumps(m),
+            _dumps(ext) if ext else None, seconds, d.get("path"), d.get("sha256"), threshold)  # fmt: skip
+
+
+class RunStore:
+    """Run folders under ``root`` plus the SQLite index ``root/index.sqlite``.
+
+    Args:
+        root: store folder; default ``$XLQA_RUNS``, else ``./runs``.
+        timeout: seconds a writer waits for another process's transaction before giving up.
+    """
+
+    def __init__(self, root: str | Path | None = None, *, timeout: float = 30.0):
+        self.root = (
+            Path(root if root is not None else os.environ.get("XLQA_RUNS") or "runs").expanduser().absolute()
+        )
+        self.db_path = self.root / INDEX_NAME
+        self.timeout = timeout
+        self._ready_pid: int | None = None  # schema checked in this process (connections never cross a fork)
+
+    def __repr__(self) -> str:
+        return f"RunStore({str(self.root)!r})"
+
+    # -- connections and transactions ------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _connect(self, create: bool = False) -> Iterator[sqlite3.Connection | None]:
+        """A fresh connection (None when reading a store that does not exist yet)."""
+        if not self.db_path.exists():
+            if not create:
+                yield None
+                return
+            self.root.mkdir(parents=True, exist_ok=True)
+        try:
+            con = sqlite3.connect(self.db_path, timeout=self.timeout, isolation_level=None)
+        except sqlite3.Error as err:
+            raise RunStoreError(f"cannot open run index {self.db_path}: {err}") from err
+        try:
+            con.row_factory = sqlite3.Row
+            con.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
+            con.execute("PRAGMA foreign_keys = ON")
+            if self._ready_pid != os.getpid():
+                self._migrate(con)
+            yield con
+        except sqlite3.Error as err:  # locked past the timeout, corrupt file, disk full: name the index
+            raise RunStoreError(f"run index {self.db_path}: {err}") from err
+        finally:
+            con.close()
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction: the write lock is taken at BEGIN, everything commits or nothing does."""
+        with self._connect(create=True) as con:
+            con.execute("BEGIN IMMEDIATE")
+            try:
+                yield con
+            except BaseException:
+                if con.in_transaction:
+                    con.execute("ROLLBACK")
+                raise
+            con.execute("COMMIT")
+
+    @staticmethod
+    def _version(con: sqlite3.Connection) -> int:
+        if not con.execute("SELECT 1 FROM sqlite_master WHERE name = 'schema_version'").fetchone():
+            return 0
+        return con.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version").fetchone()[0]
+
+    def _migrate(self, con: sqlite3.Connection) -> None:
+        """Bring the schema up to date (a read when it already is, so read-only stores stay readable)."""
+        if self._version(con) < SCHEMA_VERSION:
+            if con.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                con.execute("PRAGMA journal_mode = WAL")  # persistent: recorded in the database file
+            con.execute("BEGIN IMMEDIATE")
+            try:
+                con.execute(
+                    "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, applied TEXT)"
+                )
+                for version in range(
+                    self._version(con) + 1, SCHEMA_VERSION + 1
+                ):  # another process may have won
+                    for stmt in _MIGRATIONS[version - 1]:
+                        con.execute(stmt)
+                    con.execute(
+                        "INSERT INTO schema_version (version, applied) VALUES (?, ?)", (version, _now())
+                    )
+                    log.debug("%s: schema migrated to version %d", self.db_path, version)
+            except BaseException:
+                if con.in_transaction:
+                    con.execute("ROLLBACK")
+                raise
+            con.execute("COMMIT")
+        current = self._version(con)
+        if current > SCHEMA_VERSION:
+            raise RunStoreError(
+                f"{self.db_path}: schema version {current} is newer than this xlqa ({SCHEMA_VERSION});"
+                " upgrade xlqa to read it"
+            )
+        self._ready_pid = os.getpid()
+
+    def schema_version(self) -> int:
+        """The index's schema version (0 when the store does not exist yet)."""
+        with self._connect() as con:
+            return 0 if con is None else self._version(con)
+
+    # -- rows <-> objects --------------------------------------------------------------------------------------
+    def _run(self, row: sqlite3.Row) -> Run:
+        d = Path(row["dir"])
+        return Run(
+            id=row["id"], name=row["name"], kind=row["kind"], model=row["model"], status=row["status"],
+            created=row["created"], updated=row["updated"], dir=d if d.is_absolute() else self.root / d,
+            config=json.loads(row["config_json"]), environment=json.loads(row["environment_json"]),
+            host=row["host"], pid=row["pid"],
+        )  # fmt: skip
+
+    def _stored_dir(self, folder: Path) -> str:
+        """Folders inside the root are stored relative to it, so a store can be moved or mounted elsewhere."""
+        return str(folder.relative_to(self.root)) if folder.is_relative_to(self.root) else str(folder)
+
+    @staticmethod
+    def _run_file(run: Run) -> dict:
+        return {k: v for k, v in run.to_dict().items() if k != "dir"}
+
+    # -- writing -----------------------------------------------------------------------------------------------
+    def _new_folder(self, name: str | None, folder: str | Path | None) -> tuple[str, Path, bool]:
+        """A fresh run id and its folder (claimed with an exclusive mkdir); True when the folder is new."""
+        for _ in range(10):
+            run_id = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
+            run_id += f"-{name}" if name else ""
+            if folder is not None:
+                path = Path(folder).absolute()
+                made = not path.exists()
+                path.mkdir(parents=True, exist_ok=True)
+                return run_id, path, made
+            try:
+                (self.root / run_id).mkdir(parents=True)
+                return run_id, self.root / run_id, True
+            except FileExistsError:
+                continue
+        raise RunStoreError(f"{self.root}: could not find a free run id")  # pragma: no cover
+
+    def _check_free(self, con: sqlite3.Connection, folder: Path) -> None:
+        try:
+            other = json.loads((folder / RUN_FILE).read_text(encoding="utf-8")).get("id")
+        except (OSError, ValueError, AttributeError):
+            return
+        if con.execute("SELECT 1 FROM runs WHERE id = ?", (other,)).fetchone():
+            raise RunStoreError(f"{folder} already holds run {other}; choose another folder")
+
+    def _insert_run(self, con, kind, model, config, name, folder, environment, status) -> Run:
+        if kind not in KINDS:
+            raise RunStoreError(f"unknown run kind {kind!r}; expected one of {', '.join(KINDS)}")
+        if status not in STATUSES:
+            raise RunStoreError(f"unknown status {status!r}; expected one of {', '.join(STATUSES)}")
+        if name is not None and not _NAME_RE.fullmatch(name):
+            raise RunStoreError(f"run name {name!r}: use 1-64 letters, digits, '.', '_' or '-'")
+        if not model:
+            raise RunStoreError("a run needs a model (hub id, folder or offline source)")
+        run_id, path, made = self._new_folder(name, folder)
+        now = _now()
+        run = Run(run_id, name, kind, model, status, now, now, path, dict(config or {}),
+                  dict(environment if environment is not None else light_environment()),
+                  socket.gethostname(), os.getpid())  # fmt: skip
+        wrote = False
+        try:
+            self._check_free(con, path)
+            write_json_atomic(run.run_json, self._run_file(run))
+            wrote = True
+            con.execute(
+                "INSERT INTO runs (id, name, kind, model, status, created, updated, dir, config_json,"
+                " environment_json, host, pid) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (run.id, name, kind, model, status, now, now, self._stored_dir(path), _dumps(run.config),
+                 _dumps(run.environment), run.host, run.pid),
+            )  # fmt: skip
+        except BaseException:
+            if made:
+                shutil.rmtree(path, ignore_errors=True)
+            elif wrote:
+                run.run_json.unlink(missing_ok=True)
+            raise
+        return run
+
+    def create_run(
+        self,
+        kind: str,
+        *,
+        model: str,
+        config: dict,
+        name: str | None = None,
+        dir: str | Path | None = None,
+        environment: dict | None = None,
+        status: str = "running",
+    ) -> Run:
+        """Make the run folder, write ``run.json`` and insert the ``runs`` row (status ``running``).
+
+        Args:
+            kind: ``train`` or ``eval``.
+            model: the model trained or evaluated (hub id, folder or offline source).
+            config: the run's full config (saved in ``run.json`` and the index).
+            name: optional readable name, appended to the id and accepted wherever a run id is.
+            dir: put the run in this folder (e.g. ``xlqa train --output``) instead of ``<root>/<run_id>``.
+            environment: package versions; default :func:`light_environment`.
+        """
+        with self._transaction() as con:
+            run = self._insert_run(con, kind, model, config, name, dir, environment, status)
+        log.info("run %s created in %s", run.id, run.dir)
+        return run
+
+    def update_status(self, run_id: str, status: str) -> Run:
+        """Set a run's status (running, finished, failed, stopped) in the index and its ``run.json``."""
+        if status not in STATUSES:
+            raise RunStoreError(f"unknown status {status!r}; expected one of {', '.join(STATUSES)}")
+        run = self.get_run(run_id)
+        now = _now()
+        with self._transaction() as con:
+            con.execute("UPDATE runs SET status = ?, updated = ? WHERE id = ?", (status, now, run.id))
+        run = replace(run, status=status, updated=now)
+        try:  # the index is the record; run.json follows it for people reading the folder
+            if not run.dir.is_dir():
+                raise FileNotFoundError(f"folder {run.dir} is gone")
+            write_json_atomic(run.run_json, self._run_file(run))
+        except OSError as err:
+            log.warning("run %s: could not update %s: %s", run.id, run.run_json, err)
+        return run
+
+    @contextlib.contextmanager
+    def tracking(self, run_id: str) -> Iterator[Run]:
+        """Mark the run finished when the block ends, failed on an exception, stopped on Ctrl-C."""
+        run = self.get_run(run_id)
+        try:
+            yield run
+        except KeyboardInterrupt:
+            self.update_status(run.id, "stopped")
+            raise
+        except BaseException:
+            self.update_status(run.id, "failed")
+            raise
+        self.update_status(run.id, "finished")
+
+    def _insert_evaluation(self, con, run: Run, results: dict, results_path: Path) -> int:
+        cur = con.execute(
+            "INSERT INTO evaluations (run_id, created, results_path, precision, config_json, environment_json)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (run.id, _now(), str(results_path), results.get("precision"), _dumps(results.get("config", {})),
+             _dumps(results.get("environment", {}))),
+        )  # fmt: skip
+        eval_id = cur.lastrowid
+        for i, d in enumerate(results["datasets"]):
+            row = _metric_row(i, d)
+            try:
+                con.execute(
+                    "INSERT INTO metrics (evaluation_id, dataset, language, rules, n_questions, exact_match, f1,"
+                    " metrics_json, extended_json, seconds, data_path, data_sha256, null_threshold)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (eval_id, *row),
+                )
+            except sqlite3.IntegrityError as err:
+                raise RunStoreError(f"run {run.id}: results datasets[{i}] ({row[0]!r}): {err}") from err
+        con.execute("UPDATE runs SET updated = ? WHERE id = ?", (_now(), run.id))
+        return eval_id
+
+    @staticmethod
+    def _check_results(results, where: str) -> None:
+        if not isinstance(results, dict) or not isinstance(results.get("datasets"), list):
+            raise RunStoreError(
+                f"{where}: not xlqa evaluation results (expected a dict with a 'datasets' list)"
+            )
+
+    def record_evaluation(self, run_id: str, results: dict, *, results_path: str | Path | None = None) -> int:
+        """Index the results dict of :func:`xlqa.evaluate.evaluate_model`; returns the evaluation id.
+
+        Args:
+            run_id: the run evaluated (id, unique prefix or name).
+            results: ``{"config", "precision", "environment", "datasets": [...]}`` as in ``results.json``.
+            results_path: where that dict already is on disk; default: written to
+                ``<run dir>/evaluations/<time>.json``.
+        """
+        run = self.get_run(run_id)
+        self._check_results(results, f"run {run.id}")
+        written = None
+        if results_path is None:
+            stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-%f")
+            written = results_path = run.dir / "evaluations" / f"{stamp}.json"
+            write_json_atomic(written, results)
+        elif not Path(results_path).is_file():
+            raise RunStoreError(f"run {run.id}: results file {results_path} does not exist")
+        try:
+            with self._transaction() as con:
+                eval_id = self._insert_evaluation(con, run, results, Path(results_path).absolute())
+        except BaseException:
+            if written is not None:
+                written.unlink(missing_ok=True)
+            raise
+        log.info("run %s: evaluation %d recorded (%d datasets)", run.id, eval_id, len(results["datasets"]))
+        return eval_id
+
+    def import_results(
+        self, results_json_path: str | Path, *, model: str | None = None, name: str | None = None
+    ) -> Run:
+        """Register an existing evaluation output folder (its ``results.json``) as a finished ``eval`` run."""
+        path = Path(results_json_path).absolute()
+        if path.is_dir():
+            path = path / "results.json"
+        try:
+            results = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise RunStoreError(f"{path}: no such results file") from None
+        except (OSError, ValueError) as err:
+            raise RunStoreError(f"{path}: cannot read results: {err}") from err
+        self._check_results(results, str(path))
+        config = results.get("config") or {}
+        model = model or config.get("model")
+        if not model:
+            raise RunStoreError(f"{path}: no config.model in the results; pass the model (--model)")
+        with self._transaction() as con:
+            dup = con.execute(
+                "SELECT run_id FROM evaluations WHERE results_path = ?", (str(path),)
+            ).fetchone()
+            if dup:
+                raise RunStoreError(f"{path} is already indexed as run {dup[0]}")
+            run = self._insert_run(con, "eval", model, config, name, path.parent,
+                                   results.get("environment"), "finished")  # fmt: skip
+            try:
+                self._insert_evaluation(con, run, results, path)
+            except BaseException:
+                run.run_json.unlink(missing_ok=True)
+                raise
+        log.info("imported %s as run %s", path, run.id)
+        return run
+
+    # -- reading -----------------------------------------------------------------------------------------------
+    def list_runs(self, limit: int | None = None, *, kind: str | None = None) -> list[Run]:
+        """Runs, newest first (optionally only ``kind`` and at most ``limit``)."""
+        if limit is not None and limit < 1:
+            raise RunStoreError(f"limit must be >= 1, got {limit}")
+        sql, args = "SELECT * FROM runs", []
+        if kind is not None:
+            sql, args = sql + " WHERE kind = ?", [kind]
+        sql += " ORDER BY created DESC, id DESC" + (" LIMIT ?" if limit else "")
+        with self._connect() as con:
+            if con is None:
+                return []
+            return [self._run(r) for r in con.execute(sql, [*args, *([limit] if limit else [])])]
+
+    def get_run(self, ref: str) -> Run:
+        """A run by exact id, exact name or unique id prefix; otherwise an error listing close matches."""
+        ref = (ref or "").strip()
+        if not ref:
+            raise RunNotFoundError(f"empty run id (store {self.root})")
+        with self._connect() as con:
+            if con is None:
+                raise RunNotFoundError(f"no run {ref!r}: there is no run store in {self.root} yet")
+            for where in ("id = ?1", "name = ?1", "substr(id, 1, length(?1)) = ?1"):
+                found = con.execute(
+                    f"SELECT * FROM runs WHERE {where} ORDER BY created DESC", (ref,)
+                ).fetchall()
+                if len(found) == 1:
+                    return self._run(found[0])
+                if found:
+                    ids = [r["id"] for r in found]
+                    shown = ", ".join(ids[:10]) + (f" (and {len(ids) - 10} more)" if len(ids) > 10 else "")
+                    raise RunNotFoundError(f"{ref!r} matches {len(ids)} runs in {self.root}: {shown}", ids)
+            keys = [k for row in con.execute("SELECT id, name FROM runs") for k in row if k]
+        close = difflib.get_close_matches(ref, keys, n=5, cutoff=0.5)
+        hint = f"; did you mean {', '.join(close)}?" if close else "; see `xlqa runs list`"
+        raise RunNotFoundError(f"no run {ref!r} in {self.root}{hint}", close)
+
+    def _latest_metrics(self, run_ids: list[str]) -> dict[str, list[dict]]:
+        """Per run, the newest evaluation's row for each dataset, in the order they were recorded."""
+        out: dict[str, list[dict]] = {r: [] for r in run_ids}
+        marks = ", ".join("?" * len(run_ids))
+        sql = f"""SELECT * FROM (
+            SELECT e.run_id, e.created AS evaluated, e.results_path, m.*, ROW_NUMBER() OVER (
+                PARTITION BY e.run_id, m.dataset ORDER BY e.id DESC) AS rn
+            FROM metrics m JOIN evaluations e ON e.id = m.evaluation_id WHERE e.run_id IN ({marks}))
+            WHERE rn = 1 ORDER BY evaluation_id, id"""
+        with self._connect() as con:
+            rows = [] if con is None or not run_ids else con.execute(sql, run_ids).fetchall()
+        for r in map(dict, rows):
+            r["metrics"], r["extended"] = (
+                json.loads(r.pop("metrics_json")),
+                json.loads(r.pop("extended_json") or "{}"),
+            )
+            r["path"], r["sha256"] = r.pop("data_path"), r.pop("data_sha256")
+            for k in ("rn", "id"):
+                del r[k]
+            out[r.pop("run_id")].append(r)
+        return out
+
+    def run_metrics(self, run_id: str) -> list[dict]:
+        """EM/F1 (and the full official metrics) of the latest evaluation of each dataset of a run."""
+        run = self.get_run(run_id)
+        return self._latest_metrics([run.id])[run.id]
+
+    def metrics_summary(self, run_ids: list[str]) -> dict[str, dict]:
+        """Per run id: number of datasets and mean EM/F1 over their latest evaluations (None without any)."""
+        out = {}
+        for rid, rows in self._latest_metrics(list(run_ids)).items():
+            n = len(rows)
+            out[rid] = {"datasets": n, "exact_match": sum(r["exact_match"] for r in rows) / n if n else None,
+                        "f1": sum(r["f1"] for r in rows) / n if n else None}  # fmt: skip
+        return out
+
+    def compare(self, run_ids: list[str]) -> dict:
+        """Dataset x run table of EM/F1, each later run's difference to the first, and the mean over shared data.
+
+        Returns ``{"runs": [run dicts], "rows": [{"dataset", "language", "rules", "same_data", "values":
+        {run_id: {"exact_match", "f1"} | None}, "delta": {run_id: {...} | None}}], "average": {...} | None}``;
+        ``delta`` holds the runs after the first; ``same_data`` is False when the runs scored files with
+        different sha256 under one dataset name.
+        """
+        if not run_ids:
+            raise RunStoreError("compare needs at least one run")
+        runs = [self.get_run(r) for r in run_ids]
+        ids = [r.id for r in runs]
+        if len(set(ids)) < len(ids):
+            dup = next(i for i in ids if ids.count(i) > 1)
+            raise RunStoreError(f"run {dup} is given twice")
+        latest = self._latest_metrics(ids)
+        by_run = {rid: {m["dataset"]: m for m in rows} for rid, rows in latest.items()}
+        names = list(dict.fromkeys(m["dataset"] for rid in ids for m in latest[rid]))
+        rows = []
+        for ds in names:
+            cells = {rid: by_run[rid].get(ds) for rid in ids}
+            some = next(c for c in cells.values() if c)
+            shas = {c["sha256"] for c in cells.values() if c}
+            rows.append({"dataset": ds, "language": some["language"], "rules": some["rules"],
+                         "same_data": len(shas) <= 1, **_values_and_deltas(ids, cells)})  # fmt: skip
+        common = [r for r in rows if all(r["values"][rid] for rid in ids)]
+        average = None
+        if common:
+            mean = {rid: {k: sum(r["values"][rid][k] for r in common) / len(common) for k in ("exact_match", "f1")}
+                    for rid in ids}  # fmt: skip
+            average = {"datasets": len(common), **_values_and_deltas(ids, mean)}
+        return {"runs": [r.to_dict() for r in runs], "rows": rows, "average": average}
+
+
+def _values_and_deltas(ids: list[str], cells: dict[str, dict | None]) -> dict:
+    values = {
+        rid: ({"exact_match": c["exact_match"], "f1": c["f1"]} if c else None) for rid, c in cells.items()
+    }
+    base = values[ids[0]]
+    delta = {
+        rid: {k: values[rid][k] - base[k] for k in ("exact_match", "f1")} if base and values[rid] else None
+        for rid in ids[1:]
+    }
+    return {"values": values, "delta": delta}
