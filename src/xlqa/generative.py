@@ -1,0 +1,335 @@
+"""Generative QA with sequence-to-sequence models (mT5, T5, ByT5, mBART-style): the answer is generated as text.
+
+Input of a window: ``question: <question> context: <piece of the context>`` followed by the end-of-sequence
+token; target: the answer text. A long context is cut into windows of ``max_seq_length`` tokens overlapping by
+``doc_stride`` context tokens, each repeating the question, so every window reads as one well-formed input.
+
+* Training: windows of answerable questions that do not contain the whole answer are **dropped** (a target ""
+  there would teach the model to give up on SQuAD v1-style data, where every question has an answer); windows
+  of unanswerable questions (SQuAD v2) get the empty target, i.e. just the end-of-sequence token.
+* Evaluation: every window is decoded (greedy or beam search) and scored by its length-normalized sequence
+  log-probability; the answer is the best-scoring window's text, never merely the last window's.
+
+Predictions, n-best lists and metrics come out in the same files and format as the extractive path.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from xlqa.batching import sorted_batches
+from xlqa.data import Example
+
+log = logging.getLogger(__name__)
+
+QUESTION_PREFIX = "question: "
+CONTEXT_PREFIX = " context:"
+
+
+@dataclass
+class Seq2SeqWindows:
+    """Token windows of a list of examples: encoder ids, targets (training) and the example of each window."""
+
+    input_ids: list[np.ndarray]
+    labels: list[np.ndarray] | None
+    example_index: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.array([len(x) for x in self.input_ids], dtype=np.int64)
+
+
+def build_windows(
+    examples: Sequence[Example],
+    tokenizer,
+    *,
+    max_seq_length: int = 384,
+    doc_stride: int = 128,
+    max_query_length: int = 64,
+    max_answer_length: int = 100,
+    training: bool = False,
+) -> Seq2SeqWindows:
+    """Cut examples into ``question: ... context: ...`` windows (see the module docstring for the targets).
+
+    Args:
+        examples: validated examples.
+        tokenizer: a fast tokenizer with an end-of-sequence token.
+        max_seq_length: encoder tokens per window, end-of-sequence included.
+        doc_stride: context tokens shared by consecutive windows.
+        max_query_length: question tokens kept (at most half the window).
+        max_answer_length: target tokens, end-of-sequence included.
+        training: build targets (and drop windows without the answer).
+    """
+    from xlqa.features import _truncate_questions
+
+    eos = tokenizer.eos_token_id
+    if eos is None:
+        raise ValueError(f"{type(tokenizer).__name__} has no end-of-sequence token; generative QA needs one")
+    questions = _truncate_questions(
+        [ex.question for ex in examples], tokenizer, min(max_query_length, max_seq_length // 2)
+    )
+    prefixes = tokenizer(
+        [f"{QUESTION_PREFIX}{q}{CONTEXT_PREFIX}" for q in questions], add_special_tokens=False
+    )
+    contexts = tokenizer(
+        [ex.context for ex in examples], add_special_tokens=False, return_offsets_mapping=True
+    )
+    answers = [ex.train_answer if training and not ex.is_impossible else None for ex in examples]
+    targets = tokenizer([a.text.strip() if a else "" for a in answers], add_special_tokens=False)["input_ids"]
+    ids_out, labels_out, owner = [], [], []
+    dropped = 0
+    for i, ex in enumerate(examples):
+        prefix = prefixes["input_ids"][i]
+        ctx_ids = contexts["input_ids"][i]
+        offs = contexts["offset_mapping"][i]
+        room = max_seq_length - len(prefix) - 1
+        if room < 1:
+            raise ValueError(
+                f"question {ex.id}: max_seq_length {max_seq_length} leaves no room for the context"
+            )
+        label = np.asarray([*targets[i][: max_answer_length - 1], eos], dtype=np.int64)
+        start = 0
+        while True:
+            end = min(start + room, len(ctx_ids))
+            keep = True
+            if training and not ex.is_impossible:
+                a = answers[i]
+                lead = len(a.text) - len(a.text.lstrip())
+                a_start, a_end = a.start + lead, a.start + lead + len(a.text.strip())
+                keep = end > start and offs[start][0] <= a_start and a_end <= offs[end - 1][1]
+            if keep:
+                ids_out.append(np.asarray([*prefix, *ctx_ids[start:end], eos], dtype=np.int64))
+                labels_out.append(label)
+                owner.append(i)
+            else:
+                dropped += 1
+            if end >= len(ctx_ids):
+                break
+            start = max(start + 1, end - doc_stride)
+    if dropped:
+        log.info("dropped %d training windows that do not contain their answer", dropped)
+    return Seq2SeqWindows(ids_out, labels_out if training else None, np.asarray(owner, dtype=np.int64))
+
+
+class Seq2SeqDataset(Dataset):
+    def __init__(self, windows: Seq2SeqWindows):
+        self.windows = windows
+
+    def __len__(self) -> int:
+        return len(self.windows)
+
+    def __getitem__(self, i: int) -> dict:
+        item = {"index": i, "input_ids": self.windows.input_ids[i]}
+        if self.windows.labels is not None:
+            item["labels"] = self.windows.labels[i]
+        return item
+
+
+class Seq2SeqCollator:
+    """Right-pads encoder ids with the pad token and targets with -100 (ignored by the loss)."""
+
+    def __init__(self, pad_token_id: int):
+        self.pad = pad_token_id
+
+    def __call__(self, items: list[dict]) -> dict[str, torch.Tensor]:
+        n, width = len(items), max(len(it["input_ids"]) for it in items)
+        ids = np.full((n, width), self.pad, dtype=np.int64)
+        mask = np.zeros((n, width), dtype=np.int64)
+        for r, it in enumerate(items):
+            ids[r, : len(it["input_ids"])] = it["input_ids"]
+            mask[r, : len(it["input_ids"])] = 1
+        batch = {
+            "input_ids": torch.from_numpy(ids),
+            "attention_mask": torch.from_numpy(mask),
+            "index": torch.tensor([it["index"] for it in items]),
+        }
+        if "labels" in items[0]:
+            lw = max(len(it["labels"]) for it in items)
+            labels = np.full((n, lw), -100, dtype=np.int64)
+            for r, it in enumerate(items):
+                labels[r, : len(it["labels"])] = it["labels"]
+            batch["labels"] = torch.from_numpy(labels)
+        return batch
+
+
+# -- decoding ------------------------------------------------------------------------------------------------------
+@dataclass
+class GenDecoded:
+    """Per question id: the answer, every window's candidate (best first) and the best score."""
+
+    predictions: dict[str, str]
+    nbest: dict[str, list[dict]]
+    null_odds: dict[str, float]
+
+
+def _sequence_scores(model, out, eos: int, num_beams: int) -> torch.Tensor:
+    """Length-normalized log-probability of each generated sequence (up to and including its first eos)."""
+    if num_beams > 1:
+        return out.sequences_scores.float()  # beam search: sum of log-probs / length (length_penalty 1)
+    steps = model.compute_transition_scores(out.sequences, out.scores, normalize_logits=True).float()
+    gen = out.sequences[:, -steps.shape[1] :]
+    before_eos = (gen == eos).long().cumsum(1)
+    mask = (before_eos == 0) | ((before_eos == 1) & (gen == eos))
+    return (steps * mask).sum(1) / mask.sum(1).clamp(min=1)
+
+
+@torch.inference_mode()
+def generate_answers(
+    model,
+    tokenizer,
+    examples: Sequence[Example],
+    *,
+    max_seq_length: int = 384,
+    doc_stride: int = 128,
+    max_query_length: int = 64,
+    max_answer_length: int = 100,
+    num_beams: int = 1,
+    batch_size: int = 32,
+    precision: str = "fp32",
+    progress: bool = True,
+    desc: str = "generate",
+) -> GenDecoded:
+    """Answers for ``examples``: every window decoded, the best-scoring window's text kept per question."""
+    from xlqa.modeling import autocast
+
+    windows = build_windows(examples, tokenizer, max_seq_length=max_seq_length, doc_stride=doc_stride,
+                            max_query_length=max_query_length, training=False)  # fmt: skip
+    device = next(model.parameters()).device
+    model.eval()
+    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    batches = sorted_batches(windows.lengths, batch_size)
+    loader = DataLoader(Seq2SeqDataset(windows), batch_sampler=batches, collate_fn=Seq2SeqCollator(pad))
+    texts: list[str] = [""] * len(windows)
+    scores = np.full(len(windows), -np.inf, dtype=np.float64)
+    for batch in tqdm(
+        loader, total=len(batches), desc=desc, unit="batch", disable=not progress, dynamic_ncols=True
+    ):
+        with autocast(precision, device):
+            out = model.generate(
+                input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device),
+                max_new_tokens=max_answer_length, num_beams=num_beams, do_sample=False, eos_token_id=eos,
+                pad_token_id=pad, output_scores=True, return_dict_in_generate=True,
+            )  # fmt: skip
+        s = _sequence_scores(model, out, eos, num_beams).cpu().numpy()
+        decoded = tokenizer.batch_decode(out.sequences, skip_special_tokens=True)
+        for r, i in enumerate(batch["index"].tolist()):
+            texts[i], scores[i] = decoded[r].strip(), float(s[r])
+    return pick_answers([ex.id for ex in examples], windows.example_index, texts, scores)
+
+
+def pick_answers(
+    example_ids: list[str], window_example: np.ndarray, texts: list[str], scores: np.ndarray
+) -> GenDecoded:
+    """Per question, the text of its best-scoring window (ties: the first); every window's candidate in nbest.
+
+    Args:
+        example_ids: question ids, in example order.
+        window_example: ``[n_windows]`` index of each window's example.
+        texts: the generated text of each window.
+        scores: ``[n_windows]`` sequence scores (higher is better).
+    """
+    nbest: dict[str, list[dict]] = {qid: [] for qid in example_ids}
+    for w, i in enumerate(np.asarray(window_example).tolist()):
+        nbest[example_ids[i]].append({"text": texts[w], "score": float(scores[w]), "window": w})
+    predictions = {}
+    for qid, cands in nbest.items():
+        cands.sort(key=lambda c: -c["score"])  # stable: equal scores keep window order
+        predictions[qid] = cands[0]["text"] if cands else ""
+    return GenDecoded(predictions, nbest, {})
+
+
+# -- the training task and evaluation ------------------------------------------------------------------------------
+class GenerativeTask:
+    """What :func:`xlqa.train.train` needs for generative QA (a seq2seq model, text targets)."""
+
+    name = "generative"
+
+    def load(self, cfg):
+        from xlqa.modeling import load_seq2seq_model
+
+        return load_seq2seq_model(cfg.model)
+
+    def train_data(self, examples, tok, cfg):
+        from xlqa.train import TrainData
+
+        windows = build_windows(examples, tok, max_seq_length=cfg.max_seq_length, doc_stride=cfg.doc_stride,
+                                max_query_length=cfg.max_query_length, max_answer_length=cfg.max_answer_length,
+                                training=True)  # fmt: skip
+        pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+        return TrainData(Seq2SeqDataset(windows), windows.lengths, Seq2SeqCollator(pad))
+
+    def loss(self, model, batch: dict, config) -> torch.Tensor:
+        return model(
+            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]
+        ).loss
+
+    def predict(self, model, tok, data, cfg, precision: str, desc: str) -> dict[str, str]:
+        return generate_answers(
+            model, tok, data.examples, max_seq_length=cfg.max_seq_length, doc_stride=cfg.doc_stride,
+            max_query_length=cfg.max_query_length, max_answer_length=cfg.max_answer_length,
+            num_beams=cfg.num_beams, batch_size=cfg.eval_batch_size, precision=precision, progress=cfg.progress,
+            desc=desc,
+        ).predictions  # fmt: skip
+
+
+def evaluate_generative(cfg, *, model=None, tokenizer=None, num_beams: int = 1) -> dict:
+    """:func:`xlqa.evaluate.evaluate_model` for a seq2seq model: same files, same results format.
+
+    Args:
+        cfg: an :class:`xlqa.evaluate.EvalConfig` (``max_answer_length`` bounds the generated tokens).
+        model: an already loaded model (else ``cfg.model`` is loaded).
+        tokenizer: its tokenizer.
+        num_beams: beams (1 = greedy).
+    """
+    from xlqa.config import environment
+    from xlqa.data import load_squad
+    from xlqa.evaluate import _write_json, dataset_name, em_of, f1_of, rules_for, score_examples
+    from xlqa.modeling import choose_precision, load_seq2seq_model
+
+    if not cfg.data:
+        raise ValueError("no data files to evaluate (--data FILE ...)")
+    datasets = [load_squad(p, max_examples=cfg.max_examples) for p in cfg.data]
+    if model is None:
+        model, tokenizer = load_seq2seq_model(cfg.model)
+    precision = choose_precision(cfg.precision, next(model.parameters()).device)
+    if precision == "fp16":
+        from xlqa.modeling import apply_precision_policy
+
+        apply_precision_policy(model, precision)  # refuses fp16 for the T5 family
+    out_dir = Path(cfg.output)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results = {"config": {**asdict(cfg), "num_beams": num_beams, "task": "generative"}, "precision": precision,
+               "environment": environment(), "datasets": []}  # fmt: skip
+    for data in datasets:
+        name, t0, rules = dataset_name(data.path), time.perf_counter(), rules_for(data)
+        dec = generate_answers(model, tokenizer, data.examples, max_seq_length=cfg.max_seq_length,
+                               doc_stride=cfg.doc_stride, max_query_length=cfg.max_query_length,
+                               max_answer_length=cfg.max_answer_length, num_beams=num_beams,
+                               batch_size=cfg.batch_size, precision=precision, progress=cfg.progress, desc=name)  # fmt: skip
+        seconds = time.perf_counter() - t0
+        scored = score_examples(data.examples, dec.predictions, rules=rules, language=data.language)
+        ddir = out_dir / name
+        ddir.mkdir(parents=True, exist_ok=True)
+        _write_json(ddir / "predictions.json", dec.predictions)
+        _write_json(ddir / "nbest_predictions.json", dec.nbest)
+        _write_json(ddir / "null_odds.json", dec.null_odds)
+        results["datasets"].append({"name": name, "path": str(data.path), "sha256": data.report.sha256,
+                                    "language": data.language, "n_questions": len(data.examples),
+                                    "seconds": round(seconds, 2), "null_threshold": None, **scored})  # fmt: skip
+        log.info(
+            "%s: EM %.2f F1 %.2f (%s, generative, %.1fs)", name, em_of(scored), f1_of(scored), rules, seconds
+        )
+    _write_json(out_dir / "results.json", results)
+    return results

@@ -1,0 +1,102 @@
+"""Run control with real background processes: train --detach, runs status, runs stop, runs resume."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+from typer.testing import CliRunner
+
+from test_guard import tiny_squad
+from xlqa.checkpoint import DELAY_ENV
+from xlqa.cli import app
+
+
+def _invoke(args: list[str], env: dict) -> str:
+    result = CliRunner().invoke(app, args, env={"COLUMNS": "200", **env})
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def _wait(cond, timeout: float, what: str, log: Path | None = None):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = cond()
+        if value:
+            return value
+        time.sleep(0.1)
+    detail = log.read_text()[-3000:] if log is not None and log.exists() else ""
+    raise AssertionError(f"timed out waiting for {what}\n{detail}")
+
+
+def _run_json(run_dir: Path) -> dict:
+    return json.loads((run_dir / "run.json").read_text())
+
+
+def test_detach_status_stop_resume(tmp_path, tiny_model_dir, xlqa_cache, monkeypatch):
+    from xlqa.control import config_of_run, process_alive, read_pid
+    from xlqa.train import train
+
+    store = tmp_path / "store"
+    env = {"XLQA_RUNS": str(store)}
+    monkeypatch.setenv(DELAY_ENV, "10:4")  # the epoch-end checkpoint of step 10 takes a while: time to stop
+    train_file = tiny_squad(tmp_path / "train.json")
+    dev_file = tiny_squad(tmp_path / "dev.json", n=16, offset=100)
+    out = tmp_path / "run"
+    t0 = time.time()
+    printed = _invoke(
+        ["train", "--model", str(tiny_model_dir), "--train", str(train_file), "--dev", str(dev_file),
+         "--output", str(out), "--max-steps", "24", "--batch-size", "4", "--lr", "1e-3", "--save-every", "100",
+         "--max-seq-length", "64", "--doc-stride", "32", "--precision", "fp32", "--name", "bg", "--detach"],
+        env,
+    )  # fmt: skip
+    assert time.time() - t0 < 20  # returned at once, the training runs on
+    run_id, folder = next(line for line in printed.splitlines() if "\t" in line).split("\t")
+    assert Path(folder) == out and run_id.endswith("-bg")
+    pid = read_pid(out)["pid"]
+    assert process_alive(pid)
+
+    # status while it runs: progress from the events, the process, health
+    _wait(lambda: (out / "checkpoints" / ".tmp-step-0000010").exists(), 120, "step 10", out / "train.log")
+    status = json.loads(_invoke(["runs", "status", "bg", "--json"], env))
+    assert status["status"] == "running" and status["alive"] and status["pid"] == pid
+    assert status["step"] == 10 and status["total_steps"] == 24 and status["loss"] > 0
+    assert status["examples_per_s"] > 0 and status["eta"] is not None and status["health"]["nonfinite"] == 0
+    table = _invoke(["runs", "status"], env)  # no argument: the running runs
+    assert "bg" in table and "10/24" in table and "ok" in table
+
+    # graceful stop: finishes its step, checkpoints, exits with status stopped
+    stopped = _invoke(["runs", "stop", run_id, "--wait", "120"], env)
+    assert "stopped" in stopped
+    assert not process_alive(pid) and _run_json(out)["status"] == "stopped"
+    events = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
+    assert events[-1]["event"] == "stopped" and events[-1]["steps"] == 11
+    assert (out / "checkpoints" / "step-0000011" / "trainer_state.pt").exists()
+    status = json.loads(_invoke(["runs", "status", str(out), "--json"], env))
+    assert status["status"] == "stopped" and not status["alive"] and status["eta"] is None
+
+    # resume in the background, to the end
+    _invoke(["runs", "resume", "bg"], env)
+    _wait(lambda: _run_json(out)["status"] == "finished", 180, "the resumed run to finish", out / "train.log")
+    assert "resume" in (out / "events.jsonl").read_text()
+
+    # a graceful stop and a resume change nothing: same weights as one uninterrupted run
+    cfg = config_of_run(out)
+    cfg.output = str(tmp_path / "uninterrupted")
+    monkeypatch.delenv(DELAY_ENV)
+    train(cfg)
+    wa = load_file(Path(cfg.output) / "checkpoints" / "step-0000024" / "model.safetensors")
+    wb = load_file(out / "checkpoints" / "step-0000024" / "model.safetensors")
+    for k in wa:
+        torch.testing.assert_close(wa[k], wb[k], rtol=1e-5, atol=1e-6)
+
+
+def test_stop_and_status_errors(tmp_path, tiny_model_dir):
+    env = {"XLQA_RUNS": str(tmp_path / "store")}
+    result = CliRunner().invoke(app, ["runs", "stop", "nope"], env=env)
+    assert result.exit_code == 2 and "nope" in result.output
+    result = CliRunner().invoke(app, ["train", "--resume", str(tmp_path / "missing")], env=env)
+    assert result.exit_code == 2 and "missing" in result.output

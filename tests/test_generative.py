@@ -1,0 +1,162 @@
+"""Generative QA with a tiny random T5 (XLM-R tokenizer): windows, targets, scoring, training, the fp16 policy."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from test_guard import events_of, tiny_config
+from xlqa.data import Answer, Example
+from xlqa.generative import build_windows, generate_answers, pick_answers
+from xlqa.guard import TrainingDiverged
+
+
+@pytest.fixture(scope="module")
+def tiny_t5_dir(tmp_path_factory, shared_models) -> Path:
+    """A 1-layer random T5 whose vocabulary is the XLM-R tokenizer's (decoder start = pad, as in T5)."""
+    from transformers import AutoTokenizer, T5Config, T5ForConditionalGeneration
+
+    tok = AutoTokenizer.from_pretrained(str(shared_models / "xlm-r-tokenizer"))
+    torch.manual_seed(0)
+    cfg = T5Config(vocab_size=len(tok), d_model=16, d_kv=8, d_ff=32, num_layers=1, num_decoder_layers=1,
+                   num_heads=2, decoder_start_token_id=tok.pad_token_id, pad_token_id=tok.pad_token_id,
+                   eos_token_id=tok.eos_token_id)  # fmt: skip
+    out = tmp_path_factory.mktemp("tiny-t5")
+    T5ForConditionalGeneration(cfg).save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+def _example(qid: str, context: str, answer: str | None) -> Example:
+    answers = [] if answer is None else [Answer(text=answer, start=context.index(answer))]
+    return Example(id=qid, question="Where does she live?", context=context, answers=answers,
+                   is_impossible=answer is None)  # fmt: skip
+
+
+def test_windows_repeat_the_question_and_targets_follow_the_answer(xlmr_tokenizer):
+    tok = xlmr_tokenizer
+    context = " ".join(f"word{i}" for i in range(60)) + " She lives in Lisbon now."
+    ex = _example("a", context, "Lisbon")
+    evald = build_windows([ex], tok, max_seq_length=40, doc_stride=10, max_query_length=16)
+    assert len(evald) > 3 and evald.labels is None and set(evald.example_index) == {0}
+    prefix = tok("question: Where does she live? context:", add_special_tokens=False)["input_ids"]
+    for ids in evald.input_ids:
+        assert len(ids) <= 40 and list(ids[: len(prefix)]) == prefix and ids[-1] == tok.eos_token_id
+    train = build_windows([ex, _example("b", "Nobody lives here.", None)], tok, max_seq_length=40, doc_stride=10,
+                          max_query_length=16, training=True)  # fmt: skip
+    owners = train.example_index.tolist()
+    assert owners.count(0) >= 1 and owners.count(0) < len(evald)  # windows without "Lisbon" are dropped
+    for ids, label, owner in zip(train.input_ids, train.labels, owners):
+        if owner == 0:
+            assert "Lisbon" in tok.decode(ids) and tok.decode(label, skip_special_tokens=True) == "Lisbon"
+        else:
+            assert label.tolist() == [tok.eos_token_id]  # unanswerable: the empty answer
+
+
+def test_the_best_scoring_window_wins_not_the_last():
+    dec = pick_answers(["q1", "q2"], np.array([0, 0, 0, 1]), ["Rome", "Paris", "x", "Oslo"],
+                       np.array([-0.5, -0.1, -2.0, -3.0]))  # fmt: skip
+    assert dec.predictions == {"q1": "Paris", "q2": "Oslo"}
+    assert [c["text"] for c in dec.nbest["q1"]] == ["Paris", "Rome", "x"] and dec.nbest["q1"][0][
+        "window"
+    ] == 1
+
+
+def test_greedy_score_is_the_mean_log_probability_of_the_answer(tiny_t5_dir):
+    from xlqa.modeling import load_seq2seq_model
+
+    model, tok = load_seq2seq_model(str(tiny_t5_dir))
+    ex = _example("a", "She lives in Lisbon now, far from Rome.", "Lisbon")
+    dec = generate_answers(model, tok, [ex], max_seq_length=64, max_answer_length=5, progress=False)
+    (cand,) = dec.nbest["a"]
+    # teacher-forced log-probabilities of the generated tokens (random model: no eos within 5 tokens)
+    ids = build_windows([ex], tok, max_seq_length=64).input_ids[0].tolist()
+    target = torch.tensor([tok(cand["text"], add_special_tokens=False)["input_ids"]])
+    generated = model.generate(torch.tensor([ids]), max_new_tokens=5, do_sample=False)[0, 1:]
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([ids]), labels=generated[None]).logits
+    logp = torch.log_softmax(logits.float(), -1)[0].gather(1, generated[:, None]).mean().item()
+    assert cand["score"] == pytest.approx(logp, abs=1e-4) and target.numel() > 0
+
+
+def test_generative_training_and_evaluation_outputs(tmp_path, tiny_t5_dir, xlqa_cache):
+    from xlqa.checkpoint import latest_checkpoint
+    from xlqa.evaluate import EvalConfig
+    from xlqa.generative import evaluate_generative
+    from xlqa.train import make_optimizer, train
+
+    cfg = tiny_config(tmp_path, tiny_t5_dir, lr=1e-2, max_seq_length=24, doc_stride=8, max_answer_length=4,
+                      max_steps=6)  # fmt: skip
+    result = train(cfg)
+    start = events_of(Path(cfg.output))[0]
+    assert start["task"] == "generative" and start["precision"] in ("bf16", "fp32")
+    assert result.history[0]["f1"] >= 0 and (Path(result.best_dir) / "model.safetensors").exists()
+    from transformers.optimization import Adafactor
+
+    from xlqa.modeling import load_seq2seq_model
+
+    assert isinstance(make_optimizer(load_seq2seq_model(str(tiny_t5_dir))[0], cfg), Adafactor)  # T5 default
+    out = tmp_path / "eval"
+    res = evaluate_generative(EvalConfig(model=str(latest_checkpoint(cfg.output)), data=[cfg.dev], output=str(out),
+                                         max_seq_length=24, doc_stride=8, max_answer_length=4, progress=False))  # fmt: skip
+    (d,) = res["datasets"]
+    assert d["rules"] == "squad1" and set(d["metrics"]) == {"exact_match", "f1"} and d["n_questions"] == 16
+    preds = json.loads((out / "dev" / "predictions.json").read_text())
+    nbest = json.loads((out / "dev" / "nbest_predictions.json").read_text())
+    assert set(preds) == set(nbest) and len(preds) == 16 and all(isinstance(v, str) for v in preds.values())
+    assert all(nbest[q][0]["text"] == preds[q] for q in preds)
+
+
+def test_fp16_on_t5_is_refused_unless_overridden(tmp_path, tiny_t5_dir):
+    from xlqa.modeling import apply_precision_policy, load_seq2seq_model
+    from xlqa.train import train
+
+    with pytest.raises(ValueError, match=r"fp16 is refused for t5.*--precision bf16.*fp32.*--allow-fp16-t5"):
+        train(tiny_config(tmp_path, tiny_t5_dir, precision="fp16", max_seq_length=24, doc_stride=8))
+    model, _ = load_seq2seq_model(str(tiny_t5_dir))
+    assert apply_precision_policy(model, "bf16")["fp32_modules"] == []
+    info = apply_precision_policy(model, "fp16", allow_fp16_t5=True)
+    assert info["fp32_modules"] == ["encoder.block.0.layer.1.DenseReluDense.wo",
+                                    "decoder.block.0.layer.2.DenseReluDense.wo"]  # fmt: skip
+    dtypes = {}
+    for name in info["fp32_modules"]:
+        model.get_submodule(name).register_forward_hook(
+            lambda m, a, o, n=name: dtypes.__setitem__(n, o.dtype)
+        )
+    wi_dtype = []
+    model.encoder.block[0].layer[1].DenseReluDense.wi.register_forward_hook(
+        lambda m, a, o: wi_dtype.append(o.dtype)
+    )
+    with torch.autocast("cpu", dtype=torch.float16):
+        model(input_ids=torch.tensor([[5, 6, 7, 2]]), labels=torch.tensor([[8, 2]]))
+    assert set(dtypes.values()) == {torch.float32} and wi_dtype == [torch.float16]
+
+
+def test_scaled_up_t5_overflows_in_fp16_and_the_guard_catches_it(tmp_path, tiny_t5_dir):
+    from transformers import T5ForConditionalGeneration
+
+    from xlqa.train import train
+
+    model = T5ForConditionalGeneration.from_pretrained(tiny_t5_dir)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.Linear) and module is not model.lm_head:
+                module.weight.mul_(1000.0)
+    big = tmp_path / "big-t5"
+    model.save_pretrained(big)
+    from transformers import AutoTokenizer
+
+    AutoTokenizer.from_pretrained(tiny_t5_dir).save_pretrained(big)
+    cfg = tiny_config(tmp_path, big, precision="fp16", allow_fp16_t5=True, max_seq_length=24, doc_stride=8,
+                      max_answer_length=4, guard_max_consecutive=2, guard_max_rollbacks=1)  # fmt: skip
+    with pytest.raises(TrainingDiverged) as info:
+        train(cfg)
+    diag = info.value.diagnosis
+    assert diag["precision"] == "fp16" and diag["reproduced"] and diag["forward"]
+    assert diag["forward"].startswith(("encoder.", "decoder.")) and "overflowed in" in str(info.value)
+    kinds = [e["event"] for e in events_of(Path(cfg.output))]
+    assert kinds.count("nonfinite") == 4 and kinds.count("rollback") == 1 and kinds[-1] == "diagnosis"
