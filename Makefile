@@ -43,8 +43,9 @@ format: setup
 test: lint
 	$(BIN)/pytest -q -p no:cacheprovider
 
+# the real data from ../shared/data when it is there, else downloaded by name (official URLs, sha256-checked)
 demo: setup
-	$(BIN)/xlqa demo --data-dir $(XLQA_SHARED)/data --output demo-output
+	$(BIN)/xlqa demo $(if $(wildcard $(XLQA_SHARED)/data),--data-dir $(XLQA_SHARED)/data) --output demo-output
 
 clean:
 	rm -rf $(VENV) demo-output .pytest_cache .ruff_cache

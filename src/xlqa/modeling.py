@@ -78,29 +78,38 @@ def load_tokenizer(name: str):
     return tok
 
 
-def load_qa_model(name: str, *, dtype: torch.dtype | None = None):
-    """An extractive QA model (``AutoModelForQuestionAnswering``) and its tokenizer."""
-    from transformers import AutoModelForQuestionAnswering
+def _load_with(auto_cls, name: str, dtype: torch.dtype | None, what: str, *, quiet: bool):
+    """``auto_cls.from_pretrained`` on a resolved ``--model`` with errors that say what to do."""
     from transformers.utils import logging as hf_logging
 
     path = resolve_model(name)
     tok = load_tokenizer(name)
     verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()  # its load report flags the new QA head, which is expected here
+    if quiet:
+        hf_logging.set_verbosity_error()  # its load report flags a new task head, which is expected here
     hf_logging.disable_progress_bar()
     try:
-        model = AutoModelForQuestionAnswering.from_pretrained(path, dtype=dtype or torch.float32)
+        model = auto_cls.from_pretrained(path, dtype=dtype or torch.float32)
     except OSError as err:
         if Path(path).is_dir():
             raise ModelLoadError(f"--model {name}: could not load model weights from {path}: {err}") from err
         raise _hub_error(name, err) from err
     except ValueError as err:
-        raise ModelLoadError(f"--model {name}: not usable for extractive question answering: {err}") from err
+        raise ModelLoadError(f"--model {name}: {what}: {err}") from err
     finally:
         hf_logging.set_verbosity(verbosity)
         hf_logging.enable_progress_bar()
     log.info("loaded %s (%s, %.1fM parameters)", name, type(model).__name__, model.num_parameters() / 1e6)
     return model, tok
+
+
+def load_qa_model(name: str, *, dtype: torch.dtype | None = None):
+    """An extractive QA model (``AutoModelForQuestionAnswering``) and its tokenizer."""
+    from transformers import AutoModelForQuestionAnswering
+
+    return _load_with(
+        AutoModelForQuestionAnswering, name, dtype, "not usable for extractive question answering", quiet=True
+    )
 
 
 def cpu_has_native_bf16() -> bool:
@@ -252,20 +261,5 @@ def apply_precision_policy(model, precision: str, *, allow_fp16_t5: bool = False
 def load_seq2seq_model(name: str, *, dtype: torch.dtype | None = None):
     """A generative model (``AutoModelForSeq2SeqLM``: mT5, T5, ByT5, mBART...) and its tokenizer."""
     from transformers import AutoModelForSeq2SeqLM
-    from transformers.utils import logging as hf_logging
 
-    path = resolve_model(name)
-    tok = load_tokenizer(name)
-    hf_logging.disable_progress_bar()
-    try:
-        model = AutoModelForSeq2SeqLM.from_pretrained(path, dtype=dtype or torch.float32)
-    except OSError as err:
-        if Path(path).is_dir():
-            raise ModelLoadError(f"--model {name}: could not load model weights from {path}: {err}") from err
-        raise _hub_error(name, err) from err
-    except ValueError as err:
-        raise ModelLoadError(f"--model {name}: not a sequence-to-sequence model: {err}") from err
-    finally:
-        hf_logging.enable_progress_bar()
-    log.info("loaded %s (%s, %.1fM parameters)", name, type(model).__name__, model.num_parameters() / 1e6)
-    return model, tok
+    return _load_with(AutoModelForSeq2SeqLM, name, dtype, "not a sequence-to-sequence model", quiet=False)

@@ -15,19 +15,26 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
 from xlqa import analysis, metrics
 from xlqa.data import Example
 from xlqa.evaluate import em_of, f1_of, gold_texts
+from xlqa.figures import (
+    BREAKDOWN_TITLES,
+    breakdown_figure,
+    consistency_figure,
+    score_figures,
+    squad2_figure,
+)
+
+# re-exported under their old names: the report's palette and style now live in xlqa.figures
+from xlqa.figures import COLORS as COLORS
+from xlqa.figures import RC as RC
 
 log = logging.getLogger(__name__)
 
 N_BOOTSTRAP = 1000  # resamples for per-dataset confidence intervals
 N_PAIRED = 10000  # resamples / sign flips for paired run comparisons
-COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
-RC = {"font.size": 11, "axes.titlesize": 13, "axes.labelsize": 11, "legend.fontsize": 10, "figure.dpi": 100}
 
 
 @dataclass
@@ -109,13 +116,6 @@ def _datasets(runs: list[Run]) -> list[Scored]:
     )
 
 
-def _labels(datasets: list[Scored]) -> dict[str, str]:
-    one_family = len({d.family for d in datasets}) == 1 and len({d.language for d in datasets}) == len(
-        datasets
-    )
-    return {d.name: d.language if one_family else d.name for d in datasets}
-
-
 def _gaps(run: Run) -> dict[str, float]:
     """Transfer gap (F1 points) of each dataset against the English member of its family in the same run."""
     out = {}
@@ -141,196 +141,6 @@ def _parallel_family(run: Run) -> list[Scored]:
         if len(members) >= 2 and parallel and len(members) > len(best):
             best = members
     return sorted(best, key=lambda d: (d.language != analysis.PIVOT, d.language))
-
-
-# -- figures ------------------------------------------------------------------------------------------------
-def _save(fig: Figure, path: Path) -> Path:
-    FigureCanvasAgg(fig)
-    fig.savefig(path, dpi=110, metadata={"Software": None}, bbox_inches="tight", pad_inches=0.15)
-    return path
-
-
-def _new(width: float, height: float, nrows: int = 1, ncols: int = 1, **kw):
-    import matplotlib
-
-    with matplotlib.rc_context(RC):
-        fig = Figure(figsize=(width, height), layout="constrained")
-        return fig, fig.subplots(nrows, ncols, squeeze=False, **kw)
-
-
-def _grouped_bars(ax, labels, series, *, err=None, ylabel="", legend=True):
-    """Bars per label, one colour per series (run)."""
-    width = 0.8 / max(1, len(series))
-    x = np.arange(len(labels))
-    for i, (name, values) in enumerate(series.items()):
-        yerr = None if err is None else err[name]
-        ax.bar(
-            x + (i - (len(series) - 1) / 2) * width,
-            values,
-            width,
-            label=name,
-            color=COLORS[i % 8],
-            yerr=yerr,
-            capsize=3 if yerr is not None else 0,
-            error_kw={"elinewidth": 1, "ecolor": "#333"},
-        )
-    crowded = max(map(len, labels), default=0) * len(labels) > 60
-    ax.set_xticks(x, labels, rotation=30 if crowded else 0, ha="right" if crowded else "center")
-    ax.set_ylabel(ylabel)
-    ax.grid(axis="y", alpha=0.3)
-    ax.set_axisbelow(True)
-    if len(series) > 1 and legend:
-        ax.legend(loc="upper left", bbox_to_anchor=(1.005, 1.0), frameon=False)
-
-
-def _heat(ax, matrix, rows, cols, *, fmt, vmin, vmax, cmap="viridis", size=10):
-    im = ax.imshow(matrix, cmap=cmap, vmin=vmin, vmax=vmax, aspect="auto")
-    ax.set_xticks(range(len(cols)), cols, rotation=30 if max(map(len, cols)) > 4 else 0)
-    ax.set_yticks(range(len(rows)), rows)
-    mid = vmin + 0.55 * (vmax - vmin)
-    for (i, j), v in np.ndenumerate(matrix):
-        text = "–" if np.isnan(v) else format(v, fmt)
-        color = "black" if np.isnan(v) or v > mid else "white"
-        ax.text(j, i, text, ha="center", va="center", color=color, fontsize=size)
-    return im
-
-
-def _figures(runs: list[Run], datasets: list[Scored], out: Path) -> dict[str, Path]:
-    labels = _labels(datasets)
-    names = [d.name for d in datasets]
-    xt = [labels[n] for n in names]
-    figs: dict[str, Path] = {}
-    nan = float("nan")
-
-    def val(run, name, i):
-        d = run.datasets.get(name)
-        return d.f1_ci[i] if d else nan
-
-    w = max(7.0, 0.45 * len(names) * max(1, len(runs)) ** 0.5 + 2.5)
-    fig, ax = _new(w, 4.6)
-    f1 = {r.name: [val(r, n, 0) for n in names] for r in runs}
-    err = {
-        r.name: np.array(
-            [[val(r, n, 0) - val(r, n, 1) for n in names], [val(r, n, 2) - val(r, n, 0) for n in names]]
-        )
-        for r in runs
-    }
-    _grouped_bars(ax[0, 0], xt, f1, err=err, ylabel="F1")
-    what = "language" if len({d.family for d in datasets}) == 1 else "dataset"
-    ax[0, 0].set_title(f"F1 per {what} (95% bootstrap CI)")
-    ax[0, 0].set_ylim(0, 100)
-    figs["f1_by_language"] = _save(fig, out / "f1_by_language.png")
-
-    fig, ax = _new(max(6.0, 0.75 * len(names) + 2.5), 1.2 + 0.55 * len(runs))
-    im = _heat(
-        ax[0, 0],
-        np.array([f1[r.name] for r in runs]),
-        [r.name for r in runs],
-        xt,
-        fmt=".1f",
-        vmin=0,
-        vmax=100,
-    )
-    fig.colorbar(im, ax=ax[0, 0], label="F1", shrink=0.9)
-    ax[0, 0].set_title(f"F1 by run and {what}")
-    figs["f1_heatmap"] = _save(fig, out / "f1_heatmap.png")
-
-    gaps = {r.name: _gaps(r) for r in runs}
-    gap_names = [n for n in names if any(n in g for g in gaps.values())]
-    if gap_names:
-        fig, ax = _new(max(6.5, 0.45 * len(gap_names) * max(1, len(runs)) ** 0.5 + 2.5), 4.2)
-        _grouped_bars(
-            ax[0, 0],
-            [_labels([d for d in datasets if d.name in gap_names])[n] for n in gap_names],
-            {r: [g.get(n, nan) for n in gap_names] for r, g in gaps.items()},
-            ylabel="F1 gap to English",
-        )
-        ax[0, 0].axhline(0, color="black", linewidth=0.8)
-        ax[0, 0].set_title("Transfer gap: English F1 minus F1 in the language (lower is better)")
-        figs["transfer_gap"] = _save(fig, out / "transfer_gap.png")
-    return figs
-
-
-def _consistency_figure(cons: dict, run: str, out: Path) -> Path:
-    langs, n = cons["languages"], len(cons["languages"])
-    fig, ax = _new(6.0 + 0.5 * n, 0.42 * n + 2.2, 1, 2, width_ratios=[1.4, 1])
-    fig.get_layout_engine().set(wspace=0.06)
-    agree = np.where(np.eye(n, dtype=bool), np.nan, cons["agreement"])  # the diagonal is 1 by definition
-    high = min(1.0, np.ceil(np.nanmax(agree) * 20) / 20)
-    low = min(np.floor(np.nanmin(agree) * 20) / 20, high - 0.1)
-    im = _heat(
-        ax[0, 0],
-        agree,
-        langs,
-        langs,
-        fmt=".2f",
-        vmin=low,
-        vmax=high,
-        size=8 if n > 8 else 10,
-    )
-    ax[0, 0].set_aspect("equal")
-    fig.colorbar(im, ax=ax[0, 0], shrink=0.8, pad=0.02)
-    ax[0, 0].set_title("Pairwise agreement\n(share of questions both right or both wrong, EM)")
-    counts = np.array(cons["counts"])
-    bars = ax[0, 1].bar(range(n + 1), counts, color=COLORS[0])
-    ax[0, 1].bar_label(bars, fontsize=8 if n > 8 else 10, padding=2)
-    ax[0, 1].set_xticks(range(n + 1))
-    ax[0, 1].set_xlabel("languages answered exactly")
-    ax[0, 1].set_ylabel("questions")
-    ax[0, 1].set_title(f"Questions by number of languages\nanswered exactly ({run})")
-    ax[0, 1].margins(y=0.12)
-    return _save(fig, out / "consistency.png")
-
-
-BREAKDOWN_TITLES = {
-    "question": "question type",
-    "answer_length": "gold answer length (characters)",
-    "context_length": "context length (characters)",
-}
-
-
-def _breakdown_figure(pooled: dict[str, dict[str, dict]], out: Path) -> Path:
-    titles = BREAKDOWN_TITLES
-    fig, ax = _new(9.5, 10.0, 3, 1)
-    for axis, kind in zip(ax[:, 0], titles):
-        buckets = list(dict.fromkeys(b for per_run in pooled.values() for b in per_run[kind]))
-        series = {
-            r: [per_run[kind].get(b, {}).get("f1", float("nan")) for b in buckets]
-            for r, per_run in pooled.items()
-        }
-        _grouped_bars(axis, buckets, series, ylabel="F1", legend=axis is ax[0, 0])
-        axis.set_title(f"F1 by {titles[kind]}")
-        axis.set_ylim(0, 100)
-    return _save(fig, out / "breakdowns.png")
-
-
-def _squad2_figure(curves: dict[str, dict], out: Path) -> Path:
-    fig, ax = _new(11.0, 4.5, 1, 2)
-    for i, (label, c) in enumerate(curves.items()):
-        color = COLORS[i % 8]
-        ax[0, 0].plot(
-            c["recall"], c["precision"], color=color, label=f"{label} (AP {c['average_precision']:.2f})"
-        )
-        fin = np.abs(c["thresholds"]) < 1e8  # -inf (answer nothing) and the +-1e9 stand-ins are off the axis
-        ax[0, 1].plot(c["thresholds"][fin], c["f1"][fin], color=color, label=label)
-        if c.get("used") is not None:  # the threshold the evaluation applied
-            ax[0, 1].axvline(c["used"], color=color, linestyle="--", linewidth=1)
-    ax[0, 0].set(
-        xlabel="recall",
-        ylabel="precision",
-        title="Precision-recall (F1-weighted)",
-        xlim=(0, 1),
-        ylim=(0, 1.02),
-    )
-    ax[0, 1].set(
-        xlabel="no-answer threshold on null odds",
-        ylabel="F1",
-        title="F1 vs threshold (dashed: threshold used)",
-    )
-    for axis in ax[0]:
-        axis.grid(alpha=0.3)
-        axis.legend(frameon=False)
-    return _save(fig, out / "squad2_threshold.png")
 
 
 # -- sections -------------------------------------------------------------------------------------------------
@@ -464,7 +274,7 @@ def _consistency_section(run: Run, out: Path, figs: dict[str, Path]) -> list[tup
     if not members:
         return []
     cons = analysis.consistency({d.language: {q: s[0] for q, s in d.scores.items()} for d in members})
-    figs["consistency"] = _consistency_figure(cons, run.name, out)
+    figs["consistency"] = consistency_figure(cons, run.name, out)
     n, langs = cons["n_questions"], cons["languages"]
     kappa = cons["kappa"][~np.eye(len(langs), dtype=bool)]
     text = (
@@ -505,7 +315,7 @@ def _breakdown_section(
             k: {lbl: {"n": n, "f1": f / n} for lbl, (n, f) in v.items()} for k, v in acc.items()
         }
     if common:
-        figs["breakdowns"] = _breakdown_figure(pooled, out)
+        figs["breakdowns"] = breakdown_figure(pooled, out)
     blocks = [
         ("h2", "Breakdowns"),
         (
@@ -562,7 +372,7 @@ def _squad2_section(runs: list[Run], out: Path, figs: dict[str, Path]) -> list[t
             )
     if not curves:
         return []
-    figs["squad2_threshold"] = _squad2_figure(curves, out)
+    figs["squad2_threshold"] = squad2_figure(curves, out)
     return [
         ("h2", "SQuAD v2 no-answer threshold"),
         (
@@ -706,7 +516,7 @@ def build_report(
     fig_dir = out / "figures"
     fig_dir.mkdir(parents=True, exist_ok=True)
     datasets = _datasets(runs)
-    figs = _figures(runs, datasets, fig_dir)
+    figs = score_figures(runs, datasets, {r.name: _gaps(r) for r in runs}, fig_dir)
     blocks = _runs_section(runs, seed) + _score_section(runs, datasets) + _gap_section(runs, datasets)
     if len(runs) > 1:
         blocks += _paired_section(runs, datasets, seed)

@@ -548,83 +548,29 @@ class RunStore:
         hint = f"; did you mean {', '.join(close)}?" if close else "; see `xlqa runs list`"
         raise RunNotFoundError(f"no run {ref!r} in {self.root}{hint}", close)
 
-    def _latest_metrics(self, run_ids: list[str]) -> dict[str, list[dict]]:
-        """Per run, the newest evaluation's row for each dataset, in the order they were recorded."""
-        out: dict[str, list[dict]] = {r: [] for r in run_ids}
-        marks = ", ".join("?" * len(run_ids))
-        sql = f"""SELECT * FROM (
-            SELECT e.run_id, e.created AS evaluated, e.results_path, m.*, ROW_NUMBER() OVER (
-                PARTITION BY e.run_id, m.dataset ORDER BY e.id DESC) AS rn
-            FROM metrics m JOIN evaluations e ON e.id = m.evaluation_id WHERE e.run_id IN ({marks}))
-            WHERE rn = 1 ORDER BY evaluation_id, id"""
-        with self._connect() as con:
-            rows = [] if con is None or not run_ids else con.execute(sql, run_ids).fetchall()
-        for r in map(dict, rows):
-            r["metrics"], r["extended"] = (
-                json.loads(r.pop("metrics_json")),
-                json.loads(r.pop("extended_json") or "{}"),
-            )
-            r["path"], r["sha256"] = r.pop("data_path"), r.pop("data_sha256")
-            for k in ("rn", "id"):
-                del r[k]
-            out[r.pop("run_id")].append(r)
-        return out
-
     def run_metrics(self, run_id: str) -> list[dict]:
-        """EM/F1 (and the full official metrics) of the latest evaluation of each dataset of a run."""
-        run = self.get_run(run_id)
-        return self._latest_metrics([run.id])[run.id]
+        """EM/F1 (and the full official metrics) of the latest evaluation of each dataset of a run.
+
+        See :func:`xlqa.runs_query.run_metrics`.
+        """
+        from xlqa import runs_query
+
+        return runs_query.run_metrics(self, run_id)
 
     def metrics_summary(self, run_ids: list[str]) -> dict[str, dict]:
-        """Per run id: number of datasets and mean EM/F1 over their latest evaluations (None without any)."""
-        out = {}
-        for rid, rows in self._latest_metrics(list(run_ids)).items():
-            n = len(rows)
-            out[rid] = {"datasets": n, "exact_match": sum(r["exact_match"] for r in rows) / n if n else None,
-                        "f1": sum(r["f1"] for r in rows) / n if n else None}  # fmt: skip
-        return out
+        """Per run id: number of datasets and mean EM/F1 over their latest evaluations (None without any).
+
+        See :func:`xlqa.runs_query.metrics_summary`.
+        """
+        from xlqa import runs_query
+
+        return runs_query.metrics_summary(self, run_ids)
 
     def compare(self, run_ids: list[str]) -> dict:
-        """Dataset x run table of EM/F1, each later run's difference to the first, and the mean over shared data.
+        """Dataset x run table of EM/F1 and each later run's difference to the first.
 
-        Returns ``{"runs": [run dicts], "rows": [{"dataset", "language", "rules", "same_data", "values":
-        {run_id: {"exact_match", "f1"} | None}, "delta": {run_id: {...} | None}}], "average": {...} | None}``;
-        ``delta`` holds the runs after the first; ``same_data`` is False when the runs scored files with
-        different sha256 under one dataset name.
+        See :func:`xlqa.runs_query.compare` for the returned structure.
         """
-        if not run_ids:
-            raise RunStoreError("compare needs at least one run")
-        runs = [self.get_run(r) for r in run_ids]
-        ids = [r.id for r in runs]
-        if len(set(ids)) < len(ids):
-            dup = next(i for i in ids if ids.count(i) > 1)
-            raise RunStoreError(f"run {dup} is given twice")
-        latest = self._latest_metrics(ids)
-        by_run = {rid: {m["dataset"]: m for m in rows} for rid, rows in latest.items()}
-        names = list(dict.fromkeys(m["dataset"] for rid in ids for m in latest[rid]))
-        rows = []
-        for ds in names:
-            cells = {rid: by_run[rid].get(ds) for rid in ids}
-            some = next(c for c in cells.values() if c)
-            shas = {c["sha256"] for c in cells.values() if c}
-            rows.append({"dataset": ds, "language": some["language"], "rules": some["rules"],
-                         "same_data": len(shas) <= 1, **_values_and_deltas(ids, cells)})  # fmt: skip
-        common = [r for r in rows if all(r["values"][rid] for rid in ids)]
-        average = None
-        if common:
-            mean = {rid: {k: sum(r["values"][rid][k] for r in common) / len(common) for k in ("exact_match", "f1")}
-                    for rid in ids}  # fmt: skip
-            average = {"datasets": len(common), **_values_and_deltas(ids, mean)}
-        return {"runs": [r.to_dict() for r in runs], "rows": rows, "average": average}
+        from xlqa import runs_query
 
-
-def _values_and_deltas(ids: list[str], cells: dict[str, dict | None]) -> dict:
-    values = {
-        rid: ({"exact_match": c["exact_match"], "f1": c["f1"]} if c else None) for rid, c in cells.items()
-    }
-    base = values[ids[0]]
-    delta = {
-        rid: {k: values[rid][k] - base[k] for k in ("exact_match", "f1")} if base and values[rid] else None
-        for rid in ids[1:]
-    }
-    return {"values": values, "delta": delta}
+        return runs_query.compare(self, run_ids)
