@@ -100,7 +100,7 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(payload)
 
     def log_message(self, format: str, *args: object) -> None:
-        pass
+        """Keep the server's access log out of the test output."""
 
 
 @pytest.fixture
