@@ -9,10 +9,11 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.logging import RichHandler
 from rich.table import Table
 
+from xlqa.cli_common import _expected_errors, _fail, console, out_console
+from xlqa.cli_data import data_app
 from xlqa.cli_report import report as report_command
 from xlqa.cli_runs import runs_app
 
@@ -22,13 +23,9 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-data_app = typer.Typer(help="Inspect, validate and download SQuAD-format data.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 app.add_typer(runs_app, name="runs")
 app.command("report")(report_command)
-console = Console(stderr=True)
-# piped output (files, CI logs, tests) gets wide tables instead of rich's 80-column default
-out_console = Console(width=None if sys.stdout.isatty() else 160)
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -45,19 +42,6 @@ def _setup_logging(verbose: bool) -> None:
 @app.callback()
 def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="debug logging")] = False) -> None:
     _setup_logging(verbose)
-
-
-def _fail(err: Exception) -> None:
-    console.print(f"[bold red]error:[/] {err}")
-    raise typer.Exit(code=2)
-
-
-def _expected_errors() -> tuple[type[Exception], ...]:
-    from xlqa.data import DataError
-    from xlqa.download import DownloadError
-    from xlqa.modeling import ModelLoadError
-
-    return (DataError, DownloadError, ModelLoadError, ValueError, FileNotFoundError)
 
 
 # -- score --------------------------------------------------------------------------------------------------
@@ -371,110 +355,6 @@ def predict(
         console.print(f"{len(dec.predictions)} predictions written to {output}")
     else:
         print(text)
-
-
-# -- data ---------------------------------------------------------------------------------------------------
-@data_app.command("check")
-def data_check(
-    files: Annotated[list[Path], typer.Argument(help="SQuAD-format files or folders")],
-) -> None:
-    """Validate files: counts, repaired answer offsets, unusable answers, errors naming file, question and field.
-
-    Example: xlqa data check ../shared/data/cmrc2018/cmrc2018_dev.json
-    """
-    from xlqa.data import DataError, check_files, format_report
-
-    bad = 0
-    for rep in check_files(files):
-        if isinstance(rep, DataError):
-            bad += 1
-            out_console.print(f"[bold red]ERROR[/] {rep}")
-        else:
-            out_console.print(format_report(rep), highlight=False)
-        out_console.print()
-    if bad:
-        raise typer.Exit(code=1)
-
-
-@data_app.command("list")
-def data_list() -> None:
-    """List the named benchmarks (name, language, rules, size, whether cached).
-
-    Example: xlqa data list
-    """
-    from xlqa.datasets import format_table, list_benchmarks
-    from xlqa.download import is_cached
-
-    specs = list_benchmarks()
-    print(format_table(specs, cached={s.name for s in specs if is_cached(s)}))
-
-
-@data_app.command("get")
-def data_get(
-    names: Annotated[
-        list[str], typer.Argument(help="benchmark names or groups: xquad, mlqa, tydiqa, squad1, all")
-    ],
-    mirror: Annotated[
-        str | None,
-        typer.Option(help="local folder or URL laid out like the official files (env XLQA_MIRROR)"),
-    ] = None,
-    cache_dir: Annotated[
-        Path | None, typer.Option(help="cache folder (default $XLQA_CACHE or ~/.cache/xlqa)")
-    ] = None,
-) -> None:
-    """Download benchmarks by name (resumable, checksum-verified) and print where they are.
-
-    Example: xlqa data get xquad squad1.dev --mirror ../shared/data
-    """
-    from xlqa.download import DownloadError, get
-
-    try:
-        paths = get(names, cache_dir=cache_dir, mirror=mirror)
-    except (DownloadError, ValueError) as err:
-        _fail(err)
-    for p in paths:
-        print(p)
-
-
-@data_app.command("ceiling")
-def data_ceiling(
-    files: Annotated[list[Path], typer.Argument(help="SQuAD-format files")],
-    tokenizer: Annotated[str, typer.Option(help="tokenizer folder, hub id or offline source")],
-    max_seq_length: Annotated[int, typer.Option(help="tokens per window")] = 384,
-    doc_stride: Annotated[int, typer.Option(help="window overlap")] = 128,
-    max_answer_length: Annotated[int, typer.Option(help="longest answer in tokens")] = 100,
-    show: Annotated[int, typer.Option(help="print this many lost answers per file")] = 0,
-) -> None:
-    """Answer-recoverability ceiling: the EM/F1 a perfect model reaches through windowing and span decoding.
-
-    Example: xlqa data ceiling ../shared/data/xquad/xquad.th.json --tokenizer ../shared/models/xlm-r-tokenizer
-    """
-    from xlqa.ceiling import answer_ceiling
-    from xlqa.data import load_squad
-    from xlqa.features import FeatureParams
-    from xlqa.modeling import load_tokenizer
-
-    try:
-        tok = load_tokenizer(tokenizer)
-        params = FeatureParams(max_seq_length, doc_stride)
-        rows = [
-            answer_ceiling(load_squad(f), tok, params, max_answer_length=max_answer_length, show=show)
-            for f in files
-        ]
-    except _expected_errors() as err:
-        _fail(err)
-    table = Table(title=f"answer ceiling ({tokenizer})")
-    for col in ("data", "lang", "rules", "questions", "EM", "F1", "not in window", "too long", "inexact"):
-        table.add_column(col, justify="left" if col in ("data", "rules") else "right")
-    for c in rows:
-        table.add_row(
-            c.name, c.language or "?", c.rules, str(c.questions), f"{c.exact_match:.2f}", f"{c.f1:.2f}",
-            str(c.not_in_window), str(c.too_long), str(c.inexact),
-        )  # fmt: skip
-    out_console.print(table)
-    for c in rows:
-        for qid, gold, got in c.examples:
-            out_console.print(f"{c.name} {qid}: gold {gold!r} -> decoded {got!r}", highlight=False)
 
 
 @app.command()
