@@ -9,7 +9,6 @@ never in its place.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -223,11 +222,3 @@ def evaluate_model(cfg: EvalConfig, *, model=None, tokenizer=None) -> dict:
         )
 
     return score_and_write(cfg, datasets, predict, precision=precision)
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()

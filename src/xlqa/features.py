@@ -8,6 +8,7 @@ inside the context. Features are stored ragged (no padding): padding happens per
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -81,24 +82,6 @@ class Features:
         if self.token_type_ids is not None:
             out["token_type_ids"] = self.token_type_ids[a:b]
         return out
-
-    def select(self, idx: np.ndarray) -> Features:
-        """A new Features holding only the windows ``idx`` (in that order)."""
-        idx = np.asarray(idx, dtype=np.int64)
-        pieces = [np.arange(self.bounds[i], self.bounds[i + 1]) for i in idx]
-        tok = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.int64)
-        lengths = self.lengths[idx]
-        return Features(
-            input_ids=self.input_ids[tok],
-            bounds=np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
-            example_index=self.example_index[idx],
-            offsets=self.offsets[tok],
-            cls_index=self.cls_index[idx],
-            start_positions=self.start_positions[idx],
-            end_positions=self.end_positions[idx],
-            token_type_ids=None if self.token_type_ids is None else self.token_type_ids[tok],
-            meta=dict(self.meta),
-        )
 
     # -- disk format: one .npz, written to a temporary name and renamed, so a crash never leaves half a file
     def save(self, path: Path) -> None:
@@ -256,12 +239,22 @@ def build_features(
 
 # -- cache -------------------------------------------------------------------------------------------------
 def tokenizer_fingerprint(tokenizer) -> str:
-    """A hash of everything in the tokenizer that changes ids or offsets (vocabulary, normalizer, padding side)."""
+    """A hash of everything in the tokenizer that changes ids or offsets (vocabulary, normalizer, padding side).
+
+    Serializing a 250k-piece tokenizer takes a noticeable fraction of a second, so the hash is kept on the
+    tokenizer object (keyed by the padding side, the one setting callers change after loading).
+    """
+    memo = getattr(tokenizer, "_xlqa_fingerprint", None)
+    if memo is not None and memo[0] == tokenizer.padding_side:
+        return memo[1]
     h = hashlib.sha256()
     backend = getattr(tokenizer, "backend_tokenizer", None)
     h.update(backend.to_str().encode() if backend is not None else repr(tokenizer.get_vocab()).encode())
     h.update(f"{type(tokenizer).__name__}|{tokenizer.padding_side}|{tokenizer.model_input_names}".encode())
-    return h.hexdigest()
+    digest = h.hexdigest()
+    with contextlib.suppress(AttributeError):  # one that takes no new attributes is hashed every time
+        tokenizer._xlqa_fingerprint = (tokenizer.padding_side, digest)
+    return digest
 
 
 def examples_fingerprint(examples: Sequence[Example]) -> str:

@@ -488,11 +488,3 @@ def asdict_report(data) -> dict:
         "repaired": len(r.repaired),
         "unlocatable": len(r.unlocatable),
     }
-
-
-def seed_everything(seed: int) -> None:  # for callers outside Accelerate (tests, notebooks)
-    import random
-
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
