@@ -7,9 +7,6 @@ byte-identical files (seeded resampling, sorted orders, PNGs without a software/
 
 from __future__ import annotations
 
-import base64
-import csv
-import html
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +27,8 @@ from xlqa.figures import (
 # re-exported under their old names: the report's palette and style now live in xlqa.figures
 from xlqa.figures import COLORS as COLORS
 from xlqa.figures import RC as RC
+from xlqa.report_render import CSS as CSS
+from xlqa.report_render import render_html, render_markdown, write_csv
 
 log = logging.getLogger(__name__)
 
@@ -408,92 +407,6 @@ def _runs_section(runs: list[Run], seed: int) -> list[tuple]:
     ]
 
 
-# -- rendering ------------------------------------------------------------------------------------------------
-def _markdown(blocks: list[tuple]) -> str:
-    lines: list[str] = []
-    for kind, *rest in blocks:
-        if kind in ("h1", "h2", "h3"):
-            lines += ["#" * int(kind[1]) + " " + rest[0], ""]
-        elif kind == "p":
-            lines += [rest[0], ""]
-        elif kind == "table":
-            header, rows = rest
-            cell = lambda v: str(v).replace("|", "\\|")  # noqa: E731
-            lines += ["| " + " | ".join(map(cell, header)) + " |", "|" + "---|" * len(header)]
-            lines += ["| " + " | ".join(map(cell, row)) + " |" for row in rows] + [""]
-        elif kind == "fig":
-            lines += [f"![{rest[1]}](figures/{rest[0]}.png)", ""]
-    return "\n".join(lines)
-
-
-CSS = """body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;max-width:1200px;margin:2em auto;
-padding:0 1em;color:#222;line-height:1.45}h1{border-bottom:2px solid #1f77b4;padding-bottom:.2em}
-h2{margin-top:1.8em;border-bottom:1px solid #ddd}table{border-collapse:collapse;margin:.8em 0;font-size:.9em;
-display:block;overflow-x:auto}th,td{border:1px solid #ccc;padding:.3em .6em;text-align:right;white-space:nowrap}
-th{background:#f0f4f8}td:first-child,th:first-child{text-align:left}tr:nth-child(even) td{background:#fafafa}
-figure{margin:1em 0}img{max-width:100%;height:auto}figcaption{color:#555;font-size:.9em}"""
-
-
-def _html(blocks: list[tuple], figs: dict[str, Path]) -> str:
-    esc = html.escape
-    parts = []
-    for kind, *rest in blocks:
-        if kind in ("h1", "h2", "h3"):
-            parts.append(f"<{kind}>{esc(rest[0])}</{kind}>")
-        elif kind == "p":
-            parts.append(f"<p>{esc(rest[0])}</p>")
-        elif kind == "table":
-            head = "".join(f"<th>{esc(str(h))}</th>" for h in rest[0])
-            body = "".join(
-                "<tr>" + "".join(f"<td>{esc(str(v))}</td>" for v in row) + "</tr>" for row in rest[1]
-            )
-            parts.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
-        elif kind == "fig":
-            data = base64.b64encode(figs[rest[0]].read_bytes()).decode("ascii")
-            parts.append(
-                f'<figure><img src="data:image/png;base64,{data}" alt="{esc(rest[1])}">'
-                f"<figcaption>{esc(rest[1])}</figcaption></figure>"
-            )
-    title = "xlqa evaluation report"
-    return (
-        f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>{title}</title>\n'
-        f"<style>{CSS}</style>\n</head>\n<body>\n" + "\n".join(parts) + "\n</body>\n</html>\n"
-    )
-
-
-def _csv(runs: list[Run], datasets: list[Scored], path: Path) -> Path:
-    with path.open("w", newline="", encoding="utf-8") as fh:
-        w = csv.writer(fh, lineterminator="\n")
-        w.writerow(
-            [
-                "run",
-                "dataset",
-                "language",
-                "rules",
-                "n",
-                "em",
-                "f1",
-                "em_ci_low",
-                "em_ci_high",
-                "f1_ci_low",
-                "f1_ci_high",
-            ]
-        )
-        for r in runs:
-            for d in (r.datasets[x.name] for x in datasets if x.name in r.datasets):
-                w.writerow(
-                    [
-                        r.name,
-                        d.name,
-                        d.language,
-                        d.rules,
-                        len(d.scores),
-                        *(f"{v:.4f}" for v in (d.em_ci[0], d.f1_ci[0], *d.em_ci[1:], *d.f1_ci[1:])),
-                    ]
-                )
-    return path
-
-
 def build_report(
     eval_dirs: list[Path], out: Path, *, names: list[str] | None = None, seed: int = 0, data_dirs: tuple = ()
 ) -> dict[str, Path]:
@@ -523,8 +436,8 @@ def build_report(
     blocks += _consistency_section(runs[0], fig_dir, figs) + _breakdown_section(runs, datasets, fig_dir, figs)
     blocks += _squad2_section(runs, fig_dir, figs)
     written = {"markdown": out / "report.md", "html": out / "report.html", "csv": out / "metrics.csv"}
-    written["markdown"].write_text(_markdown(blocks), encoding="utf-8")
-    written["html"].write_text(_html(blocks, figs), encoding="utf-8")
-    _csv(runs, datasets, written["csv"])
+    written["markdown"].write_text(render_markdown(blocks), encoding="utf-8")
+    written["html"].write_text(render_html(blocks, figs), encoding="utf-8")
+    write_csv(runs, datasets, written["csv"])
     log.info("report written to %s", out)
     return {**written, **figs}

@@ -16,8 +16,6 @@ import json
 import logging
 import math
 import os
-import signal
-import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -36,6 +34,7 @@ from xlqa.features import FeatureParams, cached_features
 from xlqa.guard import NonFiniteGuard, TrainingDiverged, describe, find_overflow, is_finite
 from xlqa.modeling import apply_precision_policy, autocast, choose_precision, is_t5_family, save_model
 from xlqa.predict import predict_examples
+from xlqa.train_events import EventLog, GracefulStop, num, step_record
 
 log = logging.getLogger(__name__)
 
@@ -52,52 +51,6 @@ class TrainResult:
     status: str = "finished"  # finished | stopped
     checkpoint: str | None = None
     health: dict = field(default_factory=dict)
-
-
-class EventLog:
-    """Append-only JSONL log of a run (one JSON object a line, flushed at once so others can follow it)."""
-
-    def __init__(self, path: Path, enabled: bool = True):
-        self.path = path
-        self.enabled = enabled
-        self.t0 = time.time()
-        if enabled:
-            path.parent.mkdir(parents=True, exist_ok=True)
-
-    def write(self, event: str, **fields) -> None:
-        if not self.enabled:
-            return
-        rec = {"event": event, "time": round(time.time(), 3), "elapsed": round(time.time() - self.t0, 3)}
-        rec.update(fields)
-        with open(self.path, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
-
-
-class GracefulStop:
-    """SIGTERM (``xlqa runs stop``) and SIGINT ask the loop to finish its step, checkpoint and exit.
-
-    A second SIGINT interrupts at once. Handlers are only installed from the main thread.
-    """
-
-    def __init__(self):
-        self.requested = False
-        self._old: dict = {}
-
-    def _handler(self, signum, frame) -> None:
-        if self.requested and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        log.warning("signal %d: stopping after this step (checkpoint first)", signum)
-        self.requested = True
-
-    def __enter__(self) -> GracefulStop:
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                self._old[sig] = signal.signal(sig, self._handler)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
 
 
 # -- tasks: what differs between extractive and generative QA --------------------------------------------------
@@ -365,7 +318,7 @@ def train(cfg: TrainConfig, *, resume_from: str | Path | None = None) -> TrainRe
                     guard.good_step(step)
                 elif not scaler_skip:
                     action = guard.bad_step()
-                    events.write("nonfinite", step=step, epoch=epoch, loss=_num(loss), grad_norm=_num(grad_norm),
+                    events.write("nonfinite", step=step, epoch=epoch, loss=num(loss), grad_norm=num(grad_norm),
                                  lr=scheduler.get_last_lr()[0], precision=precision,
                                  consecutive=guard.state.consecutive, action=action)  # fmt: skip
                     if action == "rollback":
@@ -384,7 +337,7 @@ def train(cfg: TrainConfig, *, resume_from: str | Path | None = None) -> TrainRe
                 bad_local = False
                 # -- log
                 if step % cfg.log_every == 0 or step == total_steps:
-                    events.write("step", **_step_record(st, step, epoch, batch_in_epoch, steps_per_epoch,
+                    events.write("step", **step_record(st, step, epoch, batch_in_epoch, steps_per_epoch,
                                  total_steps, scheduler, grad_norm, guard, t0, start_step, seen0))  # fmt: skip
                     st["loss_sum"], st["loss_n"] = 0.0, 0
                 # -- checkpoint: periodic, and on a stop request (from any process)
@@ -420,29 +373,6 @@ def train(cfg: TrainConfig, *, resume_from: str | Path | None = None) -> TrainRe
         tmp.write_text(json.dumps(asdict(result), indent=2))
         os.replace(tmp, out / "train_results.json")
     return result
-
-
-def _num(x) -> float | str:
-    """A number for the JSON event log: non-finite values as the strings "nan", "inf", "-inf"."""
-    v = float(x.detach().float()) if isinstance(x, torch.Tensor) else float(x)
-    return v if math.isfinite(v) else str(v)
-
-
-def _step_record(st, step, epoch, batch_in_epoch, steps_per_epoch, total_steps, scheduler, grad_norm, guard,
-                 t0, start_step, seen0) -> dict:  # fmt: skip
-    now = time.time() - t0
-    return {
-        "step": step,
-        "epoch": round(epoch + min(1.0, batch_in_epoch / max(1, steps_per_epoch)), 3),
-        "loss": round(st["loss_sum"] / st["loss_n"], 5) if st["loss_n"] else None,
-        "lr": scheduler.get_last_lr()[0],
-        "grad_norm": round(float(grad_norm), 4) if grad_norm is not None and is_finite(grad_norm) else None,
-        "examples_per_s": round((st["seen"] - seen0) / max(now, 1e-9), 2),
-        "elapsed": round(st["elapsed"] + now, 1),
-        "eta": round(now / max(1, step - start_step) * (total_steps - step), 1),
-        "nonfinite": guard.state.skipped,
-        "rollbacks": guard.state.rollbacks,
-    }
 
 
 def diagnose(model, task, batch, forward_ctx, step: int, scheduler, precision: str) -> dict:

@@ -1,0 +1,163 @@
+"""The run store's data: the SQLite schema and its migrations, the ``Run`` row, errors and file helpers.
+
+Kept apart from :mod:`xlqa.runs` (the ``RunStore`` that reads and writes them) so the schema can be read on its own
+and the helpers imported without the store.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata
+import json
+import os
+import platform
+import re
+import secrets
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import xlqa
+from xlqa.evaluate import em_of, f1_of
+
+KINDS = ("train", "eval")
+STATUSES = ("running", "finished", "failed", "stopped")
+INDEX_NAME = "index.sqlite"
+RUN_FILE = "run.json"
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+# Each migration is a list of statements applied in one transaction; the schema version is its 1-based index.
+# Never edit a released migration: append a new one.
+_MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (  # 1: runs, their evaluations, one metrics row per evaluated dataset
+        """CREATE TABLE runs (
+            id TEXT PRIMARY KEY, name TEXT, kind TEXT NOT NULL CHECK (kind IN ('train', 'eval')),
+            model TEXT NOT NULL,
+            status TEXT NOT NULL CHECK (status IN ('running', 'finished', 'failed', 'stopped')),
+            created TEXT NOT NULL, updated TEXT NOT NULL, dir TEXT NOT NULL,
+            config_json TEXT NOT NULL DEFAULT '{}', environment_json TEXT NOT NULL DEFAULT '{}',
+            host TEXT, pid INTEGER)""",
+        "CREATE INDEX runs_created ON runs (created)",
+        "CREATE INDEX runs_name ON runs (name)",
+        """CREATE TABLE evaluations (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            run_id TEXT NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+            created TEXT NOT NULL, results_path TEXT, precision TEXT,
+            config_json TEXT NOT NULL DEFAULT '{}', environment_json TEXT NOT NULL DEFAULT '{}')""",
+        "CREATE INDEX evaluations_run ON evaluations (run_id)",
+        """CREATE TABLE metrics (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            evaluation_id INTEGER NOT NULL REFERENCES evaluations (id) ON DELETE CASCADE,
+            dataset TEXT NOT NULL, language TEXT, rules TEXT, n_questions INTEGER,
+            exact_match REAL NOT NULL, f1 REAL NOT NULL, metrics_json TEXT NOT NULL, extended_json TEXT,
+            seconds REAL, data_path TEXT, data_sha256 TEXT, null_threshold REAL,
+            UNIQUE (evaluation_id, dataset))""",
+        "CREATE INDEX metrics_dataset ON metrics (dataset, language)",
+    ),
+)
+SCHEMA_VERSION = len(_MIGRATIONS)
+
+
+class RunStoreError(ValueError):
+    """A run store operation failed; the message names the run, file or field."""
+
+
+class RunNotFoundError(RunStoreError, LookupError):
+    """No run (or more than one) matches what was asked for; ``candidates`` lists close matches."""
+
+    def __init__(self, message: str, candidates: list[str] | None = None):
+        super().__init__(message)
+        self.candidates = candidates or []
+
+
+@dataclass(frozen=True)
+class Run:
+    """One row of the ``runs`` table, with its folder resolved."""
+
+    id: str
+    name: str | None
+    kind: str
+    model: str
+    status: str
+    created: str
+    updated: str
+    dir: Path
+    config: dict
+    environment: dict
+    host: str | None = None
+    pid: int | None = None
+
+    @property
+    def label(self) -> str:
+        """The name when there is one, else the id (for table headers)."""
+        return self.name or self.id
+
+    @property
+    def run_json(self) -> Path:
+        return self.dir / RUN_FILE
+
+    @property
+    def events_path(self) -> Path:
+        return self.dir / "events.jsonl"
+
+    @property
+    def best_dir(self) -> Path:
+        return self.dir / "best"
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "dir": str(self.dir)}
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
+
+
+def _dumps(obj) -> str:
+    return json.dumps(obj, ensure_ascii=False, default=str)
+
+
+def write_json_atomic(path: Path, obj) -> None:
+    """Write JSON to a temporary file in the same folder, then move it into place (readers never see half)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    try:
+        with open(tmp, "x", encoding="utf-8") as fh:  # a unique name: concurrent writers never share one
+            fh.write(json.dumps(obj, indent=2, ensure_ascii=False, default=str))
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def light_environment() -> dict[str, str]:
+    """Package versions from their metadata (no heavy imports), Python and platform."""
+    env = {"xlqa": xlqa.__version__, "python": platform.python_version(), "platform": platform.platform()}
+    for pkg in ("torch", "transformers", "tokenizers", "accelerate", "numpy"):
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            env[pkg] = importlib.metadata.version(pkg)
+    return env
+
+
+def _metric_row(i: int, d: dict) -> tuple:
+    """One ``datasets`` entry of a results dict -> a ``metrics`` row (without the evaluation id)."""
+    where = f"results datasets[{i}]" + (f" ({d['name']!r})" if isinstance(d, dict) and "name" in d else "")
+    if not isinstance(d, dict):
+        raise RunStoreError(f"{where}: expected an object, got {type(d).__name__}")
+    for key in ("name", "metrics"):
+        if key not in d:
+            raise RunStoreError(f"{where}: missing field {key!r}")
+    m = d["metrics"]
+    if not isinstance(m, dict) or "f1" not in m or not ({"exact_match", "exact"} & set(m)):
+        raise RunStoreError(f"{where}: 'metrics' needs 'f1' and 'exact_match' (or 'exact'), got {m!r}")
+    try:
+        em, f1 = em_of(d), f1_of(d)
+        seconds = None if d.get("seconds") is None else float(d["seconds"])
+        threshold = None if d.get("null_threshold") is None else float(d["null_threshold"])
+        n = None if d.get("n_questions") is None else int(d["n_questions"])
+    except (TypeError, ValueError) as err:
+        raise RunStoreError(f"{where}: {err}") from err
+    ext = d.get("extended")
+    return (str(d["name"]), d.get("language"), d.get("rules"), n, em, f1, _dumps(m),
+            _dumps(ext) if ext else None, seconds, d.get("path"), d.get("sha256"), threshold)  # fmt: skip
