@@ -51,6 +51,22 @@ def fetch_data(cfg: DemoConfig) -> tuple[Path, list[Path]]:
     return paths[0], paths[1:]
 
 
+def reproduce_command(cfg: DemoConfig) -> str:
+    """The ``xlqa demo`` command line that repeats this run: the options ``xlqa demo`` has, where they differ
+    from the defaults (``make demo`` when none do)."""
+    default = DemoConfig()
+    opts = [
+        (f"--{name.replace('_', '-')}", getattr(cfg, name))
+        for name in ("model", "train_examples", "eval_examples")
+        if getattr(cfg, name) != getattr(default, name)
+    ]
+    if cfg.langs != default.langs:
+        opts.append(("--langs", ",".join(cfg.langs)))
+    if not opts:
+        return "make demo"
+    return " ".join(["xlqa demo --data-dir ../shared/data", *(f"{k} {v}" for k, v in opts)])
+
+
 def write_report(results: dict, timings: dict, cfg: DemoConfig, out: Path) -> Path:
     """Markdown report: per-language EM/F1, transfer gap to English, timings, the command."""
     rows = results["datasets"]
@@ -79,7 +95,7 @@ def write_report(results: dict, timings: dict, cfg: DemoConfig, out: Path) -> Pa
         "",
         "Time (seconds): " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()),
         "",
-        "Reproduce: `make demo` (or `xlqa demo --data-dir ../shared/data`).",
+        f"Reproduce: `{reproduce_command(cfg)}`.",
         "",
     ]
     path = out / "report.md"
