@@ -27,7 +27,6 @@ from xlqa.figures import (
 # re-exported under their old names: the report's palette and style now live in xlqa.figures
 from xlqa.figures import COLORS as COLORS
 from xlqa.figures import RC as RC
-from xlqa.report_render import CSS as CSS
 from xlqa.report_render import render_html, render_markdown, write_csv
 
 log = logging.getLogger(__name__)

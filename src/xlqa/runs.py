@@ -36,20 +36,20 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from xlqa.runs_schema import (
-    _MIGRATIONS,
-    _NAME_RE,
     INDEX_NAME,
     KINDS,
+    MIGRATIONS,
+    NAME_RE,
     RUN_FILE,
     SCHEMA_VERSION,
     STATUSES,
     Run,
     RunNotFoundError,
     RunStoreError,
-    _dumps,
-    _metric_row,
-    _now,
     light_environment,
+    metric_row,
+    to_json,
+    utc_now,
     write_json_atomic,
 )
 
@@ -137,10 +137,10 @@ class RunStore:
                 for version in range(
                     self._version(con) + 1, SCHEMA_VERSION + 1
                 ):  # another process may have won
-                    for stmt in _MIGRATIONS[version - 1]:
+                    for stmt in MIGRATIONS[version - 1]:
                         con.execute(stmt)
                     con.execute(
-                        "INSERT INTO schema_version (version, applied) VALUES (?, ?)", (version, _now())
+                        "INSERT INTO schema_version (version, applied) VALUES (?, ?)", (version, utc_now())
                     )
                     log.debug("%s: schema migrated to version %d", self.db_path, version)
             except BaseException:
@@ -210,12 +210,12 @@ class RunStore:
             raise RunStoreError(f"unknown run kind {kind!r}; expected one of {', '.join(KINDS)}")
         if status not in STATUSES:
             raise RunStoreError(f"unknown status {status!r}; expected one of {', '.join(STATUSES)}")
-        if name is not None and not _NAME_RE.fullmatch(name):
+        if name is not None and not NAME_RE.fullmatch(name):
             raise RunStoreError(f"run name {name!r}: use 1-64 letters, digits, '.', '_' or '-'")
         if not model:
             raise RunStoreError("a run needs a model (hub id, folder or offline source)")
         run_id, path, made = self._new_folder(name, folder)
-        now = _now()
+        now = utc_now()
         run = Run(run_id, name, kind, model, status, now, now, path, dict(config or {}),
                   dict(environment if environment is not None else light_environment()),
                   socket.gethostname(), os.getpid())  # fmt: skip
@@ -227,8 +227,8 @@ class RunStore:
             con.execute(
                 "INSERT INTO runs (id, name, kind, model, status, created, updated, dir, config_json,"
                 " environment_json, host, pid) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (run.id, name, kind, model, status, now, now, self._stored_dir(path), _dumps(run.config),
-                 _dumps(run.environment), run.host, run.pid),
+                (run.id, name, kind, model, status, now, now, self._stored_dir(path), to_json(run.config),
+                 to_json(run.environment), run.host, run.pid),
             )  # fmt: skip
         except BaseException:
             if made:
@@ -269,7 +269,7 @@ class RunStore:
         if status not in STATUSES:
             raise RunStoreError(f"unknown status {status!r}; expected one of {', '.join(STATUSES)}")
         run = self.get_run(run_id)
-        now = _now()
+        now = utc_now()
         with self._transaction() as con:
             con.execute("UPDATE runs SET status = ?, updated = ? WHERE id = ?", (status, now, run.id))
         run = replace(run, status=status, updated=now)
@@ -299,12 +299,12 @@ class RunStore:
         cur = con.execute(
             "INSERT INTO evaluations (run_id, created, results_path, precision, config_json, environment_json)"
             " VALUES (?, ?, ?, ?, ?, ?)",
-            (run.id, _now(), str(results_path), results.get("precision"), _dumps(results.get("config", {})),
-             _dumps(results.get("environment", {}))),
+            (run.id, utc_now(), str(results_path), results.get("precision"), to_json(results.get("config", {})),
+             to_json(results.get("environment", {}))),
         )  # fmt: skip
         eval_id = cur.lastrowid
         for i, d in enumerate(results["datasets"]):
-            row = _metric_row(i, d)
+            row = metric_row(i, d)
             try:
                 con.execute(
                     "INSERT INTO metrics (evaluation_id, dataset, language, rules, n_questions, exact_match, f1,"
@@ -314,7 +314,7 @@ class RunStore:
                 )
             except sqlite3.IntegrityError as err:
                 raise RunStoreError(f"run {run.id}: results datasets[{i}] ({row[0]!r}): {err}") from err
-        con.execute("UPDATE runs SET updated = ? WHERE id = ?", (_now(), run.id))
+        con.execute("UPDATE runs SET updated = ? WHERE id = ?", (utc_now(), run.id))
         return eval_id
 
     @staticmethod

@@ -24,11 +24,11 @@ KINDS = ("train", "eval")
 STATUSES = ("running", "finished", "failed", "stopped")
 INDEX_NAME = "index.sqlite"
 RUN_FILE = "run.json"
-_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 # Each migration is a list of statements applied in one transaction; the schema version is its 1-based index.
 # Never edit a released migration: append a new one.
-_MIGRATIONS: tuple[tuple[str, ...], ...] = (
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (  # 1: runs, their evaluations, one metrics row per evaluated dataset
         """CREATE TABLE runs (
             id TEXT PRIMARY KEY, name TEXT, kind TEXT NOT NULL CHECK (kind IN ('train', 'eval')),
@@ -55,7 +55,7 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX metrics_dataset ON metrics (dataset, language)",
     ),
 )
-SCHEMA_VERSION = len(_MIGRATIONS)
+SCHEMA_VERSION = len(MIGRATIONS)
 
 
 class RunStoreError(ValueError):
@@ -108,11 +108,13 @@ class Run:
         return {**asdict(self), "dir": str(self.dir)}
 
 
-def _now() -> str:
+def utc_now() -> str:
+    """Now, UTC, ISO 8601 with microseconds (how every timestamp in the index is written)."""
     return datetime.now(timezone.utc).isoformat(timespec="microseconds")
 
 
-def _dumps(obj) -> str:
+def to_json(obj) -> str:
+    """Compact JSON for an index column (non-ASCII kept, anything else as its str)."""
     return json.dumps(obj, ensure_ascii=False, default=str)
 
 
@@ -140,7 +142,7 @@ def light_environment() -> dict[str, str]:
     return env
 
 
-def _metric_row(i: int, d: dict) -> tuple:
+def metric_row(i: int, d: dict) -> tuple:
     """One ``datasets`` entry of a results dict -> a ``metrics`` row (without the evaluation id)."""
     where = f"results datasets[{i}]" + (f" ({d['name']!r})" if isinstance(d, dict) and "name" in d else "")
     if not isinstance(d, dict):
@@ -159,5 +161,5 @@ def _metric_row(i: int, d: dict) -> tuple:
     except (TypeError, ValueError) as err:
         raise RunStoreError(f"{where}: {err}") from err
     ext = d.get("extended")
-    return (str(d["name"]), d.get("language"), d.get("rules"), n, em, f1, _dumps(m),
-            _dumps(ext) if ext else None, seconds, d.get("path"), d.get("sha256"), threshold)  # fmt: skip
+    return (str(d["name"]), d.get("language"), d.get("rules"), n, em, f1, to_json(m),
+            to_json(ext) if ext else None, seconds, d.get("path"), d.get("sha256"), threshold)  # fmt: skip
