@@ -9,22 +9,24 @@ import numpy as np
 import pytest
 
 from conftest import write_squad
-from xlqa import analysis, metrics
+from xlqa import metrics
 from xlqa.data import Answer, Example, load_squad
 from xlqa.evaluate import em_of, f1_of, rules_for, score_examples
+from xlqa.metrics.bootstrap import bootstrap_ci
+from xlqa.report import stats as analysis
 
 
 # -- bootstrap_ci ---------------------------------------------------------------------------------------------
 def test_bootstrap_ci_of_a_constant_is_that_constant():
-    assert analysis.bootstrap_ci(np.ones(50)) == (100.0, 100.0, 100.0)
+    assert bootstrap_ci(np.ones(50)) == (100.0, 100.0, 100.0)
 
 
 def test_bootstrap_ci_contains_the_mean_narrows_with_n_and_matches_the_normal_width():
     small = np.tile([1.0, 0.0], 50)  # n = 100, mean 0.5
     large = np.tile([1.0, 0.0], 2000)  # n = 4000
-    mean, lo, hi = analysis.bootstrap_ci(small)
+    mean, lo, hi = bootstrap_ci(small)
     assert mean == 50.0 and lo < mean < hi
-    m2, lo2, hi2 = analysis.bootstrap_ci(large)
+    m2, lo2, hi2 = bootstrap_ci(large)
     assert m2 == 50.0 and lo2 < m2 < hi2
     assert (hi2 - lo2) < (hi - lo) / 4  # width ~ 1/sqrt(n): 40x the data, about 6x narrower
     # normal approximation: half-width 1.96 * sqrt(.25 / n) * 100 = 9.8 points for n = 100
@@ -34,10 +36,10 @@ def test_bootstrap_ci_contains_the_mean_narrows_with_n_and_matches_the_normal_wi
 
 def test_bootstrap_ci_is_seeded():
     values = np.random.default_rng(3).random(200)
-    assert analysis.bootstrap_ci(values, seed=7) == analysis.bootstrap_ci(values, seed=7)
-    assert analysis.bootstrap_ci(values, seed=7) != analysis.bootstrap_ci(values, seed=8)
+    assert bootstrap_ci(values, seed=7) == bootstrap_ci(values, seed=7)
+    assert bootstrap_ci(values, seed=7) != bootstrap_ci(values, seed=8)
     with pytest.raises(ValueError, match="non-empty 1-D"):
-        analysis.bootstrap_ci(np.array([]))
+        bootstrap_ci(np.array([]))
 
 
 # -- paired_test ----------------------------------------------------------------------------------------------

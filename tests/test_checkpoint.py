@@ -15,9 +15,9 @@ import torch
 from safetensors.torch import load_file
 
 from test_guard import tiny_squad
-from xlqa.checkpoint import DELAY_ENV, capture_rng, latest_checkpoint, list_checkpoints, restore_rng
+from xlqa.train.checkpoint import DELAY_ENV, capture_rng, latest_checkpoint, list_checkpoints, restore_rng
 
-XLQA = [sys.executable, "-m", "xlqa.cli"]
+XLQA = [sys.executable, "-m", "xlqa.cli.main"]
 
 
 def test_rng_round_trip_covers_python_numpy_torch():
@@ -59,8 +59,8 @@ def _wait_for(cond, timeout: float, proc: subprocess.Popen, what: str) -> None:
 def test_sigkill_while_writing_a_checkpoint_then_resume_matches_an_uninterrupted_run(
     tmp_path, tiny_model_dir, xlqa_cache
 ):
-    from xlqa.control import config_of_run
-    from xlqa.train import train
+    from xlqa.train.control import config_of_run
+    from xlqa.train.loop import train
 
     train_file = tiny_squad(tmp_path / "train.json")
     dev_file = tiny_squad(tmp_path / "dev.json", n=16, offset=100)

@@ -12,9 +12,9 @@ import pytest
 from typer.testing import CliRunner
 
 from conftest import write_squad
-from xlqa.cli import app
+from xlqa.cli.main import app
 
-XLQA = [sys.executable, "-m", "xlqa.cli"]
+XLQA = [sys.executable, "-m", "xlqa.cli.main"]
 
 
 def run(args: list[str], env: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:

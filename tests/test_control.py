@@ -11,8 +11,8 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from test_guard import tiny_squad
-from xlqa.checkpoint import DELAY_ENV
-from xlqa.cli import app
+from xlqa.cli.main import app
+from xlqa.train.checkpoint import DELAY_ENV
 
 
 def _invoke(args: list[str], env: dict) -> str:
@@ -37,8 +37,8 @@ def _run_json(run_dir: Path) -> dict:
 
 
 def test_detach_status_stop_resume(tmp_path, tiny_model_dir, xlqa_cache, monkeypatch):
-    from xlqa.control import config_of_run, process_alive, read_pid
-    from xlqa.train import train
+    from xlqa.train.control import config_of_run, process_alive, read_pid
+    from xlqa.train.loop import train
 
     store = tmp_path / "store"
     env = {"XLQA_RUNS": str(store)}

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from xlqa import datasets
-from xlqa.datasets import (
+from xlqa.sources import registry as datasets
+from xlqa.sources.download import fetch, sha256_file
+from xlqa.sources.registry import (
     GROUPS,
     MLQA_LANGS,
     RULES,
@@ -17,7 +18,6 @@ from xlqa.datasets import (
     get_spec,
     list_benchmarks,
 )
-from xlqa.download import fetch, sha256_file
 
 
 def test_every_name_and_group_expands():

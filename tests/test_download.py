@@ -19,9 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from xlqa import datasets
-from xlqa.datasets import BenchmarkSpec, get_spec
-from xlqa.download import ChecksumError, DownloadError, cached_path, fetch, get, is_cached
+from xlqa.errors import ChecksumError, DownloadError
+from xlqa.sources import registry as datasets
+from xlqa.sources.download import cached_path, fetch, get, is_cached
+from xlqa.sources.registry import BenchmarkSpec, get_spec
 
 PAYLOAD = json.dumps(
     {

@@ -36,7 +36,7 @@ def _dev_f1(model, tok, dev) -> float:
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, shared_data):
-    from xlqa.train import train
+    from xlqa.train.loop import train
 
     out = tmp_path_factory.mktemp("minilm")
     os.environ.setdefault("XLQA_CACHE", str(out / "cache"))

@@ -11,8 +11,8 @@ import torch
 
 from test_guard import events_of, tiny_config
 from xlqa.data import Answer, Example
+from xlqa.errors import TrainingDiverged
 from xlqa.generative import build_windows, generate_answers, pick_answers
-from xlqa.guard import TrainingDiverged
 
 
 @pytest.fixture(scope="module")
@@ -84,10 +84,10 @@ def test_greedy_score_is_the_mean_log_probability_of_the_answer(tiny_t5_dir):
 
 
 def test_generative_training_and_evaluation_outputs(tmp_path, tiny_t5_dir, xlqa_cache):
-    from xlqa.checkpoint import latest_checkpoint
     from xlqa.evaluate import EvalConfig
     from xlqa.generative import evaluate_generative
-    from xlqa.train import make_optimizer, train
+    from xlqa.train.checkpoint import latest_checkpoint
+    from xlqa.train.loop import make_optimizer, train
 
     cfg = tiny_config(tmp_path, tiny_t5_dir, lr=1e-2, max_seq_length=24, doc_stride=8, max_answer_length=4,
                       max_steps=6)  # fmt: skip
@@ -113,7 +113,7 @@ def test_generative_training_and_evaluation_outputs(tmp_path, tiny_t5_dir, xlqa_
 
 def test_fp16_on_t5_is_refused_unless_overridden(tmp_path, tiny_t5_dir):
     from xlqa.modeling import apply_precision_policy, load_seq2seq_model
-    from xlqa.train import train
+    from xlqa.train.loop import train
 
     with pytest.raises(ValueError, match=r"fp16 is refused for t5.*--precision bf16.*fp32.*--allow-fp16-t5"):
         train(tiny_config(tmp_path, tiny_t5_dir, precision="fp16", max_seq_length=24, doc_stride=8))
@@ -139,7 +139,7 @@ def test_fp16_on_t5_is_refused_unless_overridden(tmp_path, tiny_t5_dir):
 def test_scaled_up_t5_overflows_in_fp16_and_the_guard_catches_it(tmp_path, tiny_t5_dir):
     from transformers import T5ForConditionalGeneration
 
-    from xlqa.train import train
+    from xlqa.train.loop import train
 
     model = T5ForConditionalGeneration.from_pretrained(tiny_t5_dir)
     with torch.no_grad():
@@ -168,7 +168,7 @@ def test_extractive_and_generative_runs_side_by_side_in_one_report(
     """Both paths write the same results format, so one report compares them per language with significance."""
     from xlqa.evaluate import EvalConfig, evaluate_model
     from xlqa.generative import evaluate_generative
-    from xlqa.report import build_report
+    from xlqa.report.build import build_report
 
     data = [str(shared_data / "xquad" / f"xquad.{lang}.json") for lang in ("en", "de")]
     common = dict(data=data, max_examples=12, progress=False, cache_dir="")

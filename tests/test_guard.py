@@ -10,7 +10,8 @@ import torch
 
 from conftest import write_squad
 from xlqa.config import TrainConfig
-from xlqa.guard import NonFiniteGuard, TrainingDiverged, describe, find_overflow
+from xlqa.errors import TrainingDiverged
+from xlqa.train.guard import NonFiniteGuard, describe, find_overflow
 
 CITIES = ["Paris", "Berlin", "Rome", "Madrid", "Lisbon", "Vienna", "Prague", "Warsaw"]
 
@@ -130,7 +131,7 @@ def test_find_overflow_names_the_first_module_in_both_directions():
 # -- the guard inside the training loop (tiny random BERT) ---------------------------------------------------------
 @pytest.mark.parametrize("where", ["loss", "grad"])
 def test_injected_nonfinite_steps_are_skipped_and_rolled_back(tmp_path, tiny_model_dir, where):
-    from xlqa.train import train
+    from xlqa.train.loop import train
 
     cfg = tiny_config(tmp_path, tiny_model_dir, inject_nonfinite_steps=[3, 5, 6, 7], inject_nonfinite=where,
                       guard_max_consecutive=3, guard_snapshot_every=2)  # fmt: skip
@@ -157,8 +158,8 @@ def test_injected_nonfinite_steps_are_skipped_and_rolled_back(tmp_path, tiny_mod
 
 
 def test_persistent_faults_stop_with_a_diagnosis_and_a_resumable_checkpoint(tmp_path, tiny_model_dir):
-    from xlqa.checkpoint import latest_checkpoint
-    from xlqa.train import train
+    from xlqa.train.checkpoint import latest_checkpoint
+    from xlqa.train.loop import train
 
     cfg = tiny_config(tmp_path, tiny_model_dir, inject_nonfinite_steps=list(range(3, 11)), guard_max_consecutive=2,
                       guard_max_rollbacks=1)  # fmt: skip
@@ -179,7 +180,7 @@ def test_real_overflow_is_diagnosed_at_its_module(tmp_path, tiny_model_dir):
     """Weights scaled past fp32's range in one feed-forward layer: every step overflows; the diagnosis names it."""
     from transformers import AutoModelForQuestionAnswering, AutoTokenizer
 
-    from xlqa.train import train
+    from xlqa.train.loop import train
 
     model = AutoModelForQuestionAnswering.from_pretrained(tiny_model_dir)
     with torch.no_grad():

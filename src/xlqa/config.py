@@ -6,7 +6,6 @@ Every run saves its config next to its outputs, with package versions, so result
 from __future__ import annotations
 
 import json
-import platform
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -108,28 +107,6 @@ def load_config(cls, path: str | Path | None, overrides: dict[str, Any]):
     if unknown:
         raise ValueError(f"unknown config keys {unknown}; valid keys: {sorted(known)}")
     return cls(**values)
-
-
-def environment() -> dict[str, str]:
-    """Versions of the packages that change results, for result files and checkpoints."""
-    import accelerate
-    import numpy
-    import tokenizers
-    import torch
-    import transformers
-
-    import xlqa
-
-    return {
-        "xlqa": xlqa.__version__,
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "tokenizers": tokenizers.__version__,
-        "accelerate": accelerate.__version__,
-        "numpy": numpy.__version__,
-        "platform": platform.platform(),
-    }
 
 
 def to_dict(cfg) -> dict[str, Any]:

@@ -32,22 +32,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from xlqa.errors import DataError
+
 logger = logging.getLogger(__name__)
-
-
-class DataError(ValueError):
-    """A SQuAD-format file that cannot be read; ``str()`` names the file, question id and field."""
-
-    def __init__(
-        self, message: str, *, path: str | None = None, qid: str | None = None, field: str | None = None
-    ) -> None:
-        self.message, self.path, self.qid, self.field = message, path, qid, field
-        parts = [str(path)] if path is not None else []
-        if qid is not None:
-            parts.append(f"question id {qid!r}")
-        if field is not None:
-            parts.append(f"field {field!r}")
-        super().__init__(": ".join([*parts, message]))
 
 
 @dataclass(frozen=True, slots=True)
@@ -441,3 +428,8 @@ def check_files(paths: Iterable[str | Path]) -> list[LoadReport | DataError]:
         except DataError as exc:
             results.append(exc)
     return results
+
+
+def gold_texts(examples: list[Example]) -> dict[str, list[str]]:
+    """Question id -> gold answer texts, as the official scripts read them (empty for unanswerable)."""
+    return {ex.id: [] if ex.is_impossible else [a.text for a in ex.answers] for ex in examples}

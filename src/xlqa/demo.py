@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -44,7 +43,7 @@ class DemoConfig:
 
 def fetch_data(cfg: DemoConfig) -> tuple[Path, list[Path]]:
     """The SQuAD v1.1 training file and the XQuAD files, from the mirror folder or downloaded by name."""
-    from xlqa.download import get
+    from xlqa.sources.download import get
 
     names = ["squad1.train", *[f"xquad.{lang}" for lang in cfg.langs]]
     paths = get(names, mirror=cfg.data_dir, progress=cfg.progress)
@@ -112,7 +111,7 @@ def write_report(results: dict, timings: dict, cfg: DemoConfig, out: Path) -> Pa
 
 def run_demo(cfg: DemoConfig) -> Path:
     """Train, evaluate every language, write the report; returns the report's path."""
-    from xlqa.train import train
+    from xlqa.train.loop import train
 
     out = Path(cfg.output)
     out.mkdir(parents=True, exist_ok=True)
@@ -160,7 +159,9 @@ def run_demo(cfg: DemoConfig) -> Path:
 
 def default_data_dir() -> str | None:
     """``$XLQA_MIRROR`` if set, else ``../shared/data`` next to the checkout when present, else None (download)."""
-    env = os.environ.get("XLQA_MIRROR")
+    from xlqa.settings import get_settings
+
+    env = get_settings().mirror
     if env:
         return env
     guess = Path.cwd().parent / "shared" / "data"

@@ -9,9 +9,7 @@ never in its place.
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import re
 import time
 from dataclasses import asdict, dataclass, field
@@ -20,8 +18,10 @@ from pathlib import Path
 import numpy as np
 
 from xlqa import metrics
-from xlqa.data import Example, SquadData, load_squad
+from xlqa.data import Example, SquadData, gold_texts, load_squad
 from xlqa.features import FeatureParams
+from xlqa.fileio import environment, write_json_atomic
+from xlqa.metrics.bootstrap import bootstrap_ci
 
 log = logging.getLogger(__name__)
 
@@ -46,11 +46,6 @@ class EvalConfig:
     cache_dir: str | None = None
     progress: bool = True
     precision: str = "auto"  # auto: bf16 where the hardware computes it natively, else fp32
-
-
-def gold_texts(examples: list[Example]) -> dict[str, list[str]]:
-    """Question id -> gold answer texts, as the official scripts read them (empty for unanswerable)."""
-    return {ex.id: [] if ex.is_impossible else [a.text for a in ex.answers] for ex in examples}
 
 
 def is_mlqa_file(path: str | Path) -> bool:
@@ -96,7 +91,6 @@ def confidence_intervals(
     gold: dict[str, list[str]], predictions: dict[str, str], *, rules: str, language: str | None = None
 ) -> dict[str, list[float]]:
     """95% percentile-bootstrap intervals of EM and F1 over questions (1000 resamples, seed 0)."""
-    from xlqa.analysis import bootstrap_ci
 
     per_q = metrics.per_question(gold, predictions, rules=rules, lang=language)
     if not per_q:
@@ -116,12 +110,6 @@ def f1_of(result: dict) -> float:
 def em_of(result: dict) -> float:
     m = result["metrics"]
     return float(m.get("exact_match", m.get("exact", 0.0)))
-
-
-def _write_json(path: Path, obj) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False))
-    os.replace(tmp, path)
 
 
 def dataset_name(path: str | Path) -> str:
@@ -146,7 +134,6 @@ def score_and_write(
     intervals), ``predictions.json``/``nbest_predictions.json``/``null_odds.json`` under ``<output>/<name>/``;
     then ``<output>/results.json`` embedding the config, precision, package versions and data checksums.
     """
-    from xlqa.config import environment
 
     out_dir = Path(cfg.output)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -170,9 +157,9 @@ def score_and_write(
         )
         ddir = out_dir / name
         ddir.mkdir(parents=True, exist_ok=True)
-        _write_json(ddir / "predictions.json", dec.predictions)
-        _write_json(ddir / "nbest_predictions.json", dec.nbest)
-        _write_json(ddir / "null_odds.json", dec.null_odds)
+        write_json_atomic(ddir / "predictions.json", dec.predictions)
+        write_json_atomic(ddir / "nbest_predictions.json", dec.nbest)
+        write_json_atomic(ddir / "null_odds.json", dec.null_odds)
         entry = {
             "name": name,
             "path": str(Path(data.path).resolve()),
@@ -185,7 +172,7 @@ def score_and_write(
         }
         results["datasets"].append(entry)
         log.info("%s: EM %.2f F1 %.2f (%s%s, %.1fs)", name, em_of(entry), f1_of(entry), rules, label, seconds)
-    _write_json(out_dir / "results.json", results)
+    write_json_atomic(out_dir / "results.json", results)
     return results
 
 

@@ -12,7 +12,6 @@ import contextlib
 import hashlib
 import json
 import logging
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from xlqa.data import Example
+from xlqa.fileio import atomic_open
 
 log = logging.getLogger(__name__)
 
@@ -98,10 +98,8 @@ class Features:
         }
         if self.token_type_ids is not None:
             arrays["token_type_ids"] = self.token_type_ids
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        with open(tmp, "wb") as fh:
+        with atomic_open(path, "wb") as fh:
             np.savez(fh, **arrays)
-        os.replace(tmp, path)
 
     @classmethod
     def load(cls, path: Path) -> Features:
@@ -119,7 +117,7 @@ class Features:
             )
 
 
-def _truncate_questions(questions: list[str], tokenizer, max_query_length: int) -> list[str]:
+def truncate_questions(questions: list[str], tokenizer, max_query_length: int) -> list[str]:
     """Cut each question to at most ``max_query_length`` tokens (on a character boundary of the tokenizer)."""
     enc = tokenizer(questions, add_special_tokens=False, return_offsets_mapping=True)
     out = []
@@ -174,7 +172,7 @@ def build_features(
     if not getattr(tokenizer, "is_fast", False):
         raise ValueError(f"{type(tokenizer).__name__} is not a fast tokenizer: offsets are required for QA")
     pad_right = tokenizer.padding_side == "right"
-    questions = _truncate_questions([ex.question for ex in examples], tokenizer, params.max_query_length)
+    questions = truncate_questions([ex.question for ex in examples], tokenizer, params.max_query_length)
     contexts = [ex.context for ex in examples]
     first, second = (questions, contexts) if pad_right else (contexts, questions)
     enc = tokenizer(
@@ -278,7 +276,10 @@ def examples_fingerprint(examples: Sequence[Example]) -> str:
 
 
 def default_cache_dir() -> Path:
-    return Path(os.environ.get("XLQA_CACHE", Path.home() / ".cache" / "xlqa")) / "features"
+    """Where token windows are cached: ``$XLQA_CACHE/features`` (see :mod:`xlqa.settings`)."""
+    from xlqa.settings import get_settings
+
+    return get_settings().features_dir
 
 
 def cached_features(

@@ -70,12 +70,12 @@ def build_windows(
         max_answer_length: target tokens, end-of-sequence included.
         training: build targets (and drop windows without the answer).
     """
-    from xlqa.features import _truncate_questions
+    from xlqa.features import truncate_questions
 
     eos = tokenizer.eos_token_id
     if eos is None:
         raise ValueError(f"{type(tokenizer).__name__} has no end-of-sequence token; generative QA needs one")
-    questions = _truncate_questions(
+    questions = truncate_questions(
         [ex.question for ex in examples], tokenizer, min(max_query_length, max_seq_length // 2)
     )
     prefixes = tokenizer(
@@ -250,7 +250,7 @@ def pick_answers(
 
 # -- the training task and evaluation ------------------------------------------------------------------------------
 class GenerativeTask:
-    """What :func:`xlqa.train.train` needs for generative QA (a seq2seq model, text targets)."""
+    """What :func:`xlqa.train.loop.train` needs for generative QA (a seq2seq model, text targets)."""
 
     name = "generative"
 
@@ -260,7 +260,7 @@ class GenerativeTask:
         return load_seq2seq_model(cfg.model)
 
     def train_data(self, examples, tok, cfg):
-        from xlqa.train import TrainData
+        from xlqa.train.loop import TrainData
 
         windows = build_windows(examples, tok, max_seq_length=cfg.max_seq_length, doc_stride=cfg.doc_stride,
                                 max_query_length=cfg.max_query_length, max_answer_length=cfg.max_answer_length,

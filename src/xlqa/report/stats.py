@@ -19,13 +19,12 @@ from pathlib import Path
 import numpy as np
 
 from xlqa import metrics
-from xlqa.data import Example, load_squad
-from xlqa.evaluate import gold_texts
+from xlqa.data import Example, gold_texts, load_squad
+from xlqa.metrics.bootstrap import CHUNK, as_1d, bootstrap_means
 
 log = logging.getLogger(__name__)
 
 PIVOT = "en"
-_CHUNK = 1000  # resamples per vectorized block: bounds memory at _CHUNK x n_questions
 
 
 def language_order(languages: Sequence[str]) -> list[str]:
@@ -164,43 +163,6 @@ def per_question_scores(
 
 
 # -- confidence intervals and tests ---------------------------------------------------------------------------
-def _as_1d(values, name: str) -> np.ndarray:
-    arr = np.asarray(values, dtype=np.float64)
-    if arr.ndim != 1 or arr.size == 0:
-        raise ValueError(f"{name} must be a non-empty 1-D array, got shape {arr.shape}")
-    return arr
-
-
-def _bootstrap_means(values: np.ndarray, n_resamples: int, rng: np.random.Generator) -> np.ndarray:
-    """Means of ``n_resamples`` resamples with replacement, computed in blocks of _CHUNK."""
-    out = np.empty(n_resamples)
-    for lo in range(0, n_resamples, _CHUNK):
-        hi = min(lo + _CHUNK, n_resamples)
-        idx = rng.integers(0, values.size, size=(hi - lo, values.size))
-        out[lo:hi] = values[idx].mean(axis=1)
-    return out
-
-
-def bootstrap_ci(
-    values, n_resamples: int = 1000, alpha: float = 0.05, seed: int = 0
-) -> tuple[float, float, float]:
-    """Percentile bootstrap confidence interval of the mean, in points.
-
-    Args:
-        values: per-question scores in 0..1 (EM or F1).
-        n_resamples: bootstrap resamples of the questions (with replacement).
-        alpha: 1 - confidence level (0.05: a 95% interval).
-        seed: RNG seed.
-
-    Returns:
-        (mean, low, high), each x 100.
-    """
-    arr = _as_1d(values, "values")
-    means = _bootstrap_means(arr, n_resamples, np.random.default_rng(seed))
-    low, high = np.quantile(means, [alpha / 2, 1 - alpha / 2])
-    return 100 * float(arr.mean()), 100 * float(low), 100 * float(high)
-
-
 def paired_test(a, b, method: str = "bootstrap", n: int = 10000, seed: int = 0, alpha: float = 0.05) -> dict:
     """Two-sided paired test of mean(b) - mean(a) over the same questions (aligned by position).
 
@@ -223,7 +185,7 @@ def paired_test(a, b, method: str = "bootstrap", n: int = 10000, seed: int = 0, 
     Returns:
         ``diff`` (mean(b) - mean(a)), ``ci_low``, ``ci_high`` in points, ``p_value``.
     """
-    a, b = _as_1d(a, "a"), _as_1d(b, "b")
+    a, b = as_1d(a, "a"), as_1d(b, "b")
     if a.shape != b.shape:
         raise ValueError(f"paired_test needs equal lengths, got {a.size} and {b.size}")
     if method not in ("bootstrap", "permutation"):
@@ -231,15 +193,15 @@ def paired_test(a, b, method: str = "bootstrap", n: int = 10000, seed: int = 0, 
     d = b - a
     observed = float(d.mean())
     rng = np.random.default_rng(seed)
-    boot = _bootstrap_means(d, n, rng)
+    boot = bootstrap_means(d, n, rng)
     low, high = np.quantile(boot, [alpha / 2, 1 - alpha / 2])
     tol = 1e-12
     if method == "bootstrap":
         p = min(1.0, 2 * (1 + min(np.sum(boot <= tol), np.sum(boot >= -tol))) / (n + 1))
     else:
         hits = 0
-        for lo in range(0, n, _CHUNK):
-            signs = rng.integers(0, 2, size=(min(_CHUNK, n - lo), d.size)) * 2 - 1
+        for lo in range(0, n, CHUNK):
+            signs = rng.integers(0, 2, size=(min(CHUNK, n - lo), d.size)) * 2 - 1
             hits += int(np.sum(np.abs((signs * d).mean(axis=1)) >= abs(observed) - tol))
         p = (1 + hits) / (n + 1)
     return {

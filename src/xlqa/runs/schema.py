@@ -1,23 +1,18 @@
 """The run store's data: the SQLite schema and its migrations, the ``Run`` row, errors and file helpers.
 
-Kept apart from :mod:`xlqa.runs` (the ``RunStore`` that reads and writes them) so the schema can be read on its own
+Kept apart from :mod:`xlqa.runs.store` (the ``RunStore`` that reads and writes them) so the schema can be read on its own
 and the helpers imported without the store.
 """
 
 from __future__ import annotations
 
-import contextlib
-import importlib.metadata
 import json
-import os
-import platform
 import re
-import secrets
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-import xlqa
+from xlqa.errors import RunStoreError
 from xlqa.evaluate import em_of, f1_of
 
 KINDS = ("train", "eval")
@@ -56,18 +51,6 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
-
-
-class RunStoreError(ValueError):
-    """A run store operation failed; the message names the run, file or field."""
-
-
-class RunNotFoundError(RunStoreError, LookupError):
-    """No run (or more than one) matches what was asked for; ``candidates`` lists close matches."""
-
-    def __init__(self, message: str, candidates: list[str] | None = None):
-        super().__init__(message)
-        self.candidates = candidates or []
 
 
 @dataclass(frozen=True)
@@ -116,30 +99,6 @@ def utc_now() -> str:
 def to_json(obj) -> str:
     """Compact JSON for an index column (non-ASCII kept, anything else as its str)."""
     return json.dumps(obj, ensure_ascii=False, default=str)
-
-
-def write_json_atomic(path: Path, obj) -> None:
-    """Write JSON to a temporary file in the same folder, then move it into place (readers never see half)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    try:
-        with open(tmp, "x", encoding="utf-8") as fh:  # a unique name: concurrent writers never share one
-            fh.write(json.dumps(obj, indent=2, ensure_ascii=False, default=str))
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def light_environment() -> dict[str, str]:
-    """Package versions from their metadata (no heavy imports), Python and platform."""
-    env = {"xlqa": xlqa.__version__, "python": platform.python_version(), "platform": platform.platform()}
-    for pkg in ("torch", "transformers", "tokenizers", "accelerate", "numpy"):
-        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
-            env[pkg] = importlib.metadata.version(pkg)
-    return env
 
 
 def metric_row(i: int, d: dict) -> tuple:

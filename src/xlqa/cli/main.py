@@ -12,10 +12,10 @@ import typer
 from rich.logging import RichHandler
 from rich.table import Table
 
-from xlqa.cli_common import _expected_errors, _fail, console, out_console
-from xlqa.cli_data import data_app
-from xlqa.cli_report import report as report_command
-from xlqa.cli_runs import runs_app
+from xlqa.cli.common import _expected_errors, _fail, console, out_console
+from xlqa.cli.data import data_app
+from xlqa.cli.report import report as report_command
+from xlqa.cli.runs import runs_app
 
 app = typer.Typer(
     help="Zero-shot cross-lingual question answering: train on English SQuAD, evaluate in every language.",
@@ -127,9 +127,9 @@ def train(
     Example: xlqa train --model minilm-l6 --train train-v1.1.json --dev dev-v1.1.json --output runs/minilm
     --max-train-examples 2000 --epochs 1
     """
-    from xlqa import control
     from xlqa.config import TrainConfig, load_config
-    from xlqa.guard import TrainingDiverged
+    from xlqa.errors import TrainingDiverged
+    from xlqa.train import control
 
     if resume is not None:
         try:
@@ -234,7 +234,7 @@ def results_table(results: dict) -> Table:
 
 
 def _benchmark_files(benchmarks: str, mirror: str | None) -> list[Path]:
-    from xlqa.download import get_available
+    from xlqa.sources.download import get_available
 
     fetched, failed = get_available(benchmarks, mirror=mirror)
     for spec, err in failed:
@@ -292,7 +292,7 @@ def evaluate(
     from dataclasses import asdict
 
     from xlqa.evaluate import EvalConfig
-    from xlqa.runs import RunStore
+    from xlqa.runs.store import RunStore
 
     try:
         files = [str(p) for p in data or []]
@@ -379,7 +379,7 @@ def demo(
     Example: xlqa demo --data-dir ../shared/data --output demo-output
     """
     from xlqa.demo import DemoConfig, default_data_dir, run_demo
-    from xlqa.download import DownloadError
+    from xlqa.errors import DownloadError
 
     cfg = DemoConfig(
         model=model, data_dir=data_dir or default_data_dir(), output=str(output), train_examples=train_examples,

@@ -26,15 +26,17 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from xlqa.batching import Collator, WindowDataset, shuffled_batches
-from xlqa.checkpoint import latest_checkpoint, load_checkpoint, restore_rng, save_checkpoint
-from xlqa.config import TrainConfig, environment
+from xlqa.config import TrainConfig
 from xlqa.data import load_squad
+from xlqa.errors import TrainingDiverged
 from xlqa.evaluate import em_of, f1_of, rules_for, score_examples
 from xlqa.features import FeatureParams, cached_features
-from xlqa.guard import NonFiniteGuard, TrainingDiverged, describe, find_overflow, is_finite
+from xlqa.fileio import environment, write_json_atomic
 from xlqa.modeling import apply_precision_policy, autocast, choose_precision, is_t5_family, save_model
 from xlqa.predict import predict_examples
-from xlqa.train_events import EventLog, GracefulStop, num, step_record
+from xlqa.train.checkpoint import latest_checkpoint, load_checkpoint, restore_rng, save_checkpoint
+from xlqa.train.events import EventLog, GracefulStop, num, step_record
+from xlqa.train.guard import NonFiniteGuard, describe, find_overflow, is_finite
 
 log = logging.getLogger(__name__)
 
@@ -369,14 +371,12 @@ def train(cfg: TrainConfig, *, resume_from: str | Path | None = None) -> TrainRe
     if main:
         events.write("stopped" if status else "end", steps=step, seconds=round(seconds, 1),
                      best_f1=st["best_f1"], best_em=st["best_em"], checkpoint=last_ckpt)  # fmt: skip
-        tmp = out / f".train_results.{os.getpid()}.tmp"
-        tmp.write_text(json.dumps(asdict(result), indent=2))
-        os.replace(tmp, out / "train_results.json")
+        write_json_atomic(out / "train_results.json", asdict(result))
     return result
 
 
 def diagnose(model, task, batch, forward_ctx, step: int, scheduler, precision: str) -> dict:
-    """Re-run the failing batch with hooks (:func:`xlqa.guard.find_overflow`) and add the step's context."""
+    """Re-run the failing batch with hooks (:func:`xlqa.train.guard.find_overflow`) and add the step's context."""
 
     def loss_fn():
         with forward_ctx():

@@ -48,7 +48,9 @@ from pathlib import Path
 from tqdm import tqdm
 
 from xlqa import __version__
-from xlqa.datasets import BenchmarkSpec, expand
+from xlqa.errors import ChecksumError, DownloadError
+from xlqa.settings import get_settings
+from xlqa.sources.registry import BenchmarkSpec, expand
 
 __all__ = [
     "ChecksumError",
@@ -72,21 +74,13 @@ _HINT = (
 )
 
 
-class DownloadError(RuntimeError):
-    """A benchmark file could not be obtained (network, HTTP status, missing mirror file, bad archive)."""
-
-
-class ChecksumError(DownloadError):
-    """A downloaded or mirrored file does not have the expected sha256 (or size)."""
-
-
 class _Retryable(Exception):
     """A transient failure: the transfer may be retried (and resumed)."""
 
 
 def default_cache_dir() -> Path:
-    """``$XLQA_CACHE`` or ``~/.cache/xlqa``."""
-    return Path(os.environ.get("XLQA_CACHE") or Path.home() / ".cache" / "xlqa").expanduser()
+    """The cache root of the settings (``$XLQA_CACHE``, default ``~/.cache/xlqa``)."""
+    return get_settings().cache
 
 
 def data_dir(cache_dir: str | os.PathLike[str] | None = None) -> Path:
@@ -130,7 +124,7 @@ def _is_url(location: str) -> bool:
 
 
 def _resolve_mirror(mirror: str | os.PathLike[str] | None) -> str | None:
-    value = os.fspath(mirror) if mirror is not None else os.environ.get("XLQA_MIRROR", "")
+    value = os.fspath(mirror) if mirror is not None else (get_settings().mirror or "")
     if not value:
         return None
     if value.startswith("file://"):
@@ -150,7 +144,7 @@ def fetch(
     """Return a local path to the verified file of one benchmark, downloading it when needed.
 
     Args:
-        spec: the benchmark (see `xlqa.datasets.get_spec`).
+        spec: the benchmark (see `xlqa.sources.registry.get_spec`).
         cache_dir: cache root (default ``$XLQA_CACHE`` or ``~/.cache/xlqa``); files go under its ``data/``.
         mirror: a local folder or an http(s) URL laid out like the reference mirror; default ``$XLQA_MIRROR``;
             "" disables the environment variable.

@@ -33,7 +33,7 @@ def report(
 
     Example: xlqa report runs/a/eval runs/b/eval --out report
     """
-    from xlqa.report import build_report
+    from xlqa.report.build import build_report
 
     labels = [n.strip() for n in names.split(",")] if names else None
     try:

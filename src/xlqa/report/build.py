@@ -13,10 +13,11 @@ from pathlib import Path
 
 import numpy as np
 
-from xlqa import analysis, metrics
-from xlqa.data import Example
-from xlqa.evaluate import em_of, f1_of, gold_texts
-from xlqa.figures import (
+from xlqa import metrics
+from xlqa.data import Example, gold_texts
+from xlqa.evaluate import em_of, f1_of
+from xlqa.report import stats as analysis
+from xlqa.report.figures import (
     BREAKDOWN_TITLES,
     breakdown_figure,
     consistency_figure,
@@ -24,10 +25,10 @@ from xlqa.figures import (
     squad2_figure,
 )
 
-# re-exported under their old names: the report's palette and style now live in xlqa.figures
-from xlqa.figures import COLORS as COLORS
-from xlqa.figures import RC as RC
-from xlqa.report_render import render_html, render_markdown, write_csv
+# re-exported under their old names: the report's palette and style now live in xlqa.report.figures
+from xlqa.report.figures import COLORS as COLORS
+from xlqa.report.figures import RC as RC
+from xlqa.report.render import render_html, render_markdown, write_csv
 
 log = logging.getLogger(__name__)
 

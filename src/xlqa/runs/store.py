@@ -35,7 +35,10 @@ from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 
-from xlqa.runs_schema import (
+from xlqa.errors import RunNotFoundError, RunStoreError
+from xlqa.fileio import environment as package_versions
+from xlqa.fileio import write_json_atomic
+from xlqa.runs.schema import (
     INDEX_NAME,
     KINDS,
     MIGRATIONS,
@@ -44,19 +47,14 @@ from xlqa.runs_schema import (
     SCHEMA_VERSION,
     STATUSES,
     Run,
-    RunNotFoundError,
-    RunStoreError,
-    light_environment,
     metric_row,
     to_json,
     utc_now,
-    write_json_atomic,
 )
+from xlqa.settings import get_settings
 
-__all__ = [
-    "INDEX_NAME", "KINDS", "RUN_FILE", "SCHEMA_VERSION", "STATUSES", "Run", "RunNotFoundError", "RunStore",
-    "RunStoreError", "light_environment", "write_json_atomic",
-]  # fmt: skip
+__all__ = ["INDEX_NAME", "KINDS", "RUN_FILE", "SCHEMA_VERSION", "STATUSES", "Run", "RunStore"]
+
 
 log = logging.getLogger(__name__)
 
@@ -70,9 +68,7 @@ class RunStore:
     """
 
     def __init__(self, root: str | Path | None = None, *, timeout: float = 30.0):
-        self.root = (
-            Path(root if root is not None else os.environ.get("XLQA_RUNS") or "runs").expanduser().absolute()
-        )
+        self.root = (Path(root).expanduser() if root is not None else get_settings().runs).absolute()
         self.db_path = self.root / INDEX_NAME
         self.timeout = timeout
         self._ready_pid: int | None = None  # schema checked in this process (connections never cross a fork)
@@ -217,7 +213,7 @@ class RunStore:
         run_id, path, made = self._new_folder(name, folder)
         now = utc_now()
         run = Run(run_id, name, kind, model, status, now, now, path, dict(config or {}),
-                  dict(environment if environment is not None else light_environment()),
+                  dict(environment if environment is not None else package_versions()),
                   socket.gethostname(), os.getpid())  # fmt: skip
         wrote = False
         try:
@@ -257,7 +253,7 @@ class RunStore:
             config: the run's full config (saved in ``run.json`` and the index).
             name: optional readable name, appended to the id and accepted wherever a run id is.
             dir: put the run in this folder (e.g. ``xlqa train --output``) instead of ``<root>/<run_id>``.
-            environment: package versions; default :func:`light_environment`.
+            environment: package versions; default :func:`xlqa.fileio.environment`.
         """
         with self._transaction() as con:
             run = self._insert_run(con, kind, model, config, name, dir, environment, status)
@@ -426,26 +422,26 @@ class RunStore:
     def run_metrics(self, run_id: str) -> list[dict]:
         """EM/F1 (and the full official metrics) of the latest evaluation of each dataset of a run.
 
-        See :func:`xlqa.runs_query.run_metrics`.
+        See :func:`xlqa.runs.queries.run_metrics`.
         """
-        from xlqa import runs_query
+        from xlqa.runs import queries as runs_query
 
         return runs_query.run_metrics(self, run_id)
 
     def metrics_summary(self, run_ids: list[str]) -> dict[str, dict]:
         """Per run id: number of datasets and mean EM/F1 over their latest evaluations (None without any).
 
-        See :func:`xlqa.runs_query.metrics_summary`.
+        See :func:`xlqa.runs.queries.metrics_summary`.
         """
-        from xlqa import runs_query
+        from xlqa.runs import queries as runs_query
 
         return runs_query.metrics_summary(self, run_ids)
 
     def compare(self, run_ids: list[str]) -> dict:
         """Dataset x run table of EM/F1 and each later run's difference to the first.
 
-        See :func:`xlqa.runs_query.compare` for the returned structure.
+        See :func:`xlqa.runs.queries.compare` for the returned structure.
         """
-        from xlqa import runs_query
+        from xlqa.runs import queries as runs_query
 
         return runs_query.compare(self, run_ids)

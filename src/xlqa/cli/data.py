@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from xlqa.cli_common import _expected_errors, _fail, out_console
+from xlqa.cli.common import _expected_errors, _fail, out_console
 
 data_app = typer.Typer(help="Inspect, validate and download SQuAD-format data.", no_args_is_help=True)
 
@@ -21,7 +21,8 @@ def data_check(
 
     Example: xlqa data check ../shared/data/cmrc2018/cmrc2018_dev.json
     """
-    from xlqa.data import DataError, check_files, format_report
+    from xlqa.data import check_files, format_report
+    from xlqa.errors import DataError
 
     bad = 0
     for rep in check_files(files):
@@ -41,8 +42,8 @@ def data_list() -> None:
 
     Example: xlqa data list
     """
-    from xlqa.datasets import format_table, list_benchmarks
-    from xlqa.download import is_cached
+    from xlqa.sources.download import is_cached
+    from xlqa.sources.registry import format_table, list_benchmarks
 
     specs = list_benchmarks()
     print(format_table(specs, cached={s.name for s in specs if is_cached(s)}))
@@ -65,7 +66,8 @@ def data_get(
 
     Example: xlqa data get xquad squad1.dev --mirror ../shared/data
     """
-    from xlqa.download import DownloadError, get
+    from xlqa.errors import DownloadError
+    from xlqa.sources.download import get
 
     try:
         paths = get(names, cache_dir=cache_dir, mirror=mirror)

@@ -1,4 +1,4 @@
-"""``xlqa runs``: list, show, compare and import runs of the run store. Each command calls :mod:`xlqa.runs`."""
+"""``xlqa runs``: list, show, compare and import runs of the run store. Each command calls :mod:`xlqa.runs.store`."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from xlqa.runs import Run, RunStore, RunStoreError
+from xlqa.errors import RunStoreError
+from xlqa.runs.store import Run, RunStore
 
 runs_app = typer.Typer(
     help="Runs: folders of config, checkpoints, events, predictions and metrics, indexed in ROOT/index.sqlite"
@@ -229,7 +230,7 @@ def status(
 
     Example: xlqa runs status 20261126-1512 --root runs
     """
-    from xlqa.control import run_status
+    from xlqa.train.control import run_status
 
     store = RunStore(root)
     try:
@@ -275,7 +276,7 @@ def stop(
 
     Example: xlqa runs stop 20261126-1512 --root runs
     """
-    from xlqa.control import stop_run
+    from xlqa.train.control import stop_run
 
     try:
         r = stop_run(run, store=RunStore(root), wait=wait)
@@ -294,7 +295,7 @@ def resume(
 
     Example: xlqa runs resume 20261126-1512 --root runs
     """
-    from xlqa.control import run_training, start_detached
+    from xlqa.train.control import run_training, start_detached
 
     store = RunStore(root)
     try:

@@ -3,7 +3,7 @@
 `build_charsmap` lays a normalization map out as a sentencepiece ``precompiled_charsmap`` (a darts-clone
 double array over UTF-8 bytes, then the replacement strings), the form ``tokenizers``' ``Precompiled``
 normalizer reads. `build_xlmr_tokenizer` writes an XLM-R style fast tokenizer (``tokenizer.json`` and
-``tokenizer_config.json``) around it; :mod:`xlqa.offline` uses it for the E5S1 conversion.
+``tokenizer_config.json``) around it; :mod:`xlqa.sources.offline` uses it for the E5S1 conversion.
 """
 
 from __future__ import annotations

@@ -34,8 +34,10 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from xlqa.spm_tokenizer import build_charsmap as build_charsmap  # re-exported
-from xlqa.spm_tokenizer import build_xlmr_tokenizer
+from xlqa.errors import OfflineModelError
+from xlqa.settings import get_settings
+from xlqa.sources.spm_tokenizer import build_charsmap as build_charsmap  # re-exported
+from xlqa.sources.spm_tokenizer import build_xlmr_tokenizer
 
 __all__ = ["OFFLINE_SOURCES", "OfflineModelError", "is_offline_source", "read_e5s1", "resolve_offline"]
 
@@ -45,10 +47,6 @@ E5_FILE = "e5-small-q4.bin"
 MARKER = "xlqa-offline.json"
 LAYOUT_VERSION = 1  # bump when the converted folder changes; older cached folders are then rebuilt
 _Q4_BYTES = 18  # one Q4_0 block: fp16 scale + 16 bytes holding 32 four-bit values
-
-
-class OfflineModelError(RuntimeError):
-    """An offline source cannot be used: package missing or its model file unreadable."""
 
 
 class E5S1(NamedTuple):
@@ -325,8 +323,8 @@ def _share(folder: Path) -> None:
 
 def model_dir(name: str, cache_dir: str | os.PathLike[str] | None = None) -> Path:
     """Where `resolve_offline` keeps the folder of ``name`` (whether or not it exists yet)."""
-    root = Path(cache_dir or os.environ.get("XLQA_CACHE") or Path.home() / ".cache" / "xlqa").expanduser()
-    return root / "models" / re.sub(r"[^A-Za-z0-9._-]+", "--", _lookup(name).name)
+    root = Path(cache_dir).expanduser() / "models" if cache_dir else get_settings().models_dir
+    return root / re.sub(r"[^A-Za-z0-9._-]+", "--", _lookup(name).name)
 
 
 def resolve_offline(name: str, cache_dir: str | os.PathLike[str] | None = None) -> Path:

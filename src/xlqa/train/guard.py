@@ -27,14 +27,6 @@ import torch
 log = logging.getLogger(__name__)
 
 
-class TrainingDiverged(RuntimeError):
-    """Training kept producing non-finite steps after every rollback; ``diagnosis`` says where and when."""
-
-    def __init__(self, message: str, diagnosis: dict):
-        super().__init__(message)
-        self.diagnosis = diagnosis
-
-
 def is_finite(x) -> bool:
     """True for a finite number or a tensor whose elements are all finite (None counts as finite)."""
     if x is None:

@@ -19,8 +19,6 @@ def _fail(err: Exception) -> None:
 
 def _expected_errors() -> tuple[type[Exception], ...]:
     """Errors that mean bad input or an unreachable source: printed in one line, exit code 2, no traceback."""
-    from xlqa.data import DataError
-    from xlqa.download import DownloadError
-    from xlqa.modeling import ModelLoadError
+    from xlqa.errors import DataError, DownloadError, ModelLoadError
 
     return (DataError, DownloadError, ModelLoadError, ValueError, FileNotFoundError)

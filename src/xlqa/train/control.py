@@ -3,7 +3,7 @@
 A training process writes its pid to ``RUN/train.pid`` (with the host) while it runs. ``stop`` sends it SIGTERM:
 the loop finishes its step, writes a checkpoint and exits with status ``stopped``; ``resume`` continues from the
 newest complete checkpoint. A detached run is a new process session (it survives the terminal) logging to
-``RUN/train.log``; it is ``python -m xlqa.control RUN_DIR [--resume]``.
+``RUN/train.log``; it is ``python -m xlqa.train.control RUN_DIR [--resume]``.
 """
 
 from __future__ import annotations
@@ -20,7 +20,9 @@ from dataclasses import asdict, fields
 from pathlib import Path
 
 from xlqa.config import TrainConfig
-from xlqa.runs import Run, RunNotFoundError, RunStore, write_json_atomic
+from xlqa.errors import RunNotFoundError
+from xlqa.fileio import write_json_atomic
+from xlqa.runs.store import Run, RunStore
 
 log = logging.getLogger(__name__)
 
@@ -110,9 +112,9 @@ def run_training(
 
     Returns:
         ``(run, TrainResult)``; status ``finished`` or ``stopped``. A diverged run raises
-        :class:`xlqa.guard.TrainingDiverged` and is marked ``failed``.
+        :class:`xlqa.train.guard.TrainingDiverged` and is marked ``failed``.
     """
-    from xlqa.train import train
+    from xlqa.train.loop import train
 
     store = store or RunStore()
     run: Run | None = None
@@ -192,7 +194,7 @@ def start_detached(
     env = {**os.environ, "XLQA_RUNS": str(store.root), "PYTHONUNBUFFERED": "1"}
     with open(run.dir / LOG_FILE, "ab") as logf:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "xlqa.control", *args],
+            [sys.executable, "-m", "xlqa.train.control", *args],
             stdin=subprocess.DEVNULL,
             stdout=logf,
             stderr=subprocess.STDOUT,
@@ -286,12 +288,12 @@ def run_status(ref: str | Path, *, store: RunStore | None = None) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of a detached run: ``python -m xlqa.control RUN_DIR [--resume | --run-id ID]``."""
+    """Entry point of a detached run: ``python -m xlqa.train.control RUN_DIR [--resume | --run-id ID]``."""
     import argparse
 
-    from xlqa.guard import TrainingDiverged
+    from xlqa.errors import TrainingDiverged
 
-    ap = argparse.ArgumentParser(prog="python -m xlqa.control")
+    ap = argparse.ArgumentParser(prog="python -m xlqa.train.control")
     ap.add_argument("run_dir")
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--run-id")

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import torch
 
-from xlqa.guard import is_finite
+from xlqa.train.guard import is_finite
 
-log = logging.getLogger("xlqa.train")
+log = logging.getLogger("xlqa.train.loop")
 
 
 class EventLog:

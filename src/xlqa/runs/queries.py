@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import json
 
-from xlqa.runs import RunStore, RunStoreError
+from xlqa.errors import RunStoreError
+from xlqa.runs.store import RunStore
 
 
 def latest_metrics(store: RunStore, run_ids: list[str]) -> dict[str, list[dict]]:

@@ -1,0 +1,70 @@
+"""The errors a user can fix: bad input, a missing file, an unreachable source, a bad flag.
+
+Every such error derives from :class:`XlqaError`; the command line prints it in one line (exit code 2) and the
+HTTP API answers it with a 4xx. Anything else that escapes a job is a bug: the command line shows its
+traceback. Messages name what to fix: the file, the question id, the field, the flag or the run.
+"""
+
+from __future__ import annotations
+
+
+class XlqaError(Exception):
+    """Something the user can fix; the message says what and where."""
+
+
+class ConfigError(XlqaError, ValueError):
+    """A config value or flag out of range, unknown, or missing."""
+
+
+class DataError(XlqaError, ValueError):
+    """A SQuAD-format file that cannot be read; ``str()`` names the file, question id and field."""
+
+    def __init__(
+        self, message: str, *, path: str | None = None, qid: str | None = None, field: str | None = None
+    ) -> None:
+        self.message, self.path, self.qid, self.field = message, path, qid, field
+        parts = [str(path)] if path is not None else []
+        if qid is not None:
+            parts.append(f"question id {qid!r}")
+        if field is not None:
+            parts.append(f"field {field!r}")
+        super().__init__(": ".join([*parts, message]))
+
+
+class DownloadError(XlqaError):
+    """A named benchmark could not be fetched (network, mirror, or HTTP error)."""
+
+
+class ChecksumError(DownloadError):
+    """A fetched or mirrored file whose sha256 is not the registry's."""
+
+
+class ModelLoadError(XlqaError):
+    """A model or tokenizer could not be loaded (unknown hub id, no network, broken folder)."""
+
+
+class OfflineModelError(ModelLoadError):
+    """An offline model source is not installed or its file is broken."""
+
+
+class RunStoreError(XlqaError, ValueError):
+    """A run-store operation that cannot be done (bad name, duplicate, unreadable index)."""
+
+
+class RunNotFoundError(RunStoreError, LookupError):
+    """No run (or more than one) matches what was asked for; ``candidates`` lists close matches."""
+
+    def __init__(self, message: str, candidates: list[str] | None = None):
+        super().__init__(message)
+        self.candidates = candidates or []
+
+
+class TrainingDiverged(XlqaError):
+    """Training stopped after repeated non-finite steps; ``diagnosis`` says where it overflowed.
+
+    A resumable checkpoint of the last good state is written before this is raised.
+    """
+
+    def __init__(self, message: str, diagnosis: dict | None = None):
+        super().__init__(message)
+        self.diagnosis = diagnosis or {}

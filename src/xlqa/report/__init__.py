@@ -1,0 +1,1 @@
+"""Reports over evaluation runs: statistics, the report's blocks, figures and rendering."""

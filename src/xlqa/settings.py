@@ -1,0 +1,55 @@
+"""Settings from the environment, read in one place: ``XLQA_CACHE``, ``XLQA_RUNS``, ``XLQA_MIRROR``.
+
+=============== ============================================================= =====================
+variable        what                                                          default
+=============== ============================================================= =====================
+``XLQA_CACHE``  features, converted offline models and downloads               ``~/.cache/xlqa``
+``XLQA_RUNS``   the run store folder (or, later, a database URL)               ``./runs``
+``XLQA_MIRROR`` a data mirror folder or URL laid out like the official files   none (download)
+=============== ============================================================= =====================
+
+An empty variable counts as unset; ``~`` is expanded. :func:`get_settings` reads the environment at each call,
+so a test or a child process that changes it is seen at once.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """xlqa's environment variables (prefix ``XLQA_``)."""
+
+    model_config = SettingsConfigDict(env_prefix="XLQA_", env_ignore_empty=True, extra="ignore")
+
+    cache: Path = Path("~/.cache/xlqa")
+    runs: Path = Path("runs")
+    mirror: str | None = None
+
+    @field_validator("cache", "runs")
+    @classmethod
+    def _expand(cls, value: Path) -> Path:
+        return Path(value).expanduser()
+
+    @property
+    def features_dir(self) -> Path:
+        """Where token windows are cached."""
+        return self.cache / "features"
+
+    @property
+    def data_dir(self) -> Path:
+        """Where downloaded benchmark files are kept."""
+        return self.cache / "data"
+
+    @property
+    def models_dir(self) -> Path:
+        """Where offline model sources are converted to Hugging Face folders."""
+        return self.cache / "models"
+
+
+def get_settings() -> Settings:
+    """The current settings (the environment is read now)."""
+    return Settings()
