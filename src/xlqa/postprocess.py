@@ -68,6 +68,19 @@ def _top_k(x: np.ndarray, k: int) -> np.ndarray:
     return np.argpartition(-x, k - 1, axis=1)[:, :k]
 
 
+@dataclass
+class _Spans:
+    """Candidate spans as parallel arrays: example index, character start/end, score."""
+
+    ex: np.ndarray
+    start: np.ndarray
+    end: np.ndarray
+    score: np.ndarray
+
+    def take(self, index: np.ndarray) -> _Spans:
+        return _Spans(self.ex[index], self.start[index], self.end[index], self.score[index])
+
+
 def decode(
     start_logits: np.ndarray,
     end_logits: np.ndarray,
@@ -105,6 +118,24 @@ def decode(
     Returns:
         Decoded predictions, n-best lists (with probabilities over the kept candidates) and null odds.
     """
+    start_logits, end_logits, offsets, example_index, cls_index = _checked(
+        start_logits, end_logits, offsets, example_index, cls_index, len(example_ids), len(contexts)
+    )
+    if start_logits.size == 0:
+        empty = {q: "" for q in example_ids}
+        return Decoded(
+            predictions=empty, nbest={q: [] for q in example_ids}, null_odds={q: 0.0 for q in example_ids}
+        )
+    spans = _candidates(start_logits, end_logits, offsets, example_index, top_k, max_answer_length)
+    kept, rank = _ranked(_best_per_span(spans), n_best)
+    null_score = _null_scores(start_logits, end_logits, cls_index, example_index, len(example_ids))
+    best_score = np.full(len(example_ids), -np.inf)
+    best_score[kept.ex[rank == 0]] = kept.score[rank == 0]
+    return _assemble(kept, null_score, best_score, example_ids, contexts, null_threshold, trim)
+
+
+def _checked(start_logits, end_logits, offsets, example_index, cls_index, n_ids: int, n_contexts: int):
+    """The inputs as float64/int64 arrays, after checking that their shapes agree."""
     start_logits = np.asarray(start_logits, dtype=np.float64)
     end_logits = np.asarray(end_logits, dtype=np.float64)
     offsets = np.asarray(offsets)
@@ -117,59 +148,89 @@ def decode(
     cls_index = np.asarray(cls_index, dtype=np.int64)
     if example_index.shape != (n_win,) or cls_index.shape != (n_win,):
         raise ValueError("example_index and cls_index need one entry per window")
-    n_ex = len(example_ids)
-    if len(contexts) != n_ex:
-        raise ValueError(f"{len(contexts)} contexts for {n_ex} example ids")
+    if n_contexts != n_ids:
+        raise ValueError(f"{n_contexts} contexts for {n_ids} example ids")
+    return start_logits, end_logits, offsets, example_index, cls_index
 
-    if n_win == 0 or seq_len == 0:
-        empty = {q: "" for q in example_ids}
-        return Decoded(
-            predictions=empty, nbest={q: [] for q in example_ids}, null_odds={q: 0.0 for q in example_ids}
-        )
-    rows = np.arange(n_win)
+
+def _candidates(
+    start_logits: np.ndarray,
+    end_logits: np.ndarray,
+    offsets: np.ndarray,
+    example_index: np.ndarray,
+    top_k: int,
+    max_answer_length: int,
+) -> _Spans:
+    """The top_k starts x top_k ends of every window (all windows at once), without pairs that end before
+    they start, are longer than ``max_answer_length`` tokens or touch a token outside the context."""
     in_ctx = offsets[..., 0] >= 0
     s_masked = np.where(in_ctx, start_logits, -np.inf)
     e_masked = np.where(in_ctx, end_logits, -np.inf)
-
-    # candidates: top_k starts x top_k ends per window, all windows at once
     s_idx = _top_k(s_masked, top_k)[:, :, None]  # [W, k, 1]
     e_idx = _top_k(e_masked, top_k)[:, None, :]  # [W, 1, k]
-    r = rows[:, None, None]
+    r = np.arange(len(start_logits))[:, None, None]
     s_score = s_masked[r, s_idx]
     e_score = e_masked[r, e_idx]
     length = e_idx - s_idx + 1
     valid = np.isfinite(s_score) & np.isfinite(e_score) & (length >= 1) & (length <= max_answer_length)
     win, si, ei = np.broadcast_arrays(r, s_idx, e_idx)
     win, si, ei = win[valid], si[valid], ei[valid]
-    score = (s_score + e_score)[valid]
-    ex = example_index[win]
-    c_start = offsets[win, si, 0].astype(np.int64)
-    c_end = offsets[win, ei, 1].astype(np.int64)
+    return _Spans(
+        ex=example_index[win],
+        start=offsets[win, si, 0].astype(np.int64),
+        end=offsets[win, ei, 1].astype(np.int64),
+        score=(s_score + e_score)[valid],
+    )
 
-    # one candidate per (example, character span): the best scoring window wins
-    order = np.lexsort((-score, c_end, c_start, ex))
-    ex, c_start, c_end, score, si, ei = (a[order] for a in (ex, c_start, c_end, score, si, ei))
-    first = np.ones(len(ex), dtype=bool)
-    first[1:] = (ex[1:] != ex[:-1]) | (c_start[1:] != c_start[:-1]) | (c_end[1:] != c_end[:-1])
-    ex, c_start, c_end, score = ex[first], c_start[first], c_end[first], score[first]
 
-    # rank within each example and keep the n_best
-    order = np.lexsort((-score, ex))
-    ex, c_start, c_end, score = ex[order], c_start[order], c_end[order], score[order]
-    group_start = np.searchsorted(ex, ex, side="left")
-    rank = np.arange(len(ex)) - group_start
+def _best_per_span(spans: _Spans) -> _Spans:
+    """One candidate per (example, character span): the best-scoring window wins (windows overlap)."""
+    spans = spans.take(np.lexsort((-spans.score, spans.end, spans.start, spans.ex)))
+    first = np.ones(len(spans.ex), dtype=bool)
+    first[1:] = (
+        (spans.ex[1:] != spans.ex[:-1])
+        | (spans.start[1:] != spans.start[:-1])
+        | (spans.end[1:] != spans.end[:-1])
+    )
+    return spans.take(first)
+
+
+def _ranked(spans: _Spans, n_best: int) -> tuple[_Spans, np.ndarray]:
+    """The ``n_best`` best candidates of each example, grouped by example and best first, with their ranks."""
+    spans = spans.take(np.lexsort((-spans.score, spans.ex)))
+    rank = np.arange(len(spans.ex)) - np.searchsorted(spans.ex, spans.ex, side="left")
     keep = rank < n_best
-    ex, c_start, c_end, score, rank = ex[keep], c_start[keep], c_end[keep], score[keep], rank[keep]
+    return spans.take(keep), rank[keep]
 
-    # null score: the smallest CLS score over an example's windows
+
+def _null_scores(
+    start_logits: np.ndarray,
+    end_logits: np.ndarray,
+    cls_index: np.ndarray,
+    example_index: np.ndarray,
+    n_ex: int,
+) -> np.ndarray:
+    """Per example, the smallest CLS score (start + end logit) over its windows; inf for one without windows."""
+    rows = np.arange(len(cls_index))
     null_win = start_logits[rows, cls_index] + end_logits[rows, cls_index]
     null_score = np.full(n_ex, np.inf)
     np.minimum.at(null_score, example_index, null_win)
-    best_score = np.full(n_ex, -np.inf)
-    top = rank == 0
-    best_score[ex[top]] = score[top]
+    return null_score
 
-    bounds = np.searchsorted(ex, np.arange(n_ex + 1), side="left")
+
+def _assemble(
+    kept: _Spans,
+    null_score: np.ndarray,
+    best_score: np.ndarray,
+    example_ids: list[str],
+    contexts: list[str],
+    null_threshold: float | None,
+    trim: bool,
+) -> Decoded:
+    """Texts, n-best lists with probabilities, null odds and predictions, one question at a time (each
+    question holds at most ``n_best`` candidates, so this loop is over questions, not candidate pairs)."""
+    bounds = np.searchsorted(kept.ex, np.arange(len(example_ids) + 1), side="left").tolist()
+    c_start, c_end, score = kept.start.tolist(), kept.end.tolist(), kept.score.tolist()
     predictions: dict[str, str] = {}
     nbest: dict[str, list[dict]] = {}
     null_odds: dict[str, float] = {}
@@ -179,17 +240,12 @@ def decode(
         ctx = contexts[i]
         entries = []
         for cs, ce, sc in zip(c_start[a:b], c_end[a:b], score[a:b]):
-            cs, ce = trim_span(ctx, int(cs), int(ce)) if trim else (int(cs), int(ce))
-            entries.append({"text": ctx[cs:ce], "score": float(sc), "start": cs, "end": ce})
+            cs, ce = trim_span(ctx, cs, ce) if trim else (cs, ce)
+            entries.append({"text": ctx[cs:ce], "score": sc, "start": cs, "end": ce})
         if null_threshold is not None and np.isfinite(null_score[i]):
             entries.append({"text": "", "score": float(null_score[i]), "start": -1, "end": -1})
             entries.sort(key=lambda e: -e["score"])
-        if entries:
-            sc = np.array([e["score"] for e in entries])
-            p = np.exp(sc - sc.max())
-            p /= p.sum()
-            for e, pi in zip(entries, p):
-                e["probability"] = float(pi)
+        _add_probabilities(entries)
         nbest[qid] = entries
         odds = float(null_score[i] - best_score[i]) if np.isfinite(null_score[i]) else -np.inf
         null_odds[qid] = odds if np.isfinite(odds) else (1e9 if odds > 0 else -1e9)
@@ -200,6 +256,17 @@ def decode(
         else:
             predictions[qid] = ""
     return Decoded(predictions=predictions, nbest=nbest, null_odds=null_odds, best_span=best_span)
+
+
+def _add_probabilities(entries: list[dict]) -> None:
+    """Softmax over the scores of one question's n-best list, written into its entries."""
+    if not entries:
+        return
+    sc = np.array([e["score"] for e in entries])
+    p = np.exp(sc - sc.max())
+    p /= p.sum()
+    for e, pi in zip(entries, p):
+        e["probability"] = float(pi)
 
 
 def best_null_threshold(null_odds: dict[str, float], gold: dict[str, list[str]], predictions_f1) -> float:
