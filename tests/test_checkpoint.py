@@ -9,15 +9,29 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import asdict
 
 import numpy as np
 import torch
 from safetensors.torch import load_file
 
 from test_guard import tiny_squad
-from xlqa.train.checkpoint import DELAY_ENV, capture_rng, latest_checkpoint, list_checkpoints, restore_rng
+from xlqa.train.checkpoint import capture_rng, latest_checkpoint, list_checkpoints, restore_rng
 
 XLQA = [sys.executable, "-m", "xlqa.cli.main"]
+# a run registered in the store, whose checkpoint of step 6 sleeps half-written (argv: its config as JSON)
+SLOW_CHECKPOINT_RUN = """
+import json, sys
+from dataclasses import asdict
+from xlqa.config import TrainConfig
+from xlqa.runs.store import RunStore
+from xlqa.train.faults import Faults
+from xlqa.train.loop import train
+
+cfg = TrainConfig(**json.loads(sys.argv[1]))
+RunStore().create_run("train", model=cfg.model, config=asdict(cfg), dir=cfg.output)
+train(cfg, faults=Faults(checkpoint_delay=(6, 120.0)))
+"""
 
 
 def test_rng_round_trip_covers_python_numpy_torch():
@@ -59,6 +73,7 @@ def _wait_for(cond, timeout: float, proc: subprocess.Popen, what: str) -> None:
 def test_sigkill_while_writing_a_checkpoint_then_resume_matches_an_uninterrupted_run(
     tmp_path, tiny_model_dir, xlqa_cache
 ):
+    from xlqa.config import TrainConfig
     from xlqa.train.control import config_of_run
     from xlqa.train.loop import train
 
@@ -66,12 +81,12 @@ def test_sigkill_while_writing_a_checkpoint_then_resume_matches_an_uninterrupted
     dev_file = tiny_squad(tmp_path / "dev.json", n=16, offset=100)
     out = tmp_path / "B"
     env = {**os.environ, "XLQA_RUNS": str(tmp_path / "store"), "COLUMNS": "200"}
-    args = ["train", "--model", str(tiny_model_dir), "--train", str(train_file), "--dev", str(dev_file),
-            "--output", str(out), "--max-steps", "14", "--batch-size", "4", "--lr", "1e-3", "--save-every", "3",
-            "--max-seq-length", "64", "--doc-stride", "32", "--precision", "fp32", "--no-progress"]  # fmt: skip
+    cfg = TrainConfig(model=str(tiny_model_dir), train=str(train_file), dev=str(dev_file), output=str(out),
+                      max_steps=14, batch_size=4, lr=1e-3, save_every=3, max_seq_length=64, doc_stride=32,
+                      precision="fp32", progress=False)  # fmt: skip
     # the checkpoint of step 6 sleeps half-written: SIGKILL lands mid-run and mid-write
-    proc = subprocess.Popen([*XLQA, *args], env={**env, DELAY_ENV: "6:120"}, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    proc = subprocess.Popen([sys.executable, "-c", SLOW_CHECKPOINT_RUN, json.dumps(asdict(cfg))], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
     tmp_ckpt = out / "checkpoints" / ".tmp-step-0000006"
     _wait_for(lambda: (tmp_ckpt / "model.safetensors").exists(), 240, proc, "the step-6 checkpoint write")
     proc.send_signal(signal.SIGKILL)
@@ -99,7 +114,7 @@ def test_sigkill_while_writing_a_checkpoint_then_resume_matches_an_uninterrupted
     for k in wa:
         torch.testing.assert_close(wa[k], wb[k], rtol=1e-5, atol=1e-6)
     results_b = json.loads((out / "train_results.json").read_text())
-    assert [h["f1"] for h in results_b["history"]] == [h["f1"] for h in uninterrupted.history]
+    assert [h["f1"] for h in results_b["history"]] == [h.f1 for h in uninterrupted.history]
     assert results_b["steps"] == uninterrupted.steps == 14
 
     # any checkpoint is a model folder that evaluation takes directly
@@ -108,4 +123,4 @@ def test_sigkill_while_writing_a_checkpoint_then_resume_matches_an_uninterrupted
     ckpt = latest_checkpoint(out)
     res = evaluate_model(EvalConfig(model=str(ckpt), data=[str(dev_file)], output=str(tmp_path / "ev"),
                                     progress=False, max_seq_length=64, doc_stride=32, precision="fp32"))  # fmt: skip
-    assert res["datasets"][0]["metrics"]["f1"] == results_b["history"][-1]["f1"]
+    assert res.datasets[0].f1 == results_b["history"][-1]["f1"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -12,7 +13,16 @@ from typer.testing import CliRunner
 
 from test_guard import tiny_squad
 from xlqa.cli.main import app
-from xlqa.train.checkpoint import DELAY_ENV
+
+# imported first by the detached training process (a sitecustomize on its PYTHONPATH): the checkpoint of step 10
+# takes a while, time to read the run's status and stop it mid-run
+SLOW_CHECKPOINT = """
+import functools
+import xlqa.train.loop
+from xlqa.train.faults import Faults
+
+xlqa.train.loop.train = functools.partial(xlqa.train.loop.train, faults=Faults(checkpoint_delay=(10, 4.0)))
+"""
 
 
 def _invoke(args: list[str], env: dict) -> str:
@@ -42,7 +52,10 @@ def test_detach_status_stop_resume(tmp_path, tiny_model_dir, xlqa_cache, monkeyp
 
     store = tmp_path / "store"
     env = {"XLQA_RUNS": str(store)}
-    monkeypatch.setenv(DELAY_ENV, "10:4")  # the epoch-end checkpoint of step 10 takes a while: time to stop
+    hooks = tmp_path / "hooks"
+    hooks.mkdir()
+    (hooks / "sitecustomize.py").write_text(SLOW_CHECKPOINT)
+    monkeypatch.setenv("PYTHONPATH", str(hooks), prepend=os.pathsep)
     train_file = tiny_squad(tmp_path / "train.json")
     dev_file = tiny_squad(tmp_path / "dev.json", n=16, offset=100)
     out = tmp_path / "run"
@@ -86,7 +99,6 @@ def test_detach_status_stop_resume(tmp_path, tiny_model_dir, xlqa_cache, monkeyp
     # a graceful stop and a resume change nothing: same weights as one uninterrupted run
     cfg = config_of_run(out)
     cfg.output = str(tmp_path / "uninterrupted")
-    monkeypatch.delenv(DELAY_ENV)
     train(cfg)
     wa = load_file(Path(cfg.output) / "checkpoints" / "step-0000024" / "model.safetensors")
     wb = load_file(out / "checkpoints" / "step-0000024" / "model.safetensors")

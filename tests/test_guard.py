@@ -131,11 +131,11 @@ def test_find_overflow_names_the_first_module_in_both_directions():
 # -- the guard inside the training loop (tiny random BERT) ---------------------------------------------------------
 @pytest.mark.parametrize("where", ["loss", "grad"])
 def test_injected_nonfinite_steps_are_skipped_and_rolled_back(tmp_path, tiny_model_dir, where):
+    from xlqa.train.faults import Faults
     from xlqa.train.loop import train
 
-    cfg = tiny_config(tmp_path, tiny_model_dir, inject_nonfinite_steps=[3, 5, 6, 7], inject_nonfinite=where,
-                      guard_max_consecutive=3, guard_snapshot_every=2)  # fmt: skip
-    result = train(cfg)
+    cfg = tiny_config(tmp_path, tiny_model_dir, guard_max_consecutive=3, guard_snapshot_every=2)
+    result = train(cfg, faults=Faults(nonfinite_steps={3, 5, 6, 7}, poison=where))
     assert result.status == "finished" and result.steps == 10
     assert result.health == {"skipped": 4, "rollbacks": 1, "lr_scale": 0.5}
     ev = events_of(Path(cfg.output))
@@ -159,21 +159,22 @@ def test_injected_nonfinite_steps_are_skipped_and_rolled_back(tmp_path, tiny_mod
 
 def test_persistent_faults_stop_with_a_diagnosis_and_a_resumable_checkpoint(tmp_path, tiny_model_dir):
     from xlqa.train.checkpoint import latest_checkpoint
+    from xlqa.train.faults import Faults
     from xlqa.train.loop import train
 
-    cfg = tiny_config(tmp_path, tiny_model_dir, inject_nonfinite_steps=list(range(3, 11)), guard_max_consecutive=2,
-                      guard_max_rollbacks=1)  # fmt: skip
+    cfg = tiny_config(tmp_path, tiny_model_dir, guard_max_consecutive=2, guard_max_rollbacks=1)
     with pytest.raises(TrainingDiverged, match="injected or nondeterministic") as info:
-        train(cfg)
+        train(cfg, faults=Faults(nonfinite_steps=set(range(3, 11))))
     diag = info.value.diagnosis
     assert diag["step"] == 6 and diag["precision"] == "fp32" and diag["lr"] > 0 and not diag["reproduced"]
     ev = events_of(Path(cfg.output))
     assert [e["event"] for e in ev].count("rollback") == 1
     assert ev[-1]["event"] == "diagnosis" and ev[-1]["checkpoint"] == str(latest_checkpoint(cfg.output))
-    # the checkpoint is the last good state, and training resumes from it (past the faults' steps? no: the
-    # injected steps are part of the config, so here only the resume mechanics are checked)
+    # the checkpoint is the last good state, and training resumes from it: without the faults, to the end
     meta = json.loads((latest_checkpoint(cfg.output) / "xlqa.json").read_text())
     assert meta["step"] == 6
+    resumed = train(cfg, resume_from=cfg.output)
+    assert resumed.status == "finished" and resumed.steps == 10 and resumed.health["rollbacks"] == 2
 
 
 def test_real_overflow_is_diagnosed_at_its_module(tmp_path, tiny_model_dir):

@@ -64,10 +64,6 @@ class TrainConfig:
     guard_snapshot_every: int = _f(50, "good steps between two in-memory copies of the last good state")
     guard_lr_factor: float = _f(0.5, "learning-rate multiplier applied at each rollback")
     guard_max_rollbacks: int = _f(2, "rollbacks before training stops with a diagnosis")
-    inject_nonfinite_steps: list[int] = field(
-        default_factory=list, metadata={"help": "test hook: make these optimizer steps non-finite"}
-    )
-    inject_nonfinite: str = _f("loss", "test hook: what the injection poisons: loss | grad")
 
     def validate(self) -> None:
         if not self.model:
@@ -84,7 +80,6 @@ class TrainConfig:
         for name, valid in (
             ("task", ("auto", "extractive", "generative")),
             ("optimizer", ("auto", "adamw", "adafactor")),
-            ("inject_nonfinite", ("loss", "grad")),
         ):
             if getattr(self, name) not in valid:
                 raise ValueError(f"--{name.replace('_', '-')} must be one of {', '.join(valid)}")

@@ -248,40 +248,7 @@ def pick_answers(
     return GenDecoded(predictions, nbest, {})
 
 
-# -- the training task and evaluation ------------------------------------------------------------------------------
-class GenerativeTask:
-    """What :func:`xlqa.train.loop.train` needs for generative QA (a seq2seq model, text targets)."""
-
-    name = "generative"
-
-    def load(self, cfg):
-        from xlqa.modeling import load_seq2seq_model
-
-        return load_seq2seq_model(cfg.model)
-
-    def train_data(self, examples, tok, cfg):
-        from xlqa.train.loop import TrainData
-
-        windows = build_windows(examples, tok, max_seq_length=cfg.max_seq_length, doc_stride=cfg.doc_stride,
-                                max_query_length=cfg.max_query_length, max_answer_length=cfg.max_answer_length,
-                                training=True)  # fmt: skip
-        pad = tok.pad_token_id if tok.pad_token_id is not None else 0
-        return TrainData(Seq2SeqDataset(windows), windows.lengths, Seq2SeqCollator(pad))
-
-    def loss(self, model, batch: dict, config) -> torch.Tensor:
-        return model(
-            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]
-        ).loss
-
-    def predict(self, model, tok, data, cfg, precision: str, desc: str) -> dict[str, str]:
-        return generate_answers(
-            model, tok, data.examples, max_seq_length=cfg.max_seq_length, doc_stride=cfg.doc_stride,
-            max_query_length=cfg.max_query_length, max_answer_length=cfg.max_answer_length,
-            num_beams=cfg.num_beams, batch_size=cfg.eval_batch_size, precision=precision, progress=cfg.progress,
-            desc=desc,
-        ).predictions  # fmt: skip
-
-
+# -- evaluation ----------------------------------------------------------------------------------------------------
 def evaluate_generative(cfg, *, model=None, tokenizer=None, num_beams: int = 1) -> dict:
     """:func:`xlqa.evaluate.evaluate_model` for a seq2seq model: same files, same results format.
 

@@ -14,17 +14,23 @@ disk (fsync'ed), so a process killed while writing leaves only a ``.tmp-`` folde
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import random
 import re
 import shutil
-import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+
+from xlqa.errors import ConfigError, ModelLoadError
+from xlqa.fileio import environment, write_json_atomic
+from xlqa.train.state import TrainState
+
+if TYPE_CHECKING:
+    from xlqa.train.state import TrainContext
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +38,6 @@ CHECKPOINTS = "checkpoints"
 STATE_FILE = "trainer_state.pt"
 META_FILE = "xlqa.json"
 _NAME = re.compile(r"step-(\d{7,})")
-# test hook: "STEP:SECONDS" sleeps that long in the middle of writing the checkpoint of STEP (kill tests)
-DELAY_ENV = "XLQA_TEST_CHECKPOINT_DELAY"
 
 
 def checkpoint_name(step: int) -> str:
@@ -102,6 +106,10 @@ def _fsync_tree(folder: Path) -> None:
         if p.is_file():
             with open(p, "rb") as fh:
                 os.fsync(fh.fileno())
+    _fsync_dir(folder)
+
+
+def _fsync_dir(folder: Path) -> None:
     fd = os.open(folder, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -109,126 +117,109 @@ def _fsync_tree(folder: Path) -> None:
         os.close(fd)
 
 
-def _test_delay(step: int) -> None:
-    spec = os.environ.get(DELAY_ENV, "")
-    if spec:
-        at, _, seconds = spec.partition(":")
-        if int(at) == step:
-            log.warning("%s: sleeping %s s inside the checkpoint of step %d", DELAY_ENV, seconds, step)
-            time.sleep(float(seconds))
+def trainer_state(ctx: TrainContext, st: TrainState) -> dict:
+    """What ``trainer_state.pt`` keeps besides optimizer and scheduler: the state, the run's seconds, the guard."""
+    return {**st.to_dict(), "elapsed": ctx.seconds(st), "guard": ctx.guard.state_dict()}
 
 
-def save_checkpoint(
-    run_dir: str | Path,
-    step: int,
-    *,
-    accelerator,
-    model,
-    tokenizer,
-    optimizer,
-    scheduler,
-    state: dict,
-    meta: dict,
-    keep: int = 2,
-) -> Path:
-    """Write the checkpoint of ``step`` atomically; call it in every process (each saves its RNG state).
+def save_checkpoint(ctx: TrainContext, st: TrainState) -> Path:
+    """Write the checkpoint of ``st.step`` atomically; call it in every process (each saves its RNG state).
 
-    Args:
-        run_dir: the run folder (checkpoints go to ``run_dir/checkpoints``).
-        step: the optimizer step just completed.
-        accelerator: the ``Accelerator`` (main-process writes, barriers, full state dict under sharding).
-        model: the prepared model.
-        tokenizer: saved beside the weights so the folder is a complete model folder.
-        optimizer: prepared optimizer.
-        scheduler: prepared scheduler.
-        state: trainer bookkeeping (data position, counters, guard state, history), plain containers.
-        meta: written to ``xlqa.json`` (config, precision, environment).
-        keep: complete checkpoints kept after this one is written (older ones are removed; 0 keeps all).
+    A resumed run continues from ``st.epoch`` and ``st.batch_in_epoch``; ``ctx.cfg.keep_checkpoints`` complete
+    checkpoints are kept afterwards (0 keeps all). Under DeepSpeed or FSDP the full state dict is gathered with
+    a collective, and the main process writes every file but the RNG states.
     """
-    root = Path(run_dir) / CHECKPOINTS
-    final = root / checkpoint_name(step)
+    acc = ctx.accelerator
+    root = ctx.out / CHECKPOINTS
+    final = root / checkpoint_name(st.step)
     tmp = root / f".tmp-{final.name}"
-    main = accelerator.is_main_process
-    sd = accelerator.get_state_dict(model)  # collective under DeepSpeed/FSDP: every process calls it
-    if main:
+    sd = acc.get_state_dict(ctx.model)  # collective under DeepSpeed/FSDP: every process calls it
+    if ctx.main:
         root.mkdir(parents=True, exist_ok=True)
         for stale in root.glob(".tmp-*"):  # left by a process killed while writing
             shutil.rmtree(stale, ignore_errors=True)
         tmp.mkdir()
-    accelerator.wait_for_everyone()
-    torch.save(capture_rng(), tmp / f"rng-{accelerator.process_index}.pt")
-    if main:
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
-        try:
-            accelerator.unwrap_model(model).save_pretrained(tmp, state_dict=sd, safe_serialization=True)
-        finally:
-            hf_logging.enable_progress_bar()
-        tokenizer.save_pretrained(tmp)
-        _test_delay(step)
-        torch.save(
-            {
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "trainer": state,
-                "num_processes": accelerator.num_processes,
-            },
-            tmp / STATE_FILE,
-        )
-        (tmp / META_FILE).write_text(json.dumps({"step": step, **meta}, indent=2, ensure_ascii=False))
-    accelerator.wait_for_everyone()
-    if main:
+    acc.wait_for_everyone()
+    torch.save(capture_rng(), tmp / f"rng-{acc.process_index}.pt")
+    if ctx.main:
+        _write_files(ctx, st, tmp, sd)
+    acc.wait_for_everyone()
+    if ctx.main:
         _fsync_tree(tmp)
         if final.exists():  # the same step written again (e.g. a stop right after a periodic save)
             shutil.rmtree(final)
         os.replace(tmp, final)
-        fd = os.open(root, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        if keep > 0:
-            for old in list_checkpoints(run_dir)[:-keep]:
+        _fsync_dir(root)
+        if ctx.cfg.keep_checkpoints > 0:
+            for old in list_checkpoints(ctx.out)[: -ctx.cfg.keep_checkpoints]:
                 shutil.rmtree(old, ignore_errors=True)
         log.info("checkpoint %s", final)
-    accelerator.wait_for_everyone()
+    acc.wait_for_everyone()
     return final
 
 
+def _write_files(ctx: TrainContext, st: TrainState, folder: Path, state_dict: dict) -> None:
+    """The main process's files: the model folder, then the trainer state, then ``xlqa.json``."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    try:
+        ctx.unwrapped.save_pretrained(folder, state_dict=state_dict, safe_serialization=True)
+    finally:
+        hf_logging.enable_progress_bar()
+    ctx.tokenizer.save_pretrained(folder)
+    if ctx.faults is not None:
+        ctx.faults.delay_checkpoint(st.step)
+    blob = {
+        "optimizer": ctx.optimizer.state_dict(),
+        "scheduler": ctx.scheduler.state_dict(),
+        "trainer": trainer_state(ctx, st),
+        "num_processes": ctx.n_proc,
+    }
+    torch.save(blob, folder / STATE_FILE)
+    meta = {"step": st.step, **ctx.run_meta, "epoch": st.epoch, "environment": environment()}
+    write_json_atomic(folder / META_FILE, meta)
+
+
 # -- reading --------------------------------------------------------------------------------------------------
-def load_checkpoint(path: str | Path, *, accelerator, model, optimizer, scheduler) -> dict:
-    """Load weights, optimizer, scheduler and this process's RNG state; returns the trainer state dict.
+def load_checkpoint(path: str | Path, ctx: TrainContext) -> TrainState:
+    """Load weights, optimizer, scheduler and guard state into ``ctx``; returns the trainer state.
 
-    The RNG state is returned under ``"rng"`` rather than applied: the trainer restores it right before the
-    first batch, after building the data loader (which draws from the RNG).
+    This process's RNG state goes to ``ctx.pending_rng`` rather than being applied: the trainer restores it right
+    before the first batch, after building the data loader (which draws from the RNG).
     """
-    from safetensors.torch import load_file
-
     path = Path(path)
     if not (path / STATE_FILE).is_file():
-        raise FileNotFoundError(f"{path}: not a complete checkpoint (no {STATE_FILE})")
+        raise ConfigError(f"{path}: not a complete checkpoint (no {STATE_FILE})")
     blob = torch.load(path / STATE_FILE, map_location="cpu", weights_only=True)
-    if blob["num_processes"] != accelerator.num_processes:
-        raise ValueError(
-            f"{path}: written by {blob['num_processes']} process(es), resumed with {accelerator.num_processes};"
+    acc = ctx.accelerator
+    if blob["num_processes"] != acc.num_processes:
+        raise ConfigError(
+            f"{path}: written by {blob['num_processes']} process(es), resumed with {acc.num_processes};"
             " resume with the same number of processes (the data order per process depends on it)"
         )
-    unwrapped = accelerator.unwrap_model(model)
+    _load_weights(path, ctx.unwrapped)
+    ctx.optimizer.load_state_dict(blob["optimizer"])
+    ctx.scheduler.load_state_dict(blob["scheduler"])
+    ctx.guard.load_state_dict(blob["trainer"].get("guard", {}))
+    rng_file = path / f"rng-{acc.process_index}.pt"
+    ctx.pending_rng = torch.load(rng_file, weights_only=True) if rng_file.is_file() else None
+    st = TrainState.from_dict(blob["trainer"])
+    log.info("resumed from %s (step %s)", path, st.step)
+    return st
+
+
+def _load_weights(path: Path, model: torch.nn.Module) -> None:
+    """The checkpoint's safetensors into ``model``; tied weights saved once count as loaded."""
+    from safetensors.torch import load_file
+
     weights = {}
     for f in sorted(path.glob("model*.safetensors")):
         weights.update(load_file(f))
-    missing, unexpected = unwrapped.load_state_dict(weights, strict=False)
-    loaded = {t.data_ptr() for k, t in unwrapped.state_dict().items() if k in weights}
-    untied = [k for k in missing if unwrapped.state_dict()[k].data_ptr() not in loaded]
+    missing, unexpected = model.load_state_dict(weights, strict=False)
+    loaded = {t.data_ptr() for k, t in model.state_dict().items() if k in weights}
+    untied = [k for k in missing if model.state_dict()[k].data_ptr() not in loaded]
     if untied or unexpected:
-        raise ValueError(
+        raise ModelLoadError(
             f"{path}: weights do not match the model (missing {untied[:5]}, unexpected {unexpected[:5]})"
         )
-    optimizer.load_state_dict(blob["optimizer"])
-    scheduler.load_state_dict(blob["scheduler"])
-    rng_file = path / f"rng-{accelerator.process_index}.pt"
-    state = dict(blob["trainer"])
-    state["rng"] = torch.load(rng_file, weights_only=True) if rng_file.is_file() else None
-    log.info("resumed from %s (step %s)", path, state.get("step"))
-    return state

@@ -13,10 +13,14 @@ import signal
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from xlqa.train.guard import is_finite
+
+if TYPE_CHECKING:
+    from xlqa.train.state import TrainContext, TrainState
 
 log = logging.getLogger("xlqa.train.loop")
 
@@ -73,18 +77,18 @@ def num(x) -> float | str:
     return v if math.isfinite(v) else str(v)
 
 
-def step_record(st, step, epoch, batch_in_epoch, steps_per_epoch, total_steps, scheduler, grad_norm, guard,
-                 t0, start_step, seen0) -> dict:  # fmt: skip
-    now = time.time() - t0
+def step_record(ctx: TrainContext, st: TrainState, grad_norm) -> dict:
+    """The ``step`` event: progress, loss since the last one, learning rate, speed, ETA and guard counts."""
+    now = time.time() - ctx.t0
     return {
-        "step": step,
-        "epoch": round(epoch + min(1.0, batch_in_epoch / max(1, steps_per_epoch)), 3),
-        "loss": round(st["loss_sum"] / st["loss_n"], 5) if st["loss_n"] else None,
-        "lr": scheduler.get_last_lr()[0],
+        "step": st.step,
+        "epoch": round(st.epoch + min(1.0, st.batch_in_epoch / max(1, ctx.steps_per_epoch)), 3),
+        "loss": round(st.loss_sum / st.loss_n, 5) if st.loss_n else None,
+        "lr": ctx.scheduler.get_last_lr()[0],
         "grad_norm": round(float(grad_norm), 4) if grad_norm is not None and is_finite(grad_norm) else None,
-        "examples_per_s": round((st["seen"] - seen0) / max(now, 1e-9), 2),
-        "elapsed": round(st["elapsed"] + now, 1),
-        "eta": round(now / max(1, step - start_step) * (total_steps - step), 1),
-        "nonfinite": guard.state.skipped,
-        "rollbacks": guard.state.rollbacks,
+        "examples_per_s": round((st.seen - ctx.seen0) / max(now, 1e-9), 2),
+        "elapsed": round(st.elapsed + now, 1),
+        "eta": round(now / max(1, st.step - ctx.start_step) * (ctx.total_steps - st.step), 1),
+        "nonfinite": ctx.guard.state.skipped,
+        "rollbacks": ctx.guard.state.rollbacks,
     }
