@@ -61,9 +61,7 @@ def test_the_best_scoring_window_wins_not_the_last():
     dec = pick_answers(["q1", "q2"], np.array([0, 0, 0, 1]), ["Rome", "Paris", "x", "Oslo"],
                        np.array([-0.5, -0.1, -2.0, -3.0]))  # fmt: skip
     assert dec.predictions == {"q1": "Paris", "q2": "Oslo"}
-    assert [c["text"] for c in dec.nbest["q1"]] == ["Paris", "Rome", "x"] and dec.nbest["q1"][0][
-        "window"
-    ] == 1
+    assert [c.text for c in dec.nbest["q1"]] == ["Paris", "Rome", "x"] and dec.nbest["q1"][0].window == 1
 
 
 def test_greedy_score_is_the_mean_log_probability_of_the_answer(tiny_t5_dir):
@@ -75,12 +73,12 @@ def test_greedy_score_is_the_mean_log_probability_of_the_answer(tiny_t5_dir):
     (cand,) = dec.nbest["a"]
     # teacher-forced log-probabilities of the generated tokens (random model: no eos within 5 tokens)
     ids = build_windows([ex], tok, max_seq_length=64).input_ids[0].tolist()
-    target = torch.tensor([tok(cand["text"], add_special_tokens=False)["input_ids"]])
+    target = torch.tensor([tok(cand.text, add_special_tokens=False)["input_ids"]])
     generated = model.generate(torch.tensor([ids]), max_new_tokens=5, do_sample=False)[0, 1:]
     with torch.no_grad():
         logits = model(input_ids=torch.tensor([ids]), labels=generated[None]).logits
     logp = torch.log_softmax(logits.float(), -1)[0].gather(1, generated[:, None]).mean().item()
-    assert cand["score"] == pytest.approx(logp, abs=1e-4) and target.numel() > 0
+    assert cand.score == pytest.approx(logp, abs=1e-4) and target.numel() > 0
 
 
 def test_generative_training_and_evaluation_outputs(tmp_path, tiny_t5_dir, xlqa_cache):

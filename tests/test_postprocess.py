@@ -101,12 +101,12 @@ def test_nbest_is_deduplicated_ranked_and_normalized():
     dec = decode(start, end, offsets, ex_index, cls, ids, contexts, n_best=5, trim=False)
     for q, entries in dec.nbest.items():
         assert 1 <= len(entries) <= 5
-        spans = [(e["start"], e["end"]) for e in entries]
+        spans = [(e.start, e.end) for e in entries]
         assert len(set(spans)) == len(spans)
-        scores = [e["score"] for e in entries]
+        scores = [e.score for e in entries]
         assert scores == sorted(scores, reverse=True)
-        assert abs(sum(e["probability"] for e in entries) - 1) < 1e-9
-        assert entries[0]["text"] == dec.predictions[q]
+        assert abs(sum(e.probability for e in entries) - 1) < 1e-9
+        assert entries[0].text == dec.predictions[q]
 
 
 def test_question_without_context_tokens_gets_empty_answer():

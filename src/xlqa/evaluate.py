@@ -22,6 +22,7 @@ from xlqa.data import Example, SquadData, gold_texts, load_squad
 from xlqa.features import FeatureParams
 from xlqa.fileio import environment, write_json_atomic
 from xlqa.metrics.bootstrap import bootstrap_ci
+from xlqa.results import nbest_to_json
 
 log = logging.getLogger(__name__)
 
@@ -158,7 +159,7 @@ def score_and_write(
         ddir = out_dir / name
         ddir.mkdir(parents=True, exist_ok=True)
         write_json_atomic(ddir / "predictions.json", dec.predictions)
-        write_json_atomic(ddir / "nbest_predictions.json", dec.nbest)
+        write_json_atomic(ddir / "nbest_predictions.json", nbest_to_json(dec.nbest))
         write_json_atomic(ddir / "null_odds.json", dec.null_odds)
         entry = {
             "name": name,

@@ -26,6 +26,8 @@ from tqdm.auto import tqdm
 
 from xlqa.batching import sorted_batches
 from xlqa.data import Example
+from xlqa.postprocess import MAX_ANSWER_LENGTH
+from xlqa.results import NBestCandidate
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +58,7 @@ def build_windows(
     max_seq_length: int = 384,
     doc_stride: int = 128,
     max_query_length: int = 64,
-    max_answer_length: int = 100,
+    max_answer_length: int = MAX_ANSWER_LENGTH,
     training: bool = False,
 ) -> Seq2SeqWindows:
     """Cut examples into ``question: ... context: ...`` windows (see the module docstring for the targets).
@@ -168,7 +170,7 @@ class GenDecoded:
     """Per question id: the answer, every window's candidate (best first) and the best score."""
 
     predictions: dict[str, str]
-    nbest: dict[str, list[dict]]
+    nbest: dict[str, list[NBestCandidate]]
     null_odds: dict[str, float]
 
 
@@ -192,7 +194,7 @@ def generate_answers(
     max_seq_length: int = 384,
     doc_stride: int = 128,
     max_query_length: int = 64,
-    max_answer_length: int = 100,
+    max_answer_length: int = MAX_ANSWER_LENGTH,
     num_beams: int = 1,
     batch_size: int = 32,
     precision: str = "fp32",
@@ -238,13 +240,13 @@ def pick_answers(
         texts: the generated text of each window.
         scores: ``[n_windows]`` sequence scores (higher is better).
     """
-    nbest: dict[str, list[dict]] = {qid: [] for qid in example_ids}
+    nbest: dict[str, list[NBestCandidate]] = {qid: [] for qid in example_ids}
     for w, i in enumerate(np.asarray(window_example).tolist()):
-        nbest[example_ids[i]].append({"text": texts[w], "score": float(scores[w]), "window": w})
+        nbest[example_ids[i]].append(NBestCandidate(text=texts[w], score=float(scores[w]), window=w))
     predictions = {}
     for qid, cands in nbest.items():
-        cands.sort(key=lambda c: -c["score"])  # stable: equal scores keep window order
-        predictions[qid] = cands[0]["text"] if cands else ""
+        cands.sort(key=lambda c: -c.score)  # stable: equal scores keep window order
+        predictions[qid] = cands[0].text if cands else ""
     return GenDecoded(predictions, nbest, {})
 
 

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from xlqa.results import NBestCandidate
+
 # Longest answer, in tokens. The SQuAD/XTREME habit of 30 was set for English WordPiece; mBERT cuts Thai, Greek
 # and Arabic into many more pieces, so 30 tokens lose up to 8% of XQuAD th answers before the model is even
 # asked (the answer ceiling in the README). 100 loses none of them.
@@ -25,7 +27,7 @@ class Decoded:
     """The result of :func:`decode`: per question id."""
 
     predictions: dict[str, str]
-    nbest: dict[str, list[dict]]
+    nbest: dict[str, list[NBestCandidate]]  # best first; written with results.nbest_to_json
     null_odds: dict[str, float]
     best_span: dict[str, tuple[int, int]] = field(default_factory=dict)  # character span of the best answer
 
@@ -232,7 +234,7 @@ def _assemble(
     bounds = np.searchsorted(kept.ex, np.arange(len(example_ids) + 1), side="left").tolist()
     c_start, c_end, score = kept.start.tolist(), kept.end.tolist(), kept.score.tolist()
     predictions: dict[str, str] = {}
-    nbest: dict[str, list[dict]] = {}
+    nbest: dict[str, list[NBestCandidate]] = {}
     null_odds: dict[str, float] = {}
     best_span: dict[str, tuple[int, int]] = {}
     for i, qid in enumerate(example_ids):
@@ -241,32 +243,32 @@ def _assemble(
         entries = []
         for cs, ce, sc in zip(c_start[a:b], c_end[a:b], score[a:b]):
             cs, ce = trim_span(ctx, cs, ce) if trim else (cs, ce)
-            entries.append({"text": ctx[cs:ce], "score": sc, "start": cs, "end": ce})
+            entries.append(NBestCandidate(text=ctx[cs:ce], score=sc, start=cs, end=ce))
         if null_threshold is not None and np.isfinite(null_score[i]):
-            entries.append({"text": "", "score": float(null_score[i]), "start": -1, "end": -1})
-            entries.sort(key=lambda e: -e["score"])
+            entries.append(NBestCandidate(text="", score=float(null_score[i]), start=-1, end=-1))
+            entries.sort(key=lambda e: -e.score)
         _add_probabilities(entries)
         nbest[qid] = entries
         odds = float(null_score[i] - best_score[i]) if np.isfinite(null_score[i]) else -np.inf
         null_odds[qid] = odds if np.isfinite(odds) else (1e9 if odds > 0 else -1e9)
         if a < b and (null_threshold is None or null_odds[qid] <= null_threshold):
-            top_span = next(e for e in entries if e["start"] >= 0)
-            predictions[qid] = top_span["text"]
-            best_span[qid] = (top_span["start"], top_span["end"])
+            top_span = next(e for e in entries if e.start >= 0)
+            predictions[qid] = top_span.text
+            best_span[qid] = (top_span.start, top_span.end)
         else:
             predictions[qid] = ""
     return Decoded(predictions=predictions, nbest=nbest, null_odds=null_odds, best_span=best_span)
 
 
-def _add_probabilities(entries: list[dict]) -> None:
+def _add_probabilities(entries: list[NBestCandidate]) -> None:
     """Softmax over the scores of one question's n-best list, written into its entries."""
     if not entries:
         return
-    sc = np.array([e["score"] for e in entries])
+    sc = np.array([e.score for e in entries])
     p = np.exp(sc - sc.max())
     p /= p.sum()
     for e, pi in zip(entries, p):
-        e["probability"] = float(pi)
+        e.probability = float(pi)
 
 
 def best_null_threshold(null_odds: dict[str, float], gold: dict[str, list[str]], predictions_f1) -> float:

@@ -19,6 +19,7 @@ from xlqa.data import Example
 from xlqa.features import FeatureParams, Features, cached_features
 from xlqa.modeling import autocast
 from xlqa.postprocess import MAX_ANSWER_LENGTH, Decoded, decode, pad_ragged
+from xlqa.results import NBestCandidate
 
 log = logging.getLogger(__name__)
 
@@ -126,12 +127,14 @@ def answer(model, tokenizer, question: str, context: str, **kw) -> dict:
     ex = Example(id="q", question=question, context=context, answers=[])
     dec = predict_examples(model, tokenizer, [ex], progress=False, cache_dir="", **kw)
     best = (
-        dec.nbest["q"][0] if dec.nbest["q"] else {"text": "", "score": float("-inf"), "start": -1, "end": -1}
+        dec.nbest["q"][0]
+        if dec.nbest["q"]
+        else NBestCandidate(text="", score=float("-inf"), start=-1, end=-1)
     )
     return {
         "answer": dec.predictions["q"],
-        "score": best["score"],
-        "probability": best.get("probability", 0.0),
-        "start": best["start"],
-        "end": best["end"],
+        "score": best.score,
+        "probability": best.probability or 0.0,
+        "start": best.start,
+        "end": best.end,
     }

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -117,13 +118,30 @@ class EvalResult(BaseModel):
             raise DataError(first["msg"], path=source, field=where) from err
 
 
-class NBestCandidate(BaseModel):
-    """One candidate answer of a question's n-best list (extractive: a span; generative: a generated text)."""
+@dataclass(slots=True)
+class NBestCandidate:
+    """One candidate answer of a question's n-best list (extractive: a span; generative: a generated text).
 
-    model_config = ConfigDict(extra="allow")
+    A slots dataclass rather than a pydantic model: decoding builds one per kept span (about 20 per question,
+    hundreds of thousands for MLQA), and validating each costs about four times as much as building it
+    (measured on XQuAD de: +45 ms on a 145 ms decode). Pydantic models still take it as a field type.
+    """
 
     text: str
-    score: float = Field(description="start + end logit (extractive) or mean token log-probability")
-    probability: float | None = Field(None, description="softmax over the n-best scores")
-    start: int | None = Field(None, description="character offset of the answer in the context (extractive)")
-    end: int | None = Field(None, description="character offset just past the answer (extractive)")
+    score: float  # start + end logit (extractive) or mean token log-probability (generative)
+    start: int | None = None  # character offset of the answer in the context (extractive; -1: no answer)
+    end: int | None = None  # character offset just past the answer (extractive; -1: no answer)
+    probability: float | None = None  # softmax over the question's n-best scores
+    window: int | None = None  # the window that generated the text (generative)
+
+    def to_json(self) -> dict[str, Any]:
+        """The entry of ``nbest_predictions.json``: the fields that are set, in declaration order."""
+        return {f: v for f in _NBEST_FIELDS if (v := getattr(self, f)) is not None}
+
+
+_NBEST_FIELDS = tuple(f.name for f in fields(NBestCandidate))
+
+
+def nbest_to_json(nbest: dict[str, list[NBestCandidate]]) -> dict[str, list[dict[str, Any]]]:
+    """Question id -> n-best list as written to ``nbest_predictions.json`` (the one writer of that format)."""
+    return {qid: [c.to_json() for c in cands] for qid, cands in nbest.items()}
