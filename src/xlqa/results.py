@@ -28,7 +28,7 @@ class DatasetResult(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    name: str = Field(description="file name without .json/.gz, also the folder of its predictions")
+    name: str = Field("", description="file name without .json/.gz, also the folder of its predictions")
     path: str | None = Field(None, description="absolute path of the evaluated file")
     sha256: str | None = Field(None, description="sha256 of the evaluated file")
     language: str | None = Field(None, description="language code of the questions, if known")

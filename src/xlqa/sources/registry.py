@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import difflib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 
 __all__ = [
     "GROUPS",
@@ -37,13 +38,15 @@ __all__ = [
     "get_spec",
     "list_benchmarks",
     "register",
+    "spec_for_file",
     "unregister",
 ]
 
 RULES = ("squad1", "squad2", "mlqa", "xlqa-ext")
 """Metric rule sets: SQuAD v1.1 / v2.0 scripts, the MLQA script, xlqa's extension to other languages."""
 
-XQUAD_LANGS = ("ar", "de", "el", "en", "es", "hi", "ro", "ru", "th", "tr", "vi", "zh")
+XQUAD_LANGS = ("en", "es", "de", "el", "ru", "tr", "ar", "vi", "th", "zh", "hi", "ro")
+"""XQuAD languages, in the order of the XQuAD paper's tables (English first)."""
 MLQA_LANGS = ("en", "es", "de", "ar", "hi", "vi", "zh")
 TYDIQA_LANGS = {
     "ar": "arabic",
@@ -59,6 +62,9 @@ TYDIQA_LANGS = {
 """TyDi QA GoldP dev languages (ISO code -> the name used in the official file names)."""
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
+_MLQA_FILE = re.compile(r"context-[a-z]{2}-question-[a-z]{2}")
+LOCAL_FAMILY = "file"
+"""`BenchmarkSpec.family` of a spec built for a plain file (no URL, not registered)."""
 
 
 @dataclass(frozen=True)
@@ -117,7 +123,7 @@ class BenchmarkSpec:
         parts = self.mirror_path.split("/")
         if self.mirror_path.startswith("/") or ".." in parts or not self.mirror_path:
             raise ValueError(f"benchmark {self.name!r}: mirror_path {self.mirror_path!r} must be relative")
-        if not self.url.startswith(("http://", "https://")):
+        if self.family != LOCAL_FAMILY and not self.url.startswith(("http://", "https://")):
             raise ValueError(f"benchmark {self.name!r}: url {self.url!r} is not http(s)")
 
     @property
@@ -426,3 +432,46 @@ def format_table(specs: list[BenchmarkSpec], cached: set[str] | None = None) -> 
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+def file_stem(path: str | Path) -> str:
+    """A data file's name without ``.json``/``.gz``: the name of its evaluation entry and predictions folder."""
+    name = Path(path).name
+    for suffix in (".gz", ".json"):
+        name = name.removesuffix(suffix)
+    return name
+
+
+def spec_for_file(data) -> BenchmarkSpec:
+    """The spec that says how a loaded data file is scored: its language and official rule set.
+
+    A file whose path ends in a registered benchmark's ``mirror_path`` (``.../xquad/xquad.de.json``) takes that
+    benchmark's language and rules. Any other file gets a spec built from its content and name: SQuAD v2.0 rules
+    when it has unanswerable questions, MLQA rules for an MLQA file (``*-context-xx-question-yy*``) whose context
+    language the MLQA script supports, else SQuAD v1.1 rules (as XTREME scores XQuAD and TyDi QA); its language
+    is the one `xlqa.data.guess_language` read from the name. Unanswerable questions always mean SQuAD v2.0 rules.
+
+    Args:
+        data: a loaded file (:class:`xlqa.data.SquadData`: ``path``, ``language``, ``report.n_impossible``).
+    """
+    from xlqa.metrics.mlqa import LANGUAGES as MLQA_RULE_LANGS
+
+    path = Path(data.path).resolve()
+    tail = path.as_posix()
+    spec = next((s for s in _REGISTRY.values() if tail.endswith("/" + s.mirror_path)), None)
+    has_unanswerable = data.report.n_impossible > 0
+    if spec is None:
+        language = data.language
+        if has_unanswerable:
+            rules = "squad2"
+        elif _MLQA_FILE.search(path.name) and language in MLQA_RULE_LANGS:
+            rules = "mlqa"
+        else:
+            rules = "squad1"
+        return BenchmarkSpec(
+            name=file_stem(path), language=language or "", rules=rules, split="", url="", sha256=None,
+            mirror_path=path.name, family=LOCAL_FAMILY,
+        )  # fmt: skip
+    if has_unanswerable and spec.rules != "squad2":
+        spec = replace(spec, rules="squad2")
+    return spec

@@ -1,0 +1,193 @@
+"""Whole jobs, each a typed config in and a typed result out: what the CLI, the HTTP API and the tests call.
+
+=========== ============================ ===========================================================
+job         config                       result
+=========== ============================ ===========================================================
+`evaluate`  :class:`~xlqa.config.EvalConfig`     :class:`EvalJob`: the run, its :class:`~xlqa.results.EvalResult`, skipped benchmarks
+`train`     :class:`~xlqa.config.TrainConfig`    :class:`TrainJob`: the run and its ``TrainResult`` (or the pid, detached)
+`predict`   :class:`~xlqa.config.PredictConfig`  :class:`Prediction`: one answer, or every question of a file
+`score`     :class:`~xlqa.config.ScoreConfig`    the official scores, with the official keys
+`demo`      :class:`~xlqa.config.DemoConfig`     the report's path (:func:`xlqa.demo.run_demo`)
+=========== ============================ ===========================================================
+
+Nothing here prints or exits: errors a user can fix are :class:`xlqa.errors.XlqaError`; progress goes to
+``logging`` and progress bars.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from xlqa.config import DemoConfig, EvalConfig, PredictConfig, ScoreConfig, TrainConfig
+from xlqa.errors import ConfigError, DataError
+from xlqa.results import EvalResult
+from xlqa.runs.schema import Run
+from xlqa.runs.store import RunStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EvalJob:
+    """What :func:`evaluate` did: the run (folder and id), the results, and benchmarks it had to skip."""
+
+    run: Run
+    result: EvalResult
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (benchmark name, reason)
+
+
+def resolve_files(cfg: EvalConfig) -> tuple[list[str], list[tuple[str, str]]]:
+    """``cfg.data`` plus the files of ``cfg.benchmarks`` (fetched from the mirror or downloaded).
+
+    Returns the files and the benchmarks that could not be fetched, with the reason. Fails when nothing is left.
+    """
+    from xlqa.sources.download import get_available
+
+    files = list(cfg.data)
+    skipped: list[tuple[str, str]] = []
+    if cfg.benchmarks:
+        fetched, failed = get_available(cfg.benchmarks, mirror=cfg.mirror)
+        skipped = [(spec.name, str(err).splitlines()[0]) for spec, err in failed]
+        files += [str(path) for _, path in fetched]
+    if not files:
+        raise ConfigError(
+            f"nothing to evaluate: none of the benchmarks {cfg.benchmarks!r} could be fetched: {skipped}"
+        )
+    return files, skipped
+
+
+def evaluate(cfg: EvalConfig, *, name: str | None = None, store: RunStore | None = None) -> EvalJob:
+    """Evaluate ``cfg.model`` on files and/or named benchmarks, as a run of the run store.
+
+    The run folder is ``cfg.output`` (a folder evaluated before stays the same run) or a new folder in the
+    store. Encoder-decoder models are evaluated generatively, others extractively; both write the same files.
+    """
+    from xlqa.evaluate import evaluate_model, load_targets
+    from xlqa.modeling import is_seq2seq
+
+    cfg.validate()
+    files, skipped = resolve_files(cfg)
+    cfg.data = files
+    targets = load_targets(files, cfg.max_examples)  # a bad file fails before any run or model exists
+    store = store or RunStore()
+    previous = Path(cfg.output) / "run.json" if cfg.output else None
+    if previous is not None and previous.exists():
+        run = store.get_run(json.loads(previous.read_text())["id"])
+    else:
+        run = store.create_run("eval", model=cfg.model, config=asdict(cfg), name=name, dir=cfg.output or None)
+    cfg.output = str(run.dir)
+    with store.tracking(run.id):
+        if is_seq2seq(cfg.model):
+            from xlqa.generative import evaluate_generative
+
+            result = evaluate_generative(cfg, targets=targets)
+        else:
+            result = evaluate_model(cfg, targets=targets)
+        store.record_evaluation(run.id, result.to_json(), results_path=run.dir / "results.json")
+    return EvalJob(run, result, skipped)
+
+
+@dataclass
+class TrainJob:
+    """What :func:`train` did: the run, and the training result (None for a detached start: see ``pid``)."""
+
+    run: Run | None
+    result: Any = None  # xlqa.train.state.TrainResult
+    pid: int | None = None
+
+
+def train(
+    cfg: TrainConfig | None = None,
+    *,
+    resume: str | None = None,
+    name: str | None = None,
+    detach: bool = False,
+    store: RunStore | None = None,
+) -> TrainJob:
+    """Fine-tune as a run of the run store, in this process or detached; or resume a run (id, name or folder).
+
+    Raises:
+        TrainingDiverged: the guard gave up (a resumable checkpoint of the last good state was written).
+    """
+    from xlqa.train import control
+
+    if cfg is None and resume is None:
+        raise ConfigError("give a training config, or a run to resume")
+    if cfg is not None and resume is None:
+        cfg.validate()
+    if detach:
+        run, pid = control.start_detached(cfg, resume=resume, store=store, name=name)
+        return TrainJob(run, None, pid)
+    run, result = control.run_training(cfg, resume=resume, store=store, name=name)
+    return TrainJob(run, result)
+
+
+@dataclass
+class Prediction:
+    """One answer (``answer``: text, score, probability, character ``start``/``end``), or a file's answers."""
+
+    answer: dict[str, Any] | None = None
+    predictions: dict[str, str] | None = None
+    output: str | None = None
+
+
+def predict(cfg: PredictConfig) -> Prediction:
+    """Answer one question from a context, or every question of a file (written to ``cfg.output`` if set)."""
+    from xlqa.data import load_squad
+    from xlqa.features import FeatureParams
+    from xlqa.fileio import write_json_atomic
+    from xlqa.modeling import choose_precision, load_qa_model
+    from xlqa.predict import answer, predict_examples
+
+    cfg.validate()
+    data = load_squad(cfg.file) if cfg.file is not None else None  # a bad file fails before the model loads
+    model, tok = load_qa_model(cfg.model)
+    kw = dict(
+        params=FeatureParams(cfg.max_seq_length, cfg.doc_stride),
+        max_answer_length=cfg.max_answer_length,
+        batch_size=cfg.batch_size,
+        precision=choose_precision(cfg.precision, next(model.parameters()).device),
+    )
+    if data is None:
+        return Prediction(answer=answer(model, tok, cfg.question, cfg.context, **kw))
+    dec = predict_examples(model, tok, data.examples, **kw)
+    if cfg.output:
+        write_json_atomic(cfg.output, dec.predictions)
+    return Prediction(predictions=dec.predictions, output=cfg.output)
+
+
+def score(cfg: ScoreConfig) -> dict[str, Any]:
+    """Official scores of a predictions file against a data file, with the official metric keys."""
+    from xlqa import metrics
+
+    cfg.validate()
+    gold = _read(cfg.data, lambda p: metrics.read_gold(metrics.load_json(p)))
+    preds = _read(cfg.predictions, metrics.load_json)
+    probs = _read(cfg.na_probs, metrics.load_json) if cfg.na_probs else None
+    try:
+        return metrics.score(gold, preds, rules=cfg.rules, lang=cfg.lang, na_probs=probs)
+    except ValueError as err:  # a prediction or probability of the wrong type, an unsupported language
+        raise DataError(str(err), path=cfg.predictions) from err
+
+
+def _read(path: str, reader: Callable[[str], Any]) -> Any:
+    """``reader(path)``, with a missing or malformed file as a :class:`DataError` naming it."""
+    try:
+        return reader(path)
+    except FileNotFoundError as err:
+        raise DataError("no such file", path=path) from err
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        message = str(err)
+        raise DataError(message, path=None if path in message else path) from err
+
+
+def demo(cfg: DemoConfig) -> Path:
+    """The main job (``make demo``): train on English SQuAD, evaluate on every XQuAD language, report."""
+    from xlqa.demo import run_demo
+
+    return run_demo(cfg)
