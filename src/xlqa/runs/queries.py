@@ -1,19 +1,59 @@
 """Read-side queries of the run store: latest metrics per dataset, per-run summaries, run comparisons.
 
-`RunStore.run_metrics`, `RunStore.metrics_summary` and `RunStore.compare` call these; they read the index
-only (one connection per call) and never write.
+Plain functions of an open connection (:meth:`xlqa.runs.store.RunStore.connect`) or of rows already read, so
+they depend on the schema only, never on the store: ``RunStore.run_metrics``, ``.metrics_summary`` and
+``.compare`` resolve the runs and call these. They never write.
 """
 
 from __future__ import annotations
 
+import difflib
 import json
+import sqlite3
 
 from xlqa.errors import RunStoreError
-from xlqa.runs.store import RunStore
+from xlqa.runs.schema import Run
 
 
-def latest_metrics(store: RunStore, run_ids: list[str]) -> dict[str, list[dict]]:
-    """Per run, the newest evaluation's row for each dataset, in the order they were recorded."""
+def find_runs(con: sqlite3.Connection, ref: str) -> tuple[list[sqlite3.Row], list[str]]:
+    """The ``runs`` rows ``ref`` names, newest first, and close ids and names when none does.
+
+    The first rule that matches wins: exact id, exact name, id prefix (several rows: ``ref`` is ambiguous).
+    """
+    for where in ("id = ?1", "name = ?1", "substr(id, 1, length(?1)) = ?1"):
+        found = con.execute(f"SELECT * FROM runs WHERE {where} ORDER BY created DESC", (ref,)).fetchall()
+        if found:
+            return found, []
+    keys = [k for row in con.execute("SELECT id, name FROM runs") for k in row if k]
+    return [], difflib.get_close_matches(ref, keys, n=5, cutoff=0.5)
+
+
+def list_runs(con: sqlite3.Connection, limit: int | None, kind: str | None) -> list[sqlite3.Row]:
+    """``runs`` rows, newest first: all, or only ``kind``, at most ``limit``."""
+    sql, args = "SELECT * FROM runs", []
+    if kind is not None:
+        sql, args = sql + " WHERE kind = ?", [kind]
+    sql += " ORDER BY created DESC, id DESC" + (" LIMIT ?" if limit else "")
+    return con.execute(sql, [*args, *([limit] if limit else [])]).fetchall()
+
+
+def name_taken(con: sqlite3.Connection, name: str) -> bool:
+    """True when a run of the index already has this name."""
+    return con.execute("SELECT 1 FROM runs WHERE name = ?", (name,)).fetchone() is not None
+
+
+def latest_metrics(con: sqlite3.Connection | None, run_ids: list[str]) -> dict[str, list[dict]]:
+    """Per run, the newest evaluation's row for each dataset, in the order they were recorded.
+
+    Args:
+        con: a connection to the index (None: a store not made yet, so no rows).
+        run_ids: exact run ids.
+
+    Returns:
+        ``{run_id: [{"dataset", "language", "rules", "n_questions", "exact_match", "f1", "metrics",
+        "extended", "seconds", "path", "sha256", "null_threshold", "evaluation_id", "evaluated",
+        "results_path"}, ...]}``.
+    """
     out: dict[str, list[dict]] = {r: [] for r in run_ids}
     marks = ", ".join("?" * len(run_ids))
     sql = f"""SELECT * FROM (
@@ -21,8 +61,7 @@ def latest_metrics(store: RunStore, run_ids: list[str]) -> dict[str, list[dict]]
             PARTITION BY e.run_id, m.dataset ORDER BY e.id DESC) AS rn
         FROM metrics m JOIN evaluations e ON e.id = m.evaluation_id WHERE e.run_id IN ({marks}))
         WHERE rn = 1 ORDER BY evaluation_id, id"""
-    with store._connect() as con:
-        rows = [] if con is None or not run_ids else con.execute(sql, run_ids).fetchall()
+    rows = [] if con is None or not run_ids else con.execute(sql, run_ids).fetchall()
     for r in map(dict, rows):
         r["metrics"], r["extended"] = (
             json.loads(r.pop("metrics_json")),
@@ -35,38 +74,32 @@ def latest_metrics(store: RunStore, run_ids: list[str]) -> dict[str, list[dict]]
     return out
 
 
-def run_metrics(store: RunStore, run_id: str) -> list[dict]:
-    """EM/F1 (and the full official metrics) of the latest evaluation of each dataset of a run."""
-    run = store.get_run(run_id)
-    return latest_metrics(store, [run.id])[run.id]
-
-
-def metrics_summary(store: RunStore, run_ids: list[str]) -> dict[str, dict]:
-    """Per run id: number of datasets and mean EM/F1 over their latest evaluations (None without any)."""
+def metrics_summary(latest: dict[str, list[dict]]) -> dict[str, dict]:
+    """Per run id of :func:`latest_metrics`: number of datasets and mean EM/F1 (None without any)."""
     out = {}
-    for rid, rows in latest_metrics(store, list(run_ids)).items():
+    for rid, rows in latest.items():
         n = len(rows)
         out[rid] = {"datasets": n, "exact_match": sum(r["exact_match"] for r in rows) / n if n else None,
                     "f1": sum(r["f1"] for r in rows) / n if n else None}  # fmt: skip
     return out
 
 
-def compare(store: RunStore, run_ids: list[str]) -> dict:
+def compare(runs: list[Run], latest: dict[str, list[dict]]) -> dict:
     """Dataset x run table of EM/F1, each later run's difference to the first, and the mean over shared data.
+
+    ``latest`` is :func:`latest_metrics` of the runs.
 
     Returns ``{"runs": [run dicts], "rows": [{"dataset", "language", "rules", "same_data", "values":
     {run_id: {"exact_match", "f1"} | None}, "delta": {run_id: {...} | None}}], "average": {...} | None}``;
     ``delta`` holds the runs after the first; ``same_data`` is False when the runs scored files with
     different sha256 under one dataset name.
     """
-    if not run_ids:
+    if not runs:
         raise RunStoreError("compare needs at least one run")
-    runs = [store.get_run(r) for r in run_ids]
     ids = [r.id for r in runs]
     if len(set(ids)) < len(ids):
         dup = next(i for i in ids if ids.count(i) > 1)
         raise RunStoreError(f"run {dup} is given twice")
-    latest = latest_metrics(store, ids)
     by_run = {rid: {m["dataset"]: m for m in rows} for rid, rows in latest.items()}
     names = list(dict.fromkeys(m["dataset"] for rid in ids for m in latest[rid]))
     rows = []

@@ -2,13 +2,15 @@
 
 Layout::
 
-    <root>/index.sqlite         runs, evaluations, per-dataset metrics (WAL mode, schema_version table)
+    <root>/index.sqlite         runs, evaluations, per-dataset metrics (WAL mode, PRAGMA user_version)
     <root>/<run_id>/run.json    what the run is: kind, model, config, environment, status
     <root>/<run_id>/...         what it writes: best/, events.jsonl, <dataset>/predictions.json, results.json
 
 ``root`` defaults to ``$XLQA_RUNS``, else ``./runs``. A run folder may also live elsewhere (``create_run(dir=)``,
-``import_results``); the index records where. Every write is one ``BEGIN IMMEDIATE`` transaction and files
-are written under a temporary name then moved with ``os.replace``, so several processes can share a store.
+``import_results``); the index records where, and such a run is named after its folder unless given a name.
+Every write is one ``BEGIN IMMEDIATE`` transaction and files are written under a temporary name then moved
+with ``os.replace``, so several processes can share a store. Users name a run by id, unique id prefix, name or
+folder: :meth:`RunStore.resolve` is the one place that turns any of these into a :class:`Run`.
 
 A command records itself in a couple of calls::
 
@@ -22,7 +24,6 @@ A command records itself in a couple of calls::
 from __future__ import annotations
 
 import contextlib
-import difflib
 import json
 import logging
 import os
@@ -38,22 +39,12 @@ from pathlib import Path
 from xlqa.errors import RunNotFoundError, RunStoreError
 from xlqa.fileio import environment as package_versions
 from xlqa.fileio import write_json_atomic
-from xlqa.runs.schema import (
-    INDEX_NAME,
-    KINDS,
-    MIGRATIONS,
-    NAME_RE,
-    RUN_FILE,
-    SCHEMA_VERSION,
-    STATUSES,
-    Run,
-    metric_row,
-    to_json,
-    utc_now,
-)
+from xlqa.results import EvalResult
+from xlqa.runs import queries, schema
+from xlqa.runs.schema import INDEX_NAME, RUN_FILE, Run, to_json, utc_now
 from xlqa.settings import get_settings
 
-__all__ = ["INDEX_NAME", "KINDS", "RUN_FILE", "SCHEMA_VERSION", "STATUSES", "Run", "RunStore"]
+__all__ = ["RunStore"]
 
 
 log = logging.getLogger(__name__)
@@ -78,8 +69,13 @@ class RunStore:
 
     # -- connections and transactions ------------------------------------------------------------------------
     @contextlib.contextmanager
-    def _connect(self, create: bool = False) -> Iterator[sqlite3.Connection | None]:
-        """A fresh connection (None when reading a store that does not exist yet)."""
+    def connect(self, create: bool = False) -> Iterator[sqlite3.Connection | None]:
+        """A fresh connection to the index with an up-to-date schema; None when reading a store not made yet.
+
+        Readers (:mod:`xlqa.runs.queries`) take it as it is; writers go through one ``BEGIN IMMEDIATE``
+        transaction of the store's own. SQLite errors (locked past the timeout, corrupt file, disk full)
+        come out as :class:`RunStoreError` naming the index.
+        """
         if not self.db_path.exists():
             if not create:
                 yield None
@@ -94,9 +90,10 @@ class RunStore:
             con.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
             con.execute("PRAGMA foreign_keys = ON")
             if self._ready_pid != os.getpid():
-                self._migrate(con)
+                schema.migrate(con, self.db_path)
+                self._ready_pid = os.getpid()
             yield con
-        except sqlite3.Error as err:  # locked past the timeout, corrupt file, disk full: name the index
+        except sqlite3.Error as err:
             raise RunStoreError(f"run index {self.db_path}: {err}") from err
         finally:
             con.close()
@@ -104,7 +101,7 @@ class RunStore:
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
         """One write transaction: the write lock is taken at BEGIN, everything commits or nothing does."""
-        with self._connect(create=True) as con:
+        with self.connect(create=True) as con:
             con.execute("BEGIN IMMEDIATE")
             try:
                 yield con
@@ -114,58 +111,14 @@ class RunStore:
                 raise
             con.execute("COMMIT")
 
-    @staticmethod
-    def _version(con: sqlite3.Connection) -> int:
-        if not con.execute("SELECT 1 FROM sqlite_master WHERE name = 'schema_version'").fetchone():
-            return 0
-        return con.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version").fetchone()[0]
-
-    def _migrate(self, con: sqlite3.Connection) -> None:
-        """Bring the schema up to date (a read when it already is, so read-only stores stay readable)."""
-        if self._version(con) < SCHEMA_VERSION:
-            if con.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-                con.execute("PRAGMA journal_mode = WAL")  # persistent: recorded in the database file
-            con.execute("BEGIN IMMEDIATE")
-            try:
-                con.execute(
-                    "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, applied TEXT)"
-                )
-                for version in range(
-                    self._version(con) + 1, SCHEMA_VERSION + 1
-                ):  # another process may have won
-                    for stmt in MIGRATIONS[version - 1]:
-                        con.execute(stmt)
-                    con.execute(
-                        "INSERT INTO schema_version (version, applied) VALUES (?, ?)", (version, utc_now())
-                    )
-                    log.debug("%s: schema migrated to version %d", self.db_path, version)
-            except BaseException:
-                if con.in_transaction:
-                    con.execute("ROLLBACK")
-                raise
-            con.execute("COMMIT")
-        current = self._version(con)
-        if current > SCHEMA_VERSION:
-            raise RunStoreError(
-                f"{self.db_path}: schema version {current} is newer than this xlqa ({SCHEMA_VERSION});"
-                " upgrade xlqa to read it"
-            )
-        self._ready_pid = os.getpid()
-
     def schema_version(self) -> int:
         """The index's schema version (0 when the store does not exist yet)."""
-        with self._connect() as con:
-            return 0 if con is None else self._version(con)
+        with self.connect() as con:
+            return 0 if con is None else schema.schema_version(con)
 
     # -- rows <-> objects --------------------------------------------------------------------------------------
     def _run(self, row: sqlite3.Row) -> Run:
-        d = Path(row["dir"])
-        return Run(
-            id=row["id"], name=row["name"], kind=row["kind"], model=row["model"], status=row["status"],
-            created=row["created"], updated=row["updated"], dir=d if d.is_absolute() else self.root / d,
-            config=json.loads(row["config_json"]), environment=json.loads(row["environment_json"]),
-            host=row["host"], pid=row["pid"],
-        )  # fmt: skip
+        return schema.run_from_row(row, self.root)
 
     def _stored_dir(self, folder: Path) -> str:
         """Folders inside the root are stored relative to it, so a store can be moved or mounted elsewhere."""
@@ -202,14 +155,9 @@ class RunStore:
             raise RunStoreError(f"{folder} already holds run {other}; choose another folder")
 
     def _insert_run(self, con, kind, model, config, name, folder, environment, status) -> Run:
-        if kind not in KINDS:
-            raise RunStoreError(f"unknown run kind {kind!r}; expected one of {', '.join(KINDS)}")
-        if status not in STATUSES:
-            raise RunStoreError(f"unknown status {status!r}; expected one of {', '.join(STATUSES)}")
-        if name is not None and not NAME_RE.fullmatch(name):
-            raise RunStoreError(f"run name {name!r}: use 1-64 letters, digits, '.', '_' or '-'")
-        if not model:
-            raise RunStoreError("a run needs a model (hub id, folder or offline source)")
+        schema.check_run(kind, status, name, model)
+        if name is None and folder is not None:
+            name = schema.name_for_folder(Path(folder).absolute(), lambda n: queries.name_taken(con, n))
         run_id, path, made = self._new_folder(name, folder)
         now = utc_now()
         run = Run(run_id, name, kind, model, status, now, now, path, dict(config or {}),
@@ -251,7 +199,9 @@ class RunStore:
             kind: ``train`` or ``eval``.
             model: the model trained or evaluated (hub id, folder or offline source).
             config: the run's full config (saved in ``run.json`` and the index).
-            name: optional readable name, appended to the id and accepted wherever a run id is.
+            name: a readable name, appended to the id and accepted wherever a run id is. Default: none for a
+                run in ``<root>``; with ``dir``, the folder's name (made valid, and given the first free
+                suffix ``-2``, ``-3``, ... when another run has it).
             dir: put the run in this folder (e.g. ``xlqa train --output``) instead of ``<root>/<run_id>``.
             environment: package versions; default :func:`xlqa.fileio.environment`.
         """
@@ -262,8 +212,7 @@ class RunStore:
 
     def update_status(self, run_id: str, status: str) -> Run:
         """Set a run's status (running, finished, failed, stopped) in the index and its ``run.json``."""
-        if status not in STATUSES:
-            raise RunStoreError(f"unknown status {status!r}; expected one of {', '.join(STATUSES)}")
+        schema.check_status(status)
         run = self.get_run(run_id)
         now = utc_now()
         with self._transaction() as con:
@@ -291,16 +240,16 @@ class RunStore:
             raise
         self.update_status(run.id, "finished")
 
-    def _insert_evaluation(self, con, run: Run, results: dict, results_path: Path) -> int:
+    def _insert_evaluation(self, con, run: Run, results: EvalResult, results_path: Path) -> int:
         cur = con.execute(
             "INSERT INTO evaluations (run_id, created, results_path, precision, config_json, environment_json)"
             " VALUES (?, ?, ?, ?, ?, ?)",
-            (run.id, utc_now(), str(results_path), results.get("precision"), to_json(results.get("config", {})),
-             to_json(results.get("environment", {}))),
+            (run.id, utc_now(), str(results_path), results.precision, to_json(results.config),
+             to_json(results.environment)),
         )  # fmt: skip
         eval_id = cur.lastrowid
-        for i, d in enumerate(results["datasets"]):
-            row = metric_row(i, d)
+        for i, d in enumerate(results.datasets):
+            row = schema.metric_row(d)
             try:
                 con.execute(
                     "INSERT INTO metrics (evaluation_id, dataset, language, rules, n_questions, exact_match, f1,"
@@ -313,57 +262,52 @@ class RunStore:
         con.execute("UPDATE runs SET updated = ? WHERE id = ?", (utc_now(), run.id))
         return eval_id
 
-    @staticmethod
-    def _check_results(results, where: str) -> None:
-        if not isinstance(results, dict) or not isinstance(results.get("datasets"), list):
-            raise RunStoreError(
-                f"{where}: not xlqa evaluation results (expected a dict with a 'datasets' list)"
-            )
-
-    def record_evaluation(self, run_id: str, results: dict, *, results_path: str | Path | None = None) -> int:
-        """Index the results dict of :func:`xlqa.evaluate.evaluate_model`; returns the evaluation id.
+    def record_evaluation(
+        self, run_id: str, results: EvalResult | dict, *, results_path: str | Path | None = None
+    ) -> int:
+        """Index the results of an evaluation (:func:`xlqa.evaluate.evaluate_model`); returns the evaluation id.
 
         Args:
             run_id: the run evaluated (id, unique prefix or name).
-            results: ``{"config", "precision", "environment", "datasets": [...]}`` as in ``results.json``.
-            results_path: where that dict already is on disk; default: written to
+            results: an :class:`~xlqa.results.EvalResult` or its ``results.json`` dict; validated before
+                anything is written (:class:`RunStoreError` naming the dataset and field).
+            results_path: where those results already are on disk; default: written to
                 ``<run dir>/evaluations/<time>.json``.
         """
         run = self.get_run(run_id)
-        self._check_results(results, f"run {run.id}")
+        parsed = schema.parse_results(results, f"run {run.id}")
         written = None
         if results_path is None:
             stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-%f")
             written = results_path = run.dir / "evaluations" / f"{stamp}.json"
-            write_json_atomic(written, results)
+            if isinstance(results, EvalResult):
+                results.write(written)
+            else:  # the dict as given, unknown keys and all
+                write_json_atomic(written, results)
         elif not Path(results_path).is_file():
             raise RunStoreError(f"run {run.id}: results file {results_path} does not exist")
         try:
             with self._transaction() as con:
-                eval_id = self._insert_evaluation(con, run, results, Path(results_path).absolute())
+                eval_id = self._insert_evaluation(con, run, parsed, Path(results_path).absolute())
         except BaseException:
             if written is not None:
                 written.unlink(missing_ok=True)
             raise
-        log.info("run %s: evaluation %d recorded (%d datasets)", run.id, eval_id, len(results["datasets"]))
+        log.info("run %s: evaluation %d recorded (%d datasets)", run.id, eval_id, len(parsed.datasets))
         return eval_id
 
     def import_results(
         self, results_json_path: str | Path, *, model: str | None = None, name: str | None = None
     ) -> Run:
-        """Register an existing evaluation output folder (its ``results.json``) as a finished ``eval`` run."""
+        """Register an existing evaluation output folder (its ``results.json``) as a finished ``eval`` run.
+
+        The run's name defaults to the folder's name, as in :meth:`create_run`.
+        """
         path = Path(results_json_path).absolute()
         if path.is_dir():
             path = path / "results.json"
-        try:
-            results = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise RunStoreError(f"{path}: no such results file") from None
-        except (OSError, ValueError) as err:
-            raise RunStoreError(f"{path}: cannot read results: {err}") from err
-        self._check_results(results, str(path))
-        config = results.get("config") or {}
-        model = model or config.get("model")
+        parsed = schema.read_results(path)
+        model = model or parsed.config.get("model")
         if not model:
             raise RunStoreError(f"{path}: no config.model in the results; pass the model (--model)")
         with self._transaction() as con:
@@ -372,10 +316,12 @@ class RunStore:
             ).fetchone()
             if dup:
                 raise RunStoreError(f"{path} is already indexed as run {dup[0]}")
-            run = self._insert_run(con, "eval", model, config, name, path.parent,
-                                   results.get("environment"), "finished")  # fmt: skip
+            environment = parsed.environment if "environment" in parsed.model_fields_set else None
+            run = self._insert_run(
+                con, "eval", model, parsed.config, name, path.parent, environment, "finished"
+            )
             try:
-                self._insert_evaluation(con, run, results, path)
+                self._insert_evaluation(con, run, parsed, path)
             except BaseException:
                 run.run_json.unlink(missing_ok=True)
                 raise
@@ -387,61 +333,82 @@ class RunStore:
         """Runs, newest first (optionally only ``kind`` and at most ``limit``)."""
         if limit is not None and limit < 1:
             raise RunStoreError(f"limit must be >= 1, got {limit}")
-        sql, args = "SELECT * FROM runs", []
-        if kind is not None:
-            sql, args = sql + " WHERE kind = ?", [kind]
-        sql += " ORDER BY created DESC, id DESC" + (" LIMIT ?" if limit else "")
-        with self._connect() as con:
-            if con is None:
-                return []
-            return [self._run(r) for r in con.execute(sql, [*args, *([limit] if limit else [])])]
+        with self.connect() as con:
+            return [] if con is None else [self._run(r) for r in queries.list_runs(con, limit, kind)]
+
+    def resolve(self, ref: str | os.PathLike) -> Run:
+        """The run a user means: a folder holding ``run.json``, else an exact id, exact name or unique id prefix.
+
+        Every command that takes a run (the CLI's ``runs`` commands, run control, the API) resolves it here.
+
+        Raises:
+            RunNotFoundError: nothing or several runs match; the message and ``candidates`` list close matches.
+        """
+        text = str(ref).strip()
+        folder = Path(text).expanduser()
+        if text and (folder / RUN_FILE).is_file():
+            try:
+                run_id = json.loads((folder / RUN_FILE).read_text(encoding="utf-8"))["id"]
+            except (OSError, ValueError, KeyError, TypeError) as err:
+                raise RunStoreError(f"{folder / RUN_FILE}: not a readable run file ({err})") from err
+            try:
+                return self.get_run(run_id)
+            except RunNotFoundError as err:
+                raise RunNotFoundError(
+                    f"{folder} holds run {run_id}, which is not in the run store {self.root}"
+                    " (another --root or $XLQA_RUNS?)",
+                    err.candidates,
+                ) from None
+        try:
+            return self.get_run(text)
+        except RunNotFoundError as err:
+            if not (text and folder.is_dir()):
+                raise
+            raise RunNotFoundError(
+                f"{err} ({folder} is a folder without {RUN_FILE})", err.candidates
+            ) from None
 
     def get_run(self, ref: str) -> Run:
-        """A run by exact id, exact name or unique id prefix; otherwise an error listing close matches."""
+        """A run by exact id, exact name or unique id prefix; otherwise an error listing close matches.
+
+        :meth:`resolve` also takes a run's folder; use it for what a user typed.
+        """
         ref = (ref or "").strip()
         if not ref:
             raise RunNotFoundError(f"empty run id (store {self.root})")
-        with self._connect() as con:
+        with self.connect() as con:
             if con is None:
                 raise RunNotFoundError(f"no run {ref!r}: there is no run store in {self.root} yet")
-            for where in ("id = ?1", "name = ?1", "substr(id, 1, length(?1)) = ?1"):
-                found = con.execute(
-                    f"SELECT * FROM runs WHERE {where} ORDER BY created DESC", (ref,)
-                ).fetchall()
-                if len(found) == 1:
-                    return self._run(found[0])
-                if found:
-                    ids = [r["id"] for r in found]
-                    shown = ", ".join(ids[:10]) + (f" (and {len(ids) - 10} more)" if len(ids) > 10 else "")
-                    raise RunNotFoundError(f"{ref!r} matches {len(ids)} runs in {self.root}: {shown}", ids)
-            keys = [k for row in con.execute("SELECT id, name FROM runs") for k in row if k]
-        close = difflib.get_close_matches(ref, keys, n=5, cutoff=0.5)
+            found, close = queries.find_runs(con, ref)
+        if len(found) == 1:
+            return self._run(found[0])
+        if found:
+            ids = [r["id"] for r in found]
+            shown = ", ".join(ids[:10]) + (f" (and {len(ids) - 10} more)" if len(ids) > 10 else "")
+            raise RunNotFoundError(f"{ref!r} matches {len(ids)} runs in {self.root}: {shown}", ids)
         hint = f"; did you mean {', '.join(close)}?" if close else "; see `xlqa runs list`"
         raise RunNotFoundError(f"no run {ref!r} in {self.root}{hint}", close)
 
-    def run_metrics(self, run_id: str) -> list[dict]:
+    def _latest(self, run_ids: list[str]) -> dict[str, list[dict]]:
+        with self.connect() as con:
+            return queries.latest_metrics(con, run_ids)
+
+    def run_metrics(self, ref: str | os.PathLike) -> list[dict]:
         """EM/F1 (and the full official metrics) of the latest evaluation of each dataset of a run.
 
-        See :func:`xlqa.runs.queries.run_metrics`.
+        See :func:`xlqa.runs.queries.latest_metrics` for the rows.
         """
-        from xlqa.runs import queries as runs_query
-
-        return runs_query.run_metrics(self, run_id)
+        run = self.resolve(ref)
+        return self._latest([run.id])[run.id]
 
     def metrics_summary(self, run_ids: list[str]) -> dict[str, dict]:
-        """Per run id: number of datasets and mean EM/F1 over their latest evaluations (None without any).
+        """Per run id: number of datasets and mean EM/F1 over their latest evaluations (None without any)."""
+        return queries.metrics_summary(self._latest(list(run_ids)))
 
-        See :func:`xlqa.runs.queries.metrics_summary`.
-        """
-        from xlqa.runs import queries as runs_query
-
-        return runs_query.metrics_summary(self, run_ids)
-
-    def compare(self, run_ids: list[str]) -> dict:
-        """Dataset x run table of EM/F1 and each later run's difference to the first.
+    def compare(self, refs: list[str | os.PathLike]) -> dict:
+        """Dataset x run table of EM/F1 and each later run's difference to the first (runs as :meth:`resolve`).
 
         See :func:`xlqa.runs.queries.compare` for the returned structure.
         """
-        from xlqa.runs import queries as runs_query
-
-        return runs_query.compare(self, run_ids)
+        runs = [self.resolve(r) for r in refs]
+        return queries.compare(runs, self._latest([r.id for r in runs]))
