@@ -7,12 +7,16 @@ import os
 import time
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from test_guard import tiny_squad
 from xlqa.cli.main import app
+from xlqa.errors import RunStoreError
+from xlqa.runs.store import RunStore
+from xlqa.train.control import run_status, stop_run
 
 # imported first by the detached training process (a sitecustomize on its PYTHONPATH): the checkpoint of step 10
 # takes a while, time to read the run's status and stop it mid-run
@@ -112,3 +116,23 @@ def test_stop_and_status_errors(tmp_path, tiny_model_dir):
     assert result.exit_code == 2 and "nope" in result.output
     result = CliRunner().invoke(app, ["train", "--resume", str(tmp_path / "missing")], env=env)
     assert result.exit_code == 2 and "missing" in result.output
+
+
+def test_run_control_takes_an_id_prefix_name_or_folder(tmp_path):
+    store = RunStore(tmp_path / "store")
+    run = store.create_run("train", model="m", config={}, dir=tmp_path / "out" / "e5")  # as --output out/e5
+    env = {"XLQA_RUNS": str(store.root)}
+    for ref in ("e5", str(run.dir), run.id, run.id[:-3]):
+        status = json.loads(_invoke(["runs", "status", ref, "--json"], env))
+        assert (status["run"], status["name"], status["dir"]) == (run.id, "e5", str(run.dir)), ref
+        assert status["status"] == "dead" and not status["alive"]  # "running" in the index, no process
+    assert run_status("e5", store=store)["run"] == run.id
+    for args, message in (
+        (["runs", "stop", str(run.dir)], f"run {run.id} has no live training process"),
+        (["runs", "resume", "e5", "--foreground"], "no config.json: not a training run folder"),
+        (["runs", "status", "e6"], "did you mean e5"),
+    ):
+        result = CliRunner().invoke(app, args, env={"COLUMNS": "200", **env})
+        assert result.exit_code == 2 and message in result.output, result.output
+    with pytest.raises(RunStoreError, match="no live training process"):
+        stop_run("e5", store=store)

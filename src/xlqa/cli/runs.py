@@ -1,42 +1,42 @@
-"""``xlqa runs``: list, show, compare and import runs of the run store. Each command calls :mod:`xlqa.runs.store`."""
+"""``xlqa runs``: list, show, compare, import, and follow, stop or resume training runs.
+
+Each command resolves its run through :meth:`xlqa.runs.store.RunStore.resolve` (id, unique id prefix, name or
+folder), calls one function of :mod:`xlqa.runs.store` or :mod:`xlqa.train.control`, and renders the result;
+errors are :class:`xlqa.errors.XlqaError` and end in one line through the shared handler (:mod:`xlqa.cli.common`).
+"""
 
 from __future__ import annotations
 
 import json
-import sys
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from xlqa.errors import RunStoreError
-from xlqa.runs.store import Run, RunStore
+from xlqa.cli.common import XlqaGroup, console, fail, out_console
+from xlqa.runs.schema import Run
+from xlqa.runs.store import RunStore
 
 runs_app = typer.Typer(
+    cls=XlqaGroup,
     help="Runs: folders of config, checkpoints, events, predictions and metrics, indexed in ROOT/index.sqlite"
-    " (ROOT: --root, else $XLQA_RUNS, else ./runs).",
+    " (ROOT: --root, else $XLQA_RUNS, else ./runs). A run is named by its id, a unique id prefix, its name"
+    " (by default its folder's name) or its folder.",
     no_args_is_help=True,
     add_completion=False,
+    rich_markup_mode=None,  # plain click help, as the other xlqa commands: wraps cleanly at 80 columns
 )
-# piped output (files, CI logs, tests) gets wide tables instead of rich's 80-column default
-out_console = Console(width=None if sys.stdout.isatty() else 160)
-err_console = Console(stderr=True)
 
 Root = Annotated[
     Path | None, typer.Option("--root", help="run store folder (default $XLQA_RUNS, else ./runs)")
 ]
 AsJson = Annotated[bool, typer.Option("--json", help="print JSON instead of tables")]
+RunRef = Annotated[str, typer.Argument(help="run id, unique id prefix, name, or folder holding run.json")]
 # config keys worth a glance; the full config is in run.json
 SUMMARY_KEYS = ("train", "dev", "data", "epochs", "max_steps", "lr", "batch_size", "grad_accum", "seed",
                 "max_seq_length", "doc_stride", "max_train_examples", "max_examples", "precision")  # fmt: skip
-
-
-def _fail(err: Exception | str) -> NoReturn:
-    err_console.print(f"[bold red]error:[/] {err}", soft_wrap=True, highlight=False)
-    raise typer.Exit(code=2)
 
 
 def _when(iso: str | None) -> str:
@@ -73,14 +73,13 @@ def list_(
     Example: xlqa runs list --root runs --limit 20
     """
     store = RunStore(root)
-    try:
-        runs = store.list_runs(limit)
-        summary = store.metrics_summary([r.id for r in runs])
-    except RunStoreError as err:
-        _fail(err)
+    runs = store.list_runs(limit)
+    out_console.print(_runs_table(store, runs, store.metrics_summary([r.id for r in runs])), highlight=False)
+
+
+def _runs_table(store: RunStore, runs: list[Run], summary: dict[str, dict]) -> Table | str:
     if not runs:
-        out_console.print(f"no runs in {store.root}", highlight=False)
-        return
+        return f"no runs in {store.root}"
     table = Table(title=f"runs in {store.root}")
     for col in ("id", "name", "kind", "model", "status", "created", "datasets", "mean EM", "mean F1"):
         table.add_column(col, justify="right" if col in ("datasets", "mean EM", "mean F1") else "left")
@@ -88,28 +87,25 @@ def list_(
         s = summary[r.id]
         table.add_row(r.id, r.name or "", r.kind, r.model, r.status, _when(r.created), str(s["datasets"] or ""),
                       _num(s["exact_match"]), _num(s["f1"]))  # fmt: skip
-    out_console.print(table)
+    return table
 
 
 @runs_app.command("show")
-def show(
-    run: Annotated[str, typer.Argument(help="run id, unique id prefix, or name")],
-    root: Root = None,
-    as_json: AsJson = False,
-) -> None:
+def show(run: RunRef, root: Root = None, as_json: AsJson = False) -> None:
     """Show one run: status, config summary, per-dataset EM/F1 of its latest evaluations, and its files.
 
-    Example: xlqa runs show 20261126-1512 --root runs
+    Example: xlqa runs show e5 --root runs
     """
     store = RunStore(root)
-    try:
-        r = store.get_run(run)
-        rows = store.run_metrics(r.id)
-    except RunStoreError as err:
-        _fail(err)
+    r = store.resolve(run)
+    rows = store.run_metrics(r.id)
     if as_json:
         print(json.dumps({"run": r.to_dict(), "metrics": rows}, indent=2, ensure_ascii=False))
-        return
+    else:
+        _print_run(r, rows)
+
+
+def _print_run(r: Run, rows: list[dict]) -> None:
     info = Table.grid(padding=(0, 2))
     info.add_column(style="bold")
     info.add_column()
@@ -138,24 +134,26 @@ def show(
 @runs_app.command("compare")
 def compare(
     runs: Annotated[
-        list[str], typer.Argument(help="two or more runs (id, unique prefix or name); first = baseline")
+        list[str],
+        typer.Argument(help="two or more runs (id, unique prefix, name or folder); first = baseline"),
     ],
     root: Root = None,
     as_json: AsJson = False,
 ) -> None:
     """Compare runs dataset by dataset: EM and F1 of each, and each run's difference to the first.
 
-    Example: xlqa runs compare baseline 20261126-1512 --root runs
+    Example: xlqa runs compare baseline runs/e5 20261126-1512 --root runs
     """
     if len(runs) < 2:
-        _fail("compare needs at least two runs")
-    try:
-        cmp = RunStore(root).compare(runs)
-    except RunStoreError as err:
-        _fail(err)
+        fail("compare needs at least two runs")
+    cmp = RunStore(root).compare(runs)
     if as_json:
         print(json.dumps(cmp, indent=2, ensure_ascii=False))
-        return
+    else:
+        _print_comparison(cmp)
+
+
+def _print_comparison(cmp: dict) -> None:
     ids = [r["id"] for r in cmp["runs"]]
     labels = {r["id"]: r["name"] or r["id"] for r in cmp["runs"]}
     table = Table(title=f"baseline: {labels[ids[0]]}")
@@ -192,7 +190,9 @@ def import_(
     results_json: Annotated[
         Path, typer.Argument(help="results.json written by xlqa evaluate (or its folder)")
     ],
-    name: Annotated[str | None, typer.Option(help="readable name for the run")] = None,
+    name: Annotated[
+        str | None, typer.Option(help="readable name for the run (default: the folder's name)")
+    ] = None,
     model: Annotated[str | None, typer.Option(help="model, when results.json does not name it")] = None,
     root: Root = None,
 ) -> None:
@@ -201,13 +201,9 @@ def import_(
     Example: xlqa runs import runs/eval/results.json --name e5-baseline --root runs
     """
     store = RunStore(root)
-    try:
-        run = store.import_results(results_json, model=model, name=name)
-        rows = store.run_metrics(run.id)
-    except RunStoreError as err:
-        _fail(err)
+    run = store.import_results(results_json, model=model, name=name)
     out_console.print(f"imported {results_json} as run [bold]{run.id}[/]", highlight=False, soft_wrap=True)
-    out_console.print(_metrics_table(run, rows))
+    out_console.print(_metrics_table(run, store.run_metrics(run.id)))
 
 
 # -- run control (issue 5): status, stop, resume -----------------------------------------------------------------
@@ -221,33 +217,28 @@ def _dur(seconds: float | None) -> str:
 @runs_app.command("status")
 def status(
     run: Annotated[
-        str | None, typer.Argument(help="run id, prefix, name or folder (default: running runs)")
+        str | None, typer.Argument(help="run id, unique id prefix, name or folder (default: running runs)")
     ] = None,
     root: Root = None,
     as_json: AsJson = False,
 ) -> None:
     """Progress and health of training runs: step, epoch, loss, examples/s, elapsed, ETA, non-finite steps.
 
-    Example: xlqa runs status 20261126-1512 --root runs
+    Example: xlqa runs status e5 --root runs
     """
-    from xlqa.train.control import run_status
+    from xlqa.train.control import runs_status
 
     store = RunStore(root)
-    try:
-        if run is not None:
-            rows = [run_status(run, store=store)]
-        else:
-            train_runs = store.list_runs(kind="train")
-            running = [r for r in train_runs if r.status == "running"] or train_runs[:1]
-            rows = [run_status(r.id, store=store) for r in running]
-    except (RunStoreError, FileNotFoundError) as err:
-        _fail(err)
+    rows = runs_status(run, store=store)
     if as_json:
         print(json.dumps(rows if run is None else rows[0], indent=2, ensure_ascii=False))
-        return
-    if not rows:
+    elif not rows:
         out_console.print(f"no training runs in {store.root}", highlight=False)
-        return
+    else:
+        out_console.print(_status_table(rows))
+
+
+def _status_table(rows: list[dict]) -> Table:
     table = Table(title="training runs")
     for col in ("run", "status", "step", "epoch", "loss", "ex/s", "elapsed", "ETA", "health", "checkpoint"):
         table.add_column(col, justify="right" if col in ("step", "epoch", "loss", "ex/s") else "left")
@@ -263,48 +254,43 @@ def status(
             "" if s["examples_per_s"] is None else f"{s['examples_per_s']:.1f}", _dur(s["elapsed"]), _dur(s["eta"]),
             health, Path(s["checkpoint"]).name if s["checkpoint"] else "",
         )  # fmt: skip
-    out_console.print(table)
+    return table
 
 
 @runs_app.command("stop")
 def stop(
-    run: Annotated[str, typer.Argument(help="run id, prefix, name or folder")],
+    run: RunRef,
     root: Root = None,
     wait: Annotated[float, typer.Option(help="seconds to wait for the checkpoint and exit")] = 120.0,
 ) -> None:
     """Stop a training run gracefully: it finishes its step, writes a checkpoint and exits (status stopped).
 
-    Example: xlqa runs stop 20261126-1512 --root runs
+    Example: xlqa runs stop e5 --root runs
     """
     from xlqa.train.control import stop_run
 
-    try:
-        r = stop_run(run, store=RunStore(root), wait=wait)
-    except (RunStoreError, ValueError) as err:
-        _fail(err)
+    r = stop_run(run, store=RunStore(root), wait=wait)
     out_console.print(f"run {r.id}: {r.status}; continue with `xlqa runs resume {r.id}`", highlight=False)
 
 
 @runs_app.command("resume")
 def resume(
-    run: Annotated[str, typer.Argument(help="run id, prefix, name or folder")],
+    run: RunRef,
     root: Root = None,
     foreground: Annotated[bool, typer.Option(help="train in this process instead of the background")] = False,
 ) -> None:
     """Continue a stopped or killed training run from its newest complete checkpoint (in the background).
 
-    Example: xlqa runs resume 20261126-1512 --root runs
+    Example: xlqa runs resume runs/e5 --root runs
     """
     from xlqa.train.control import run_training, start_detached
 
-    store = RunStore(root)
-    try:
-        if foreground:
-            r, result = run_training(resume=run, store=store)
-            out_console.print(f"run {r.id}: {result.status} at step {result.steps}", highlight=False)
-            return
-        r, pid = start_detached(resume=run, store=store)
-    except (RunStoreError, ValueError, FileNotFoundError) as err:
-        _fail(err)
+    if foreground:
+        r, result = run_training(resume=run, store=RunStore(root))
+        out_console.print(
+            f"run {r.id if r else run}: {result.status} at step {result.steps}", highlight=False
+        )
+        return
+    r, pid = start_detached(resume=run, store=RunStore(root))
     print(f"{r.id}\t{r.dir}")
-    err_console.print(f"resuming run {r.id} in the background (pid {pid}); log {r.dir / 'train.log'}")
+    console.print(f"resuming run {r.id} in the background (pid {pid}); log {r.dir / 'train.log'}")

@@ -20,9 +20,10 @@ from dataclasses import asdict, fields
 from pathlib import Path
 
 from xlqa.config import TrainConfig
-from xlqa.errors import RunNotFoundError
+from xlqa.errors import RunNotFoundError, RunStoreError
 from xlqa.fileio import write_json_atomic
-from xlqa.runs.store import Run, RunStore
+from xlqa.runs.schema import Run
+from xlqa.runs.store import RunStore
 
 log = logging.getLogger(__name__)
 
@@ -82,15 +83,7 @@ def config_of_run(run_dir: str | Path) -> TrainConfig:
             d = d[key] if key else d
             known = {f.name for f in fields(TrainConfig)}
             return TrainConfig(**{k: v for k, v in d.items() if k in known})
-    raise FileNotFoundError(f"{run_dir}: no config.json: not a training run folder")
-
-
-def find_run(ref: str | Path, store: RunStore) -> Run:
-    """A run by folder (holding run.json), id, unique id prefix or name."""
-    p = Path(ref)
-    if (p / "run.json").exists():
-        return store.get_run(json.loads((p / "run.json").read_text())["id"])
-    return store.get_run(str(ref))
+    raise RunNotFoundError(f"{run_dir}: no config.json: not a training run folder")
 
 
 def run_training(
@@ -105,9 +98,10 @@ def run_training(
 
     Args:
         cfg: a new run's config (ignored with ``resume``, whose config comes from the run folder).
-        resume: a run folder, id or name to continue from its newest complete checkpoint.
+        resume: the run to continue from its newest complete checkpoint (anything
+            :meth:`~xlqa.runs.store.RunStore.resolve` takes; a training folder outside the store works too).
         store: the run store (default: ``$XLQA_RUNS`` or ./runs).
-        name: a readable name for a new run.
+        name: a readable name for a new run (default: its output folder's name).
         run_id: an already registered run to attach to (a detached start).
 
     Returns:
@@ -120,7 +114,7 @@ def run_training(
     run: Run | None = None
     if resume is not None:
         try:
-            run = find_run(resume, store)
+            run = store.resolve(resume)
             out = run.dir
         except RunNotFoundError:
             out = Path(resume)
@@ -181,9 +175,9 @@ def start_detached(
     """
     store = store or RunStore()
     if resume is not None:
-        run = find_run(resume, store)
+        run = store.resolve(resume)
         if run_process(run.dir):
-            raise ValueError(f"run {run.id} is already running (pid {run_process(run.dir)})")
+            raise RunStoreError(f"run {run.id} is already running (pid {run_process(run.dir)})")
         args = [str(run.dir), "--resume"]
     else:
         cfg.validate()
@@ -212,10 +206,10 @@ def stop_run(ref: str | Path, *, store: RunStore | None = None, wait: float = 12
     Returns the run as recorded afterwards (status ``stopped`` once the process has exited).
     """
     store = store or RunStore()
-    run = find_run(ref, store)
+    run = store.resolve(ref)
     pid = run_process(run.dir)
     if pid is None:
-        raise ValueError(f"run {run.id} has no live training process on this host (status {run.status})")
+        raise RunStoreError(f"run {run.id} has no live training process on this host (status {run.status})")
     os.kill(pid, signal.SIGTERM)
     deadline = time.time() + wait
     while time.time() < deadline and process_alive(pid):
@@ -248,7 +242,7 @@ def run_status(ref: str | Path, *, store: RunStore | None = None) -> dict:
     "elapsed", "eta", "last_eval", "checkpoint", "health": {"nonfinite", "rollbacks", "diagnosis"}}``.
     """
     store = store or RunStore()
-    run = find_run(ref, store)
+    run = store.resolve(ref)
     events = read_events(run.dir)
     pid = run_process(run.dir)
     last = {}
@@ -285,6 +279,16 @@ def run_status(ref: str | Path, *, store: RunStore | None = None) -> dict:
             "diagnosis": diag.get("message") if diag else None,
         },
     }
+
+
+def runs_status(ref: str | Path | None = None, *, store: RunStore | None = None) -> list[dict]:
+    """:func:`run_status` of one run, or without ``ref`` of every running training run (else the newest one)."""
+    store = store or RunStore()
+    if ref is not None:
+        return [run_status(ref, store=store)]
+    train_runs = store.list_runs(kind="train")
+    running = [r for r in train_runs if r.status == "running"] or train_runs[:1]
+    return [run_status(r.id, store=store) for r in running]
 
 
 def main(argv: list[str] | None = None) -> int:
