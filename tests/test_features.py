@@ -118,6 +118,25 @@ def test_cache_hit_and_key(tmp_path, mbert_tokenizer):
     assert cached_features(exs, mbert_tokenizer, cache_dir=tmp_path).meta["cache"] == "miss"
 
 
+def test_tokenizer_fingerprint_is_computed_once_per_tokenizer_and_padding_side(shared_models, monkeypatch):
+    from transformers import AutoTokenizer
+
+    from xlqa import features
+
+    tok = AutoTokenizer.from_pretrained(str(shared_models / "mbert-cased-tokenizer"))
+    attributes = set(vars(tok))
+    hashed = []
+    sha256 = features.hashlib.sha256
+    monkeypatch.setattr(features.hashlib, "sha256", lambda *a: hashed.append(1) or sha256(*a))
+    first = features.tokenizer_fingerprint(tok)
+    assert features.tokenizer_fingerprint(tok) == first and len(hashed) == 1
+    assert set(vars(tok)) == attributes  # kept beside the tokenizer, not patched onto it
+    tok.padding_side = "left"
+    assert features.tokenizer_fingerprint(tok) != first and len(hashed) == 2
+    twin = AutoTokenizer.from_pretrained(str(shared_models / "mbert-cased-tokenizer"), padding_side="left")
+    assert features.tokenizer_fingerprint(twin) == features.tokenizer_fingerprint(tok)
+
+
 @pytest.mark.parametrize("tok_name", ["mbert_tokenizer", "xlmr_tokenizer"])
 @pytest.mark.parametrize("lang", XQUAD_LANGS)
 def test_xquad_labels_recover_the_gold_answer(request, shared_data, tok_name, lang):

@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -171,6 +172,35 @@ def build_features(
     params = params or FeatureParams()
     if not getattr(tokenizer, "is_fast", False):
         raise ValueError(f"{type(tokenizer).__name__} is not a fast tokenizer: offsets are required for QA")
+    enc, context_seq = _encode(examples, tokenizer, params)
+    mapping = enc["overflow_to_sample_mapping"]
+    has_tt = "token_type_ids" in enc and "token_type_ids" in tokenizer.model_input_names
+    cls_id = tokenizer.cls_token_id if tokenizer.cls_token_id is not None else tokenizer.bos_token_id
+    parts = _WindowParts()
+    skipped = 0
+    for i, ids in enumerate(enc["input_ids"]):
+        ex = examples[mapping[i]]
+        if training and not ex.is_impossible and ex.train_answer is None:
+            skipped += 1
+            continue
+        seq_ids = enc.sequence_ids(i)
+        ctx_mask = np.fromiter((s == context_seq for s in seq_ids), dtype=bool, count=len(seq_ids))
+        offs = np.asarray(enc["offset_mapping"][i], dtype=np.int32).reshape(-1, 2)
+        offs[~ctx_mask] = -1
+        cls = ids.index(cls_id) if cls_id in ids else 0
+        start, end = _answer_labels(ex, offs, ctx_mask, cls)
+        tt = np.asarray(enc["token_type_ids"][i], dtype=np.int8) if has_tt else None
+        parts.add(np.asarray(ids, dtype=np.int32), offs, tt, mapping[i], cls, start, end)
+    if skipped:
+        log.info("skipped %d training windows of questions with no locatable answer", skipped)
+    return parts.features({"n_examples": len(examples), "params": params.__dict__, "training": training})
+
+
+def _encode(examples: Sequence[Example], tokenizer, params: FeatureParams):
+    """The tokenizer's overflowing windows of (question, context) pairs, and which sequence is the context.
+
+    Tokenizers that pad on the left (XLNet-style) take the context first and truncate it instead.
+    """
     pad_right = tokenizer.padding_side == "right"
     questions = truncate_questions([ex.question for ex in examples], tokenizer, params.max_query_length)
     contexts = [ex.context for ex in examples]
@@ -185,64 +215,73 @@ def build_features(
         return_offsets_mapping=True,
         padding=False,
     )
-    context_seq = 1 if pad_right else 0
-    mapping = enc["overflow_to_sample_mapping"]
-    has_tt = "token_type_ids" in enc and "token_type_ids" in tokenizer.model_input_names
-    cls_id = tokenizer.cls_token_id if tokenizer.cls_token_id is not None else tokenizer.bos_token_id
+    return enc, 1 if pad_right else 0
 
-    ids_parts, off_parts, tt_parts = [], [], []
-    ex_idx, cls_idx, starts, ends = [], [], [], []
-    skipped = 0
-    for i, ids in enumerate(enc["input_ids"]):
-        ex = examples[mapping[i]]
-        seq_ids = enc.sequence_ids(i)
-        ctx_mask = np.fromiter((s == context_seq for s in seq_ids), dtype=bool, count=len(seq_ids))
-        offs = np.asarray(enc["offset_mapping"][i], dtype=np.int32).reshape(-1, 2)
-        offs[~ctx_mask] = -1
-        cls = ids.index(cls_id) if cls_id in ids else 0
-        answer = None if ex.is_impossible else ex.train_answer
-        if answer is None:
-            if training and not ex.is_impossible:
-                skipped += 1
-                continue
-            s = e = cls
-        else:
-            # label the answer without surrounding white space, which no token covers
-            lead = len(answer.text) - len(answer.text.lstrip())
-            core = len(answer.text.strip()) or len(answer.text)
-            s, e = _label(offs, ctx_mask, answer.start + lead, answer.start + lead + core, cls)
-        ids_parts.append(np.asarray(ids, dtype=np.int32))
-        off_parts.append(offs)
-        if has_tt:
-            tt_parts.append(np.asarray(enc["token_type_ids"][i], dtype=np.int8))
-        ex_idx.append(mapping[i])
-        cls_idx.append(cls)
-        starts.append(s)
-        ends.append(e)
-    if skipped:
-        log.info("skipped %d training windows of questions with no locatable answer", skipped)
-    lengths = np.array([len(p) for p in ids_parts], dtype=np.int64)
-    return Features(
-        input_ids=np.concatenate(ids_parts) if ids_parts else np.zeros(0, np.int32),
-        bounds=np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
-        example_index=np.asarray(ex_idx, dtype=np.int64),
-        offsets=np.concatenate(off_parts) if off_parts else np.zeros((0, 2), np.int32),
-        cls_index=np.asarray(cls_idx, dtype=np.int64),
-        start_positions=np.asarray(starts, dtype=np.int64),
-        end_positions=np.asarray(ends, dtype=np.int64),
-        token_type_ids=np.concatenate(tt_parts) if has_tt and tt_parts else None,
-        meta={"n_examples": len(examples), "params": params.__dict__, "training": training},
-    )
+
+def _answer_labels(ex: Example, offs: np.ndarray, ctx_mask: np.ndarray, cls: int) -> tuple[int, int]:
+    """Start/end token labels of one window: the answer's tokens, or ``(cls, cls)`` when it has none here."""
+    answer = None if ex.is_impossible else ex.train_answer
+    if answer is None:
+        return cls, cls
+    # label the answer without surrounding white space, which no token covers
+    lead = len(answer.text) - len(answer.text.lstrip())
+    core = len(answer.text.strip()) or len(answer.text)
+    return _label(offs, ctx_mask, answer.start + lead, answer.start + lead + core, cls)
+
+
+@dataclass
+class _WindowParts:
+    """Per-window arrays collected while tokenizing, concatenated into :class:`Features` at the end."""
+
+    ids: list[np.ndarray] = field(default_factory=list)
+    offsets: list[np.ndarray] = field(default_factory=list)
+    token_types: list[np.ndarray] = field(default_factory=list)
+    example_index: list[int] = field(default_factory=list)
+    cls_index: list[int] = field(default_factory=list)
+    starts: list[int] = field(default_factory=list)
+    ends: list[int] = field(default_factory=list)
+
+    def add(self, ids, offsets, token_types, example: int, cls: int, start: int, end: int) -> None:
+        self.ids.append(ids)
+        self.offsets.append(offsets)
+        if token_types is not None:
+            self.token_types.append(token_types)
+        self.example_index.append(example)
+        self.cls_index.append(cls)
+        self.starts.append(start)
+        self.ends.append(end)
+
+    def features(self, meta: dict) -> Features:
+        lengths = np.array([len(p) for p in self.ids], dtype=np.int64)
+        return Features(
+            input_ids=np.concatenate(self.ids) if self.ids else np.zeros(0, np.int32),
+            bounds=np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
+            example_index=np.asarray(self.example_index, dtype=np.int64),
+            offsets=np.concatenate(self.offsets) if self.offsets else np.zeros((0, 2), np.int32),
+            cls_index=np.asarray(self.cls_index, dtype=np.int64),
+            start_positions=np.asarray(self.starts, dtype=np.int64),
+            end_positions=np.asarray(self.ends, dtype=np.int64),
+            token_type_ids=np.concatenate(self.token_types) if self.token_types else None,
+            meta=meta,
+        )
 
 
 # -- cache -------------------------------------------------------------------------------------------------
+# tokenizer -> (padding side, fingerprint): entries go when their tokenizer is garbage-collected
+_FINGERPRINTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def tokenizer_fingerprint(tokenizer) -> str:
     """A hash of everything in the tokenizer that changes ids or offsets (vocabulary, normalizer, padding side).
 
-    Serializing a 250k-piece tokenizer takes a noticeable fraction of a second, so the hash is kept on the
-    tokenizer object (keyed by the padding side, the one setting callers change after loading).
+    Serializing a 250k-piece tokenizer takes a noticeable fraction of a second, so the hash is computed once
+    per tokenizer object and padding side (the one setting callers change after loading) and kept in a side
+    table that does not keep the tokenizer alive.
     """
-    memo = getattr(tokenizer, "_xlqa_fingerprint", None)
+    try:
+        memo = _FINGERPRINTS.get(tokenizer)
+    except TypeError:  # not weakly referenceable: hashed every time
+        memo = None
     if memo is not None and memo[0] == tokenizer.padding_side:
         return memo[1]
     h = hashlib.sha256()
@@ -250,8 +289,8 @@ def tokenizer_fingerprint(tokenizer) -> str:
     h.update(backend.to_str().encode() if backend is not None else repr(tokenizer.get_vocab()).encode())
     h.update(f"{type(tokenizer).__name__}|{tokenizer.padding_side}|{tokenizer.model_input_names}".encode())
     digest = h.hexdigest()
-    with contextlib.suppress(AttributeError):  # one that takes no new attributes is hashed every time
-        tokenizer._xlqa_fingerprint = (tokenizer.padding_side, digest)
+    with contextlib.suppress(TypeError):
+        _FINGERPRINTS[tokenizer] = (tokenizer.padding_side, digest)
     return digest
 
 
