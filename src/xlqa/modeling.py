@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -85,9 +87,9 @@ def _load_with(auto_cls, name: str, dtype: torch.dtype | None, what: str, *, qui
     verbosity = hf_logging.get_verbosity()
     if quiet:
         hf_logging.set_verbosity_error()  # its load report flags a new task head, which is expected here
-    hf_logging.disable_progress_bar()
     try:
-        model = auto_cls.from_pretrained(path, dtype=dtype or torch.float32)
+        with hf_progress_bars_off():
+            model = auto_cls.from_pretrained(path, dtype=dtype or torch.float32)
     except OSError as err:
         if Path(path).is_dir():
             raise ModelLoadError(f"--model {name}: could not load model weights from {path}: {err}") from err
@@ -96,7 +98,6 @@ def _load_with(auto_cls, name: str, dtype: torch.dtype | None, what: str, *, qui
         raise ModelLoadError(f"--model {name}: {what}: {err}") from err
     finally:
         hf_logging.set_verbosity(verbosity)
-        hf_logging.enable_progress_bar()
     log.info("loaded %s (%s, %.1fM parameters)", name, type(model).__name__, model.num_parameters() / 1e6)
     return model, tok
 
@@ -152,6 +153,23 @@ def autocast(precision: str, device: torch.device | str):
     return torch.autocast(dev.type, dtype=dtype)
 
 
+@contextlib.contextmanager
+def hf_progress_bars_off() -> Iterator[None]:
+    """Hide Hugging Face's progress bars (loading and saving shards) for a block, then restore their state.
+
+    Restoring rather than re-enabling keeps them off for a caller (or a user) that switched them off.
+    """
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
 def save_model(model, tokenizer, out_dir: str | Path, *, extra: dict | None = None) -> Path:
     """Save a model folder that ``transformers.pipeline("question-answering", model=DIR)`` loads.
 
@@ -164,12 +182,10 @@ def save_model(model, tokenizer, out_dir: str | Path, *, extra: dict | None = No
 
     out = Path(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
-    from transformers.utils import logging as hf_logging
-
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    hf_logging.disable_progress_bar()
     try:
-        model.save_pretrained(tmp, safe_serialization=True)
+        with hf_progress_bars_off():
+            model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         if extra is not None:
             (tmp / "xlqa.json").write_text(json.dumps(extra, indent=2, ensure_ascii=False))
@@ -183,8 +199,6 @@ def save_model(model, tokenizer, out_dir: str | Path, *, extra: dict | None = No
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    finally:
-        hf_logging.enable_progress_bar()
     return out
 
 
@@ -211,18 +225,25 @@ def is_seq2seq(name: str) -> bool:
     return bool(getattr(config, "is_encoder_decoder", False))
 
 
-def _fp32_forward(module: torch.nn.Module) -> None:
-    """Make ``module`` compute in fp32 even inside an fp16/bf16 autocast region."""
-    if getattr(module, "_xlqa_fp32", False):
-        return
-    inner = module.forward
+class Fp32Linear(torch.nn.Linear):
+    """A linear layer that computes in fp32 even inside an fp16/bf16 autocast region.
 
-    def forward(x, *args, **kwargs):
+    Swapped in for a model's ``nn.Linear`` by :func:`apply_precision_policy`, sharing its parameters, so the
+    state dict (and a saved model) is unchanged.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         with torch.autocast(x.device.type, enabled=False):
-            return inner(x.float(), *args, **kwargs)
+            return super().forward(x.float())
 
-    module.forward = forward
-    module._xlqa_fp32 = True
+    @classmethod
+    def sharing(cls, linear: torch.nn.Linear) -> Fp32Linear:
+        """An ``Fp32Linear`` holding the very parameters (and mode) of ``linear``."""
+        new = cls(linear.in_features, linear.out_features, bias=linear.bias is not None, device="meta")
+        new.weight = linear.weight
+        new.bias = linear.bias
+        new.train(linear.training)
+        return new
 
 
 def apply_precision_policy(model, precision: str, *, allow_fp16_t5: bool = False) -> dict:
@@ -246,9 +267,10 @@ def apply_precision_policy(model, precision: str, *, allow_fp16_t5: bool = False
             "pass --allow-fp16-t5: the feed-forward outputs (wo) are then computed in fp32."
         )
     keep = tuple(getattr(model, "_keep_in_fp32_modules", None) or ("wo",))
-    for name, module in model.named_modules():
+    for name, module in list(model.named_modules()):
         if name.split(".")[-1] in keep and isinstance(module, torch.nn.Linear):
-            _fp32_forward(module)
+            if not isinstance(module, Fp32Linear):
+                model.set_submodule(name, Fp32Linear.sharing(module))
             info["fp32_modules"].append(name)
     log.warning(
         "fp16 on a %s model (--allow-fp16-t5): %d modules kept in fp32", mt, len(info["fp32_modules"])
