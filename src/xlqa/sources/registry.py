@@ -231,14 +231,21 @@ _TYDI_MIRROR = {"ar": "ae2ea23122ffda312a6548d4f8624fa4cbf4321751bbaadacf1dc4946
 
 
 def _build() -> None:
+    """Register the official benchmarks (SQuAD, XQuAD, MLQA, TyDi QA GoldP, in that order) and their groups."""
+    for spec in (*_squad_specs(), *_xquad_specs(), *_mlqa_specs(), *_tydi_specs()):
+        register(spec)
+    GROUPS.update(_groups())
+
+
+def _squad_specs() -> list[BenchmarkSpec]:
+    specs = []
     for name, (file, size, sha) in _SQUAD.items():
         mirror_sha, note = _SQUAD_MIRROR.get(name, (None, ""))
-        rules = "squad2" if name.startswith("squad2") else "squad1"
-        register(
+        specs.append(
             BenchmarkSpec(
                 name=name,
                 language="en",
-                rules=rules,
+                rules="squad2" if name.startswith("squad2") else "squad1",
                 split=name.split(".")[1],
                 url=_SQUAD_URL + file,
                 sha256=sha,
@@ -250,28 +257,36 @@ def _build() -> None:
                 note=note,
             )
         )
-    for lang in XQUAD_LANGS:
-        size, sha = _XQUAD[lang]
-        register(
-            BenchmarkSpec(
-                name=f"xquad.{lang}",
-                language=lang,
-                rules="squad1",
-                split="test",
-                url=_XQUAD_URL.format(lang=lang),
-                sha256=sha,
-                size=size,
-                mirror_path=f"xquad/xquad.{lang}.json",
-                family="xquad",
-                license="CC BY-SA 4.0",
-            )
+    return specs
+
+
+def _xquad_specs() -> list[BenchmarkSpec]:
+    return [
+        BenchmarkSpec(
+            name=f"xquad.{lang}",
+            language=lang,
+            rules="squad1",
+            split="test",
+            url=_XQUAD_URL.format(lang=lang),
+            sha256=_XQUAD[lang][1],
+            size=_XQUAD[lang][0],
+            mirror_path=f"xquad/xquad.{lang}.json",
+            family="xquad",
+            license="CC BY-SA 4.0",
         )
+        for lang in XQUAD_LANGS
+    ]
+
+
+def _mlqa_specs() -> list[BenchmarkSpec]:
+    """Every (context, question) language pair of MLQA dev and test, all members of the one official zip."""
+    specs = []
     for split in ("dev", "test"):
         for c in MLQA_LANGS:
             for q in MLQA_LANGS:
                 file = f"{split}-context-{c}-question-{q}.json"
                 mirror_sha = _MLQA_MIRROR.get((split, c, q))
-                register(
+                specs.append(
                     BenchmarkSpec(
                         name=f"mlqa.{split}.{c}.{q}",
                         language=c,
@@ -289,42 +304,46 @@ def _build() -> None:
                         note="reference-mirror copy converted from another copy" if mirror_sha else "",
                     )
                 )
-    for lang, lang_name in TYDIQA_LANGS.items():
-        file = f"tydiqa-goldp-dev-{lang_name}.json"
-        register(
-            BenchmarkSpec(
-                name=f"tydiqa.{lang}",
-                language=lang,
-                rules="squad1",
-                split="dev",
-                url=_TYDI_URL,
-                sha256=_TYDI_SHA256,
-                size=_TYDI_SIZE,
-                member=f"tydiqa-goldp-v1.1-dev/{file}",
-                mirror_path=f"tydiqa/{file}",
-                mirror_sha256=_TYDI_MIRROR.get(lang),
-                family="tydiqa",
-                license="Apache-2.0",
-            )
+    return specs
+
+
+def _tydi_specs() -> list[BenchmarkSpec]:
+    return [
+        BenchmarkSpec(
+            name=f"tydiqa.{lang}",
+            language=lang,
+            rules="squad1",
+            split="dev",
+            url=_TYDI_URL,
+            sha256=_TYDI_SHA256,
+            size=_TYDI_SIZE,
+            member=f"tydiqa-goldp-v1.1-dev/tydiqa-goldp-dev-{lang_name}.json",
+            mirror_path=f"tydiqa/tydiqa-goldp-dev-{lang_name}.json",
+            mirror_sha256=_TYDI_MIRROR.get(lang),
+            family="tydiqa",
+            license="Apache-2.0",
         )
+        for lang, lang_name in TYDIQA_LANGS.items()
+    ]
+
+
+def _groups() -> dict[str, tuple[str, ...]]:
     same = {split: tuple(f"mlqa.{split}.{x}.{x}" for x in MLQA_LANGS) for split in ("dev", "test")}
     pairs = {
         split: tuple(f"mlqa.{split}.{c}.{q}" for c in MLQA_LANGS for q in MLQA_LANGS)
         for split in ("dev", "test")
     }
-    GROUPS.update(
-        {
-            "squad1": ("squad1.train", "squad1.dev"),
-            "squad2": ("squad2.train", "squad2.dev"),
-            "xquad": tuple(f"xquad.{x}" for x in XQUAD_LANGS),
-            "mlqa": same["dev"],
-            "mlqa.dev": same["dev"],
-            "mlqa.test": same["test"],
-            "mlqa.dev.pairs": pairs["dev"],
-            "mlqa.test.pairs": pairs["test"],
-            "tydiqa": tuple(f"tydiqa.{x}" for x in TYDIQA_LANGS),
-        }
-    )
+    return {
+        "squad1": ("squad1.train", "squad1.dev"),
+        "squad2": ("squad2.train", "squad2.dev"),
+        "xquad": tuple(f"xquad.{x}" for x in XQUAD_LANGS),
+        "mlqa": same["dev"],
+        "mlqa.dev": same["dev"],
+        "mlqa.test": same["test"],
+        "mlqa.dev.pairs": pairs["dev"],
+        "mlqa.test.pairs": pairs["test"],
+        "tydiqa": tuple(f"tydiqa.{x}" for x in TYDIQA_LANGS),
+    }
 
 
 _build()
