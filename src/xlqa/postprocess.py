@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from xlqa.metrics.squad_v2 import threshold_sweep
 from xlqa.results import NBestCandidate
 
 # Longest answer, in tokens. The SQuAD/XTREME habit of 30 was set for English WordPiece; mBERT cuts Thai, Greek
@@ -271,13 +272,22 @@ def _add_probabilities(entries: list[NBestCandidate]) -> None:
         e.probability = float(pi)
 
 
-def best_null_threshold(null_odds: dict[str, float], gold: dict[str, list[str]], predictions_f1) -> float:
-    """Threshold on ``null_odds`` that maximizes a score, for tuning SQuAD v2 on dev.
+def best_null_threshold(
+    null_odds: dict[str, float], gold: dict[str, list[str]], predictions_f1: dict[str, float]
+) -> float:
+    """Threshold on ``null_odds`` that maximizes F1, for tuning SQuAD v2 on dev.
+
+    The sweep is the official one (:func:`xlqa.metrics.squad_v2.threshold_sweep`, as in ``best_f1``); what
+    differs is only the threshold returned: the official script returns the odds of the last question it
+    answers (0.0 when answering nothing is best), this returns the midpoint between that and the next odds
+    (below all odds when answering nothing is best, above all when answering everything is), a margin for
+    questions not in the tuning set. Like the official sweep it can peak part-way through a run of equal odds;
+    the threshold then answers the whole run.
 
     Args:
         null_odds: question id -> null score minus best span score.
         gold: question id -> gold texts (empty list = unanswerable).
-        predictions_f1: question id -> F1 (0..1) of the best non-null span.
+        predictions_f1: question id -> F1 (0..1) of the best non-null span (0 when absent).
 
     Returns:
         The threshold: predict "" when ``null_odds > threshold``.
@@ -285,16 +295,12 @@ def best_null_threshold(null_odds: dict[str, float], gold: dict[str, list[str]],
     qids = [q for q in null_odds if q in gold]
     if not qids:
         return 0.0
-    odds = np.array([null_odds[q] for q in qids])
-    span_gain = np.array([predictions_f1.get(q, 0.0) for q in qids])
-    null_gain = np.array([0.0 if gold[q] else 1.0 for q in qids])
-    order = np.argsort(odds)
-    odds, span_gain, null_gain = odds[order], span_gain[order], null_gain[order]
-    # threshold between sorted odds: questions with odds <= t answer a span, the rest answer null
-    cum_span = np.concatenate([[0.0], np.cumsum(span_gain)])
-    cum_null_rev = np.concatenate([np.cumsum(null_gain[::-1])[::-1], [0.0]])
-    total = cum_span + cum_null_rev
-    best = int(np.argmax(total))
+    abstain = np.array([0.0 if gold[q] else 1.0 for q in qids])  # abstaining is right when there is no answer
+    span = np.array([predictions_f1.get(q, 0.0) for q in qids], dtype=np.float64)
+    odds = np.array([null_odds[q] for q in qids], dtype=np.float64)
+    order, totals = threshold_sweep(odds, span - abstain, start=abstain.sum())
+    odds = odds[order]
+    best = int(np.argmax(totals))
     if best == 0:
         return float(odds[0] - 1.0)
     if best == len(odds):

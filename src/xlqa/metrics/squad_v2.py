@@ -27,11 +27,13 @@ import logging
 from collections import Counter
 from collections.abc import Mapping, Sequence
 
+import numpy as np
+
 from xlqa.metrics.squad_v1 import check_answers, check_predictions, normalize_answer
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["compute_exact", "compute_f1", "evaluate", "find_best_thresh", "per_question"]
+__all__ = ["compute_exact", "compute_f1", "evaluate", "find_best_thresh", "per_question", "threshold_sweep"]
 
 
 def _f1_tokens(gold_tokens: list[str], pred_tokens: list[str]) -> float:
@@ -132,6 +134,38 @@ def _eval_dict(exact: Mapping[str, float], f1: Mapping[str, float], qids: list[s
     }
 
 
+def threshold_sweep(
+    odds: Sequence[float], gain: Sequence[float], start: float = 0.0
+) -> tuple[np.ndarray, np.ndarray]:
+    """The no-answer threshold sweep: the running score as questions are answered in order of their odds.
+
+    The one implementation of the sweep, shared by the official ``best_*`` numbers (:func:`find_best_thresh`),
+    the report's threshold curves (``xlqa.report.stats.squad2_curves``) and the dev-set tuning of
+    ``xlqa.postprocess.best_null_threshold``. A question is answered when its odds (no-answer probability, or
+    null odds) are <= the threshold and abstains otherwise. As in the official script, questions are taken in
+    a stable ascending sort of ``odds`` (ties keep the input order) and the score is accumulated one question
+    at a time from ``start``, so ``totals`` are bit for bit the official running ``cur_score``.
+
+    Args:
+        odds: one value per question.
+        gain: what answering the question adds to the score: its answered score minus its abstained score.
+        start: the score when no question is answered.
+
+    Returns:
+        ``order`` (question indices in sweep order) and ``totals`` (length n + 1): ``totals[k]`` is the score
+        with the questions ``order[:k]`` answered and the others abstaining.
+    """
+    odds_arr = np.asarray(odds, dtype=np.float64)
+    gain_arr = np.asarray(gain, dtype=np.float64)
+    if odds_arr.ndim != 1 or odds_arr.shape != gain_arr.shape:
+        raise ValueError(
+            f"threshold_sweep: odds {odds_arr.shape} and gain {gain_arr.shape} must be equal 1-D"
+        )
+    order = np.argsort(odds_arr, kind="stable")
+    # np.cumsum adds left to right (no pairwise summation), as the official loop does
+    return order, np.cumsum(np.concatenate([[float(start)], gain_arr[order]]))
+
+
 def find_best_thresh(
     preds: Mapping[str, str],
     scores: Mapping[str, float],
@@ -149,18 +183,15 @@ def find_best_thresh(
     Returns:
         (best score in percent, the threshold reaching it; 0.0 when answering nothing is best).
     """
-    cur_score: float = sum(1 for qid in scores if not has_ans[qid])
-    best_score = cur_score
-    best_thresh = 0.0
-    for qid in sorted(na_probs, key=lambda k: na_probs[k]):
-        if qid not in scores:
-            continue
-        # HasAns: gain its score; NoAns: lose 1 when the raw prediction is non-empty (even " ").
-        cur_score += scores[qid] if has_ans[qid] else (-1 if preds[qid] else 0)
-        if cur_score > best_score:
-            best_score = cur_score
-            best_thresh = na_probs[qid]
-    return 100.0 * best_score / len(scores), best_thresh
+    qids = [qid for qid in na_probs if qid in scores]  # the official loop skips unscored questions
+    # HasAns: gain its score; NoAns: lose 1 when the raw prediction is non-empty (even " ").
+    gain = [scores[qid] if has_ans[qid] else (-1 if preds[qid] else 0) for qid in qids]
+    start = sum(1 for qid in scores if not has_ans[qid])
+    order, totals = threshold_sweep([na_probs[qid] for qid in qids], gain, start)
+    # the first maximum: the official sweep moves its best only on a strict improvement
+    best = int(np.argmax(totals))
+    best_thresh = na_probs[qids[order[best - 1]]] if best else 0.0
+    return 100.0 * float(totals[best]) / len(scores), best_thresh
 
 
 def evaluate(
