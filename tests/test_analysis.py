@@ -11,9 +11,16 @@ import pytest
 from conftest import write_squad
 from xlqa import metrics
 from xlqa.data import Answer, Example, load_squad
-from xlqa.evaluate import em_of, f1_of, rules_for, score_examples
+from xlqa.errors import ConfigError, DataError
+from xlqa.evaluate import score_examples
 from xlqa.metrics.bootstrap import bootstrap_ci
-from xlqa.report import stats as analysis
+from xlqa.metrics.squad_v2 import find_best_thresh, threshold_sweep
+from xlqa.postprocess import best_null_threshold
+from xlqa.report import stats
+from xlqa.report.breakdowns import breakdowns, question_word
+from xlqa.report.loading import per_question_scores, read_results
+from xlqa.results import EvalResult
+from xlqa.sources.registry import spec_for_file
 
 
 # -- bootstrap_ci ---------------------------------------------------------------------------------------------
@@ -46,7 +53,7 @@ def test_bootstrap_ci_is_seeded():
 @pytest.mark.parametrize("method", ["bootstrap", "permutation"])
 def test_identical_systems_have_p_one_and_zero_difference(method):
     a = np.random.default_rng(0).random(300)
-    out = analysis.paired_test(a, a.copy(), method=method, n=2000)
+    out = stats.paired_test(a, a.copy(), method=method, n=2000)
     assert out == {"diff": 0.0, "p_value": 1.0, "ci_low": 0.0, "ci_high": 0.0}
 
 
@@ -55,48 +62,48 @@ def test_strongly_different_systems_are_significant(method):
     rng = np.random.default_rng(1)
     a = (rng.random(400) < 0.5).astype(float)
     b = np.maximum(a, (rng.random(400) < 0.6).astype(float))  # b is right wherever a is, and more
-    out = analysis.paired_test(a, b, method=method, n=5000)
+    out = stats.paired_test(a, b, method=method, n=5000)
     assert out["p_value"] < 0.01
     assert out["diff"] == pytest.approx(100 * (b.mean() - a.mean()))
     assert 0 < out["ci_low"] < out["diff"] < out["ci_high"]
-    flipped = analysis.paired_test(b, a, method=method, n=5000)  # sign follows b - a
+    flipped = stats.paired_test(b, a, method=method, n=5000)  # sign follows b - a
     assert flipped["diff"] == pytest.approx(-out["diff"]) and flipped["p_value"] < 0.01
 
 
 def test_permutation_p_value_matches_the_exact_sign_flip_distribution():
     # 5 questions, all differences +1: of 2^5 sign patterns only all-plus and all-minus reach |mean| = 1
-    out = analysis.paired_test(np.zeros(5), np.ones(5), method="permutation", n=20000, seed=0)
+    out = stats.paired_test(np.zeros(5), np.ones(5), method="permutation", n=20000, seed=0)
     assert out["p_value"] == pytest.approx(2 / 32, abs=0.006)
     # the bootstrap never resamples a mean <= 0 here: p is its floor 2 / (n + 1)
-    boot = analysis.paired_test(np.zeros(5), np.ones(5), method="bootstrap", n=999)
+    boot = stats.paired_test(np.zeros(5), np.ones(5), method="bootstrap", n=999)
     assert boot["p_value"] == pytest.approx(2 / 1000) and boot["ci_low"] == boot["ci_high"] == 100.0
     # differences (+1, -1, +1, +1): |mean| = 0.5 is reached by 2 + 2 * 4 = 10 of 16 patterns
-    out = analysis.paired_test(np.zeros(4), np.array([1.0, -1.0, 1.0, 1.0]), method="permutation", n=20000)
+    out = stats.paired_test(np.zeros(4), np.array([1.0, -1.0, 1.0, 1.0]), method="permutation", n=20000)
     assert out["p_value"] == pytest.approx(10 / 16, abs=0.015)
 
 
 def test_paired_test_rejects_bad_input():
     with pytest.raises(ValueError, match="equal lengths"):
-        analysis.paired_test(np.zeros(3), np.zeros(4))
+        stats.paired_test(np.zeros(3), np.zeros(4))
     with pytest.raises(ValueError, match="unknown method"):
-        analysis.paired_test(np.zeros(3), np.zeros(3), method="t-test")
+        stats.paired_test(np.zeros(3), np.zeros(3), method="t-test")
 
 
 def test_holm_adjustment_by_hand():
     # sorted: 0.01 * 3 = 0.03, 0.03 * 2 = 0.06, 0.04 * 1 -> max(0.06, 0.04) = 0.06
-    assert analysis.holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
-    assert analysis.holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])
-    assert analysis.holm([]) == []
+    assert stats.holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    assert stats.holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])
+    assert stats.holm([]) == []
 
 
 # -- transfer gap, order --------------------------------------------------------------------------------------
 def test_transfer_gap_is_pivot_minus_language_in_report_order():
-    gap = analysis.transfer_gap({"zh": 60.0, "en": 80.0, "de": 70.5})
+    gap = stats.transfer_gap({"zh": 60.0, "en": 80.0, "de": 70.5})
     assert gap == {"de": 9.5, "zh": 20.0} and list(gap) == ["de", "zh"]
-    assert analysis.transfer_gap({"de": 70.0, "es": 75.0}, pivot="es") == {"de": 5.0}
+    assert stats.transfer_gap({"de": 70.0, "es": 75.0}, pivot="es") == {"de": 5.0}
     with pytest.raises(ValueError, match="pivot 'en' missing; languages: de, zh"):
-        analysis.transfer_gap({"de": 1.0, "zh": 2.0})
-    assert analysis.language_order(["zh", "ar", "en", "de"]) == ["en", "ar", "de", "zh"]
+        stats.transfer_gap({"de": 1.0, "zh": 2.0})
+    assert stats.language_order(["zh", "ar", "en", "de"]) == ["en", "ar", "de", "zh"]
 
 
 # -- consistency ----------------------------------------------------------------------------------------------
@@ -106,7 +113,7 @@ def test_consistency_by_hand():
         "en": {"q1": 1, "q2": 1, "q3": 0, "q4": 1, "q5": 1},  # q5 is not shared: ignored
         "de": {"q1": 1, "q2": 0, "q3": 0, "q4": 1},
     }
-    out = analysis.consistency(per_lang)
+    out = stats.consistency(per_lang)
     assert out["languages"] == ["en", "de", "zh"] and out["n_questions"] == 4
     assert out["counts"] == [1, 1, 1, 1]  # q3 in 0 languages, q2 in 1, q1 in 2, q4 in 3
     # en-de agree on q1, q3, q4; en-zh on q3, q4; de-zh on q2, q3, q4
@@ -119,12 +126,12 @@ def test_consistency_by_hand():
 
 
 def test_consistency_undefined_kappa_and_errors():
-    out = analysis.consistency({"en": {"a": 1, "b": 1}, "de": {"a": 1, "b": 1}})
+    out = stats.consistency({"en": {"a": 1, "b": 1}, "de": {"a": 1, "b": 1}})
     assert out["counts"] == [0, 0, 2] and np.isnan(out["kappa"][0, 1])
     with pytest.raises(ValueError, match="no question id is shared"):
-        analysis.consistency({"en": {"a": 1}, "de": {"b": 1}})
+        stats.consistency({"en": {"a": 1}, "de": {"b": 1}})
     with pytest.raises(ValueError, match="at least two"):
-        analysis.consistency({"en": {"a": 1}})
+        stats.consistency({"en": {"a": 1}})
 
 
 # -- breakdowns -----------------------------------------------------------------------------------------------
@@ -136,15 +143,15 @@ def _ex(qid, question, answer="x" * 3, context_len=100, impossible=False):
 
 
 def test_question_words():
-    assert analysis.question_word("What is it?", "en") == "what"
-    assert analysis.question_word("In which year was it?", "en") == "which"
-    assert analysis.question_word("How many cats are there?", "en") == "how many"
-    assert analysis.question_word("Whose house is it?", "en") == "who"
-    assert analysis.question_word("Name the king.", "en") == "other"
-    assert analysis.question_word("Wer schrieb das Buch?", "de") == "wer"
-    assert analysis.question_word("¿Quién escribió?", "es") == "quién"
-    assert analysis.question_word("谁写了这本书？", "zh") == "谁写"
-    assert analysis.question_word("", "de") == "other"
+    assert question_word("What is it?", "en") == "what"
+    assert question_word("In which year was it?", "en") == "which"
+    assert question_word("How many cats are there?", "en") == "how many"
+    assert question_word("Whose house is it?", "en") == "who"
+    assert question_word("Name the king.", "en") == "other"
+    assert question_word("Wer schrieb das Buch?", "de") == "wer"
+    assert question_word("¿Quién escribió?", "es") == "quién"
+    assert question_word("谁写了这本书？", "zh") == "谁写"
+    assert question_word("", "de") == "other"
 
 
 def test_breakdowns_by_hand():
@@ -157,7 +164,7 @@ def test_breakdowns_by_hand():
         _ex("f", "What is not scored?"),
     ]
     scores = {"a": (1.0, 1.0), "b": (0.0, 0.5), "c": (0.0, 0.0), "d": (1.0, 1.0), "e": (1.0, 1.0)}
-    out = analysis.breakdowns(examples, scores, language="en")
+    out = breakdowns(examples, scores, language="en")
     assert list(out["question"]) == ["what", "who", "other"]
     assert out["question"]["what"] == {"n": 3, "em": pytest.approx(200 / 3), "f1": pytest.approx(250 / 3)}
     assert out["question"]["who"] == {"n": 1, "em": 0.0, "f1": 0.0}
@@ -169,14 +176,14 @@ def test_breakdowns_by_hand():
         "751-1000": 1,
         ">1500": 1,
     }
-    merged = analysis.breakdowns(examples, scores, language="en", top_k=1)
+    merged = breakdowns(examples, scores, language="en", top_k=1)
     assert list(merged["question"]) == ["what", "other"] and merged["question"]["other"]["n"] == 2
 
 
 def test_breakdowns_take_types_and_lengths_from_the_parallel_reference():
     english = [_ex("a", "Who wrote it?", "x" * 30, 1200)]
     german = [_ex("a", "Welcher Autor schrieb es?", "x" * 4, 300), _ex("b", "Wann war das?", "x" * 4, 300)]
-    out = analysis.breakdowns(german, {"a": (1.0, 1.0), "b": (0.0, 0.0)}, language="de", reference=english)
+    out = breakdowns(german, {"a": (1.0, 1.0), "b": (0.0, 0.0)}, language="de", reference=english)
     assert out["question"] == {
         "who": {"n": 1, "em": 100.0, "f1": 100.0},
         "wann": {"n": 1, "em": 0.0, "f1": 0.0},
@@ -192,7 +199,7 @@ def test_squad2_curves_by_hand():
     gold = {"q1": ["Paris"], "q2": [], "q3": ["blue sky"], "q4": []}
     odds = {"q1": -2.0, "q2": -1.0, "q3": 0.5, "q4": 1.0}
     f1 = {"q1": 1.0, "q2": 0.0, "q3": 0.5, "q4": 0.0}
-    out = analysis.squad2_curves(odds, gold, f1, em_per_question={"q1": 1.0, "q2": 0.0, "q3": 0.0, "q4": 0.0})
+    out = stats.squad2_curves(odds, gold, f1, em_per_question={"q1": 1.0, "q2": 0.0, "q3": 0.0, "q4": 0.0})
     np.testing.assert_array_equal(out["thresholds"], [-np.inf, -2.0, -1.0, 0.5, 1.0])
     # answer the k smallest odds; abstaining is right for q2 and q4
     np.testing.assert_allclose(out["f1"], [50.0, 75.0, 50.0, 62.5, 37.5])
@@ -212,7 +219,7 @@ def test_squad2_curves_ties_and_best_f1_equal_the_official_sweep():
         raw[qid] = ["red fox jumps", "red fox", "blue whale"][int(rng.integers(3))]
         odds[qid] = float(np.round(rng.normal(), 1))  # ties, as real odds can have
     per_q = metrics.per_question(gold, raw, "squad2")
-    out = analysis.squad2_curves(
+    out = stats.squad2_curves(
         odds, gold, {q: s[1] for q, s in per_q.items()}, {q: s[0] for q, s in per_q.items()}
     )
     official = metrics.score(gold, raw, rules="squad2", na_probs=odds)
@@ -221,17 +228,88 @@ def test_squad2_curves_ties_and_best_f1_equal_the_official_sweep():
     assert len(out["thresholds"]) == len(set(odds.values())) + 1
 
 
+# -- the one threshold sweep --------------------------------------------------------------------------------
+def _official_find_best_thresh(preds, scores, na_probs, qid_to_has_ans):
+    """``find_best_thresh`` of the official evaluate-v2.0.py, verbatim but for the formatting."""
+    num_no_ans = sum(1 for k in qid_to_has_ans if not qid_to_has_ans[k])
+    cur_score = num_no_ans
+    best_score = cur_score
+    best_thresh = 0.0
+    qid_list = sorted(na_probs, key=lambda k: na_probs[k])
+    for qid in qid_list:
+        if qid not in scores:
+            continue
+        if qid_to_has_ans[qid]:  # noqa: SIM108 (kept as the official script writes it)
+            diff = scores[qid]
+        else:
+            diff = -1 if preds[qid] else 0
+        cur_score += diff
+        if cur_score > best_score:
+            best_score = cur_score
+            best_thresh = na_probs[qid]
+    return 100.0 * best_score / len(scores), best_thresh
+
+
+def test_threshold_sweep_by_hand():
+    # answering b (odds -1) gains 1, a and c (odds 0, tied: input order kept) gain -1 and 0.5
+    order, totals = threshold_sweep([0.0, -1.0, 0.0], [-1.0, 1.0, 0.5], start=1)
+    assert order.tolist() == [1, 0, 2] and totals.tolist() == [1.0, 2.0, 1.0, 1.5]
+    with pytest.raises(ValueError, match="equal 1-D"):
+        threshold_sweep([0.0, 1.0], [1.0])
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_find_best_thresh_is_bit_for_bit_the_official_loop(seed):
+    rng = np.random.default_rng(seed)
+    n = 300
+    qids = [f"q{i}" for i in range(n)]
+    has_ans = {q: bool(rng.random() < 0.5) for q in qids}
+    preds = {q: ["", " ", "a cat", "dog"][int(rng.integers(4))] for q in qids}
+    exact = {q: int(rng.integers(2)) for q in qids}
+    f1 = {q: float(rng.choice([0.0, 1.0, 1 / 3, 0.4, rng.random()])) for q in qids}
+    decimals = 1 if seed % 2 else 8  # odd seeds: many tied probabilities
+    na_probs = {q: float(np.round(rng.random(), decimals)) for q in rng.permutation(qids)}
+    for scores in (exact, f1):
+        assert find_best_thresh(preds, scores, na_probs, has_ans) == _official_find_best_thresh(
+            preds, scores, na_probs, has_ans
+        )
+
+
+def test_squad2_curves_and_best_null_threshold_follow_the_official_sweep():
+    rng = np.random.default_rng(11)
+    words = ["red", "fox", "jumps", "over", "lazy", "dog"]  # none normalizes to nothing
+    gold, raw, odds = {}, {}, {}
+    for i in range(400):
+        qid = f"q{i}"
+        gold[qid] = [] if rng.random() < 0.5 else [" ".join(rng.choice(words, int(rng.integers(1, 4))))]
+        raw[qid] = " ".join(rng.choice(words, int(rng.integers(1, 4))))
+        if gold[qid] and rng.random() < 0.6:
+            raw[qid] = gold[qid][0] + " fox"  # partly right: fractional F1
+        odds[qid] = float(rng.normal() + (0.0 if gold[qid] else 1.0))  # distinct: every threshold applies
+    f1 = {q: s[1] for q, s in metrics.per_question(gold, raw, "squad2").items()}
+    official = metrics.score(gold, raw, rules="squad2", na_probs=odds)
+    out = stats.squad2_curves(odds, gold, f1)
+    assert np.isfinite(official["best_f1_thresh"]) and official["best_f1"] > official["f1"]
+    assert out["best_f1"] == official["best_f1"]  # the same sweep: equal to the last bit
+    assert out["best_threshold"] == official["best_f1_thresh"]
+    t = best_null_threshold(odds, gold, f1)
+    above = [v for v in odds.values() if v > official["best_f1_thresh"]]
+    assert official["best_f1_thresh"] < t < min(above)  # the midpoint after the official threshold
+    applied = {q: raw[q] if odds[q] <= t else "" for q in raw}
+    assert metrics.score(gold, applied, rules="squad2")["f1"] == pytest.approx(official["best_f1"])
+
+
 # -- per_question_scores on an evaluation folder -------------------------------------------------------------
 def _eval_folder(root: Path, data: Path, preds: dict[str, str], odds: dict[str, float] | None = None) -> Path:
     loaded = load_squad(data)
-    rules = rules_for(loaded)
-    scored = score_examples(loaded.examples, preds, rules=rules, language=loaded.language, null_odds=odds)
+    rules = spec_for_file(loaded).rules
+    entry = score_examples(loaded.examples, preds, rules=rules, language=loaded.language, null_odds=odds)
+    entry.name, entry.path, entry.sha256 = data.stem, f"../{data.name}", loaded.report.sha256
+    entry.language, entry.n_questions = loaded.language, len(loaded.examples)
     out = root / "eval"
     (out / data.stem).mkdir(parents=True)
     (out / data.stem / "predictions.json").write_text(json.dumps(preds))
-    entry = {"name": data.stem, "path": f"../{data.name}", "sha256": loaded.report.sha256,
-             "language": loaded.language, "n_questions": len(loaded.examples), **scored}  # fmt: skip
-    (out / "results.json").write_text(json.dumps({"config": {}, "datasets": [entry]}))
+    EvalResult(datasets=[entry]).write(out)
     return out
 
 
@@ -242,12 +320,12 @@ def test_per_question_scores_mean_equals_the_official_score(tmp_path):
         {"id": "3", "question": "Wo?", "context": "Im Haus ist es warm.", "answers": [("Im Haus", 0)]},
     ])  # fmt: skip
     eval_dir = _eval_folder(tmp_path, data, {"1": "Hund", "2": "die Katze schläft", "3": "Garten"})
-    scores = analysis.per_question_scores(eval_dir)  # data path stored relative to the eval folder's parent
-    entry = analysis.read_results(eval_dir)["datasets"][0]
+    scores = per_question_scores(eval_dir)  # data path stored relative to the eval folder's parent
+    entry = read_results(eval_dir).datasets[0]
     assert list(scores) == ["1", "2", "3"] and scores["3"] == (0.0, 0.0)
-    assert 100 * np.mean([s[0] for s in scores.values()]) == pytest.approx(em_of(entry))
-    assert 100 * np.mean([s[1] for s in scores.values()]) == pytest.approx(f1_of(entry))
-    assert analysis.per_question_scores(entry, eval_dir=eval_dir) == scores
+    assert 100 * np.mean([s[0] for s in scores.values()]) == pytest.approx(entry.em)
+    assert 100 * np.mean([s[1] for s in scores.values()]) == pytest.approx(entry.f1)
+    assert per_question_scores(entry, eval_dir=eval_dir) == scores
 
 
 def test_per_question_scores_squad2_follow_the_thresholded_predictions(tmp_path):
@@ -257,11 +335,11 @@ def test_per_question_scores_squad2_follow_the_thresholded_predictions(tmp_path)
         {"id": "c", "question": "What?", "context": "Cats nap.", "answers": [("Cats", 0)]},
     ], version="v2.0")  # fmt: skip
     eval_dir = _eval_folder(tmp_path, data, {"a": "Ann", "b": "", "c": ""}, {"a": -1.0, "b": 2.0, "c": 0.5})
-    entry = analysis.read_results(eval_dir)["datasets"][0]
-    assert entry["rules"] == "squad2"
-    scores = analysis.per_question_scores(eval_dir, "dev-v2.0")
+    entry = read_results(eval_dir).datasets[0]
+    assert entry.rules == "squad2"
+    scores = per_question_scores(eval_dir, "dev-v2.0")
     assert scores == {"a": (1.0, 1.0), "b": (1.0, 1.0), "c": (0.0, 0.0)}
-    assert 100 * np.mean([s[1] for s in scores.values()]) == pytest.approx(f1_of(entry))
+    assert 100 * np.mean([s[1] for s in scores.values()]) == pytest.approx(entry.f1)
 
 
 def test_loading_errors_name_the_file_and_field(tmp_path):
@@ -270,19 +348,26 @@ def test_loading_errors_name_the_file_and_field(tmp_path):
         [{"id": "1", "question": "Q?", "context": "Bob b.", "answers": [("Bob", 0)]}],
     )
     eval_dir = _eval_folder(tmp_path, data, {"1": "Bob"})
-    with pytest.raises(ValueError, match=r"this folder has: xquad\.en"):
-        analysis.per_question_scores(eval_dir, "xquad.fr")
+    with pytest.raises(ConfigError, match=r"this folder has: xquad\.en"):
+        per_question_scores(eval_dir, "xquad.fr")
     with pytest.raises(ValueError, match="needs eval_dir"):
-        analysis.per_question_scores(analysis.read_results(eval_dir)["datasets"][0])
+        per_question_scores(read_results(eval_dir).datasets[0])
     moved = tmp_path / "elsewhere"
     moved.mkdir()
     data.rename(moved / data.name)
-    with pytest.raises(FileNotFoundError, match=r"data file of 'xquad\.en' not found"):
-        analysis.per_question_scores(eval_dir)
-    assert analysis.per_question_scores(eval_dir, data_dirs=[moved]) == {"1": (1.0, 1.0)}
+    with pytest.raises(DataError, match=r"results\.json: data file of 'xquad\.en' not found"):
+        per_question_scores(eval_dir)
+    assert per_question_scores(eval_dir, data_dirs=[moved]) == {"1": (1.0, 1.0)}
     (moved / data.name).write_text((moved / data.name).read_text().replace("Q?", "Q2?"))
-    with pytest.raises(ValueError, match=r"sha256 .* differs"):
-        analysis.per_question_scores(eval_dir, data_dirs=[moved])
+    with pytest.raises(DataError, match=r"xquad\.en\.json: sha256 .* differs"):
+        per_question_scores(eval_dir, data_dirs=[moved])
+    results = json.loads((eval_dir / "results.json").read_text())
+    del results["datasets"][0]["path"]
+    (eval_dir / "results.json").write_text(json.dumps(results))
+    with pytest.raises(DataError, match=r"results\.json: field 'datasets\[0\]\.path': missing field"):
+        read_results(eval_dir)
     (eval_dir / "results.json").write_text("{}")
-    with pytest.raises(ValueError, match="missing field 'datasets'"):
-        analysis.read_results(eval_dir)
+    with pytest.raises(DataError, match=r"results\.json: field 'datasets': no datasets"):
+        read_results(eval_dir)
+    with pytest.raises(DataError, match=r"nowhere/results\.json: no results\.json \(expected an evaluation"):
+        read_results(tmp_path / "nowhere")

@@ -21,8 +21,13 @@ from typer.testing import CliRunner
 from conftest import write_squad
 from xlqa.cli.report import report
 from xlqa.data import load_squad
-from xlqa.evaluate import em_of, f1_of, rules_for, score_examples
+from xlqa.errors import ConfigError, DataError
+from xlqa.evaluate import score_examples
 from xlqa.report.build import build_report
+from xlqa.report.model import Figure, Heading, Paragraph, Table
+from xlqa.report.render import render_html, render_markdown
+from xlqa.results import DatasetResult, EvalResult
+from xlqa.sources.registry import spec_for_file
 
 # -- a tiny parallel benchmark (en/de/zh, same ids) and a SQuAD v2-style file -------------------------------
 ENTITIES = [("Alba", "Maria Rossi", "1901"), ("Borgo", "Jan Novak", "1850"), ("Celle", "Ana Silva", "1777"),
@@ -80,15 +85,10 @@ def _squad2_file(folder: Path) -> Path:
 
 def write_eval(eval_dir: Path, files: list[Path], right) -> Path:
     """An evaluation folder as xlqa.evaluate writes it; ``right(qid, lang)`` decides which answers are right."""
-    results = {
-        "config": {"model": "fake"},
-        "precision": "fp32",
-        "environment": {"xlqa": "test"},
-        "datasets": [],
-    }
+    results = EvalResult(config={"model": "fake"}, precision="fp32", environment={"xlqa": "test"})
     for path in files:
         data = load_squad(path)
-        rules, name = rules_for(data), path.stem
+        rules, name = spec_for_file(data).rules, path.stem
         span = {
             ex.id: (ex.answers[0].text if ex.answers else ex.context[:5])
             if right(ex.id, data.language)
@@ -114,19 +114,11 @@ def write_eval(eval_dir: Path, files: list[Path], right) -> Path:
         (eval_dir / name).mkdir(parents=True)
         for fname, obj in (("predictions", preds), ("nbest_predictions", nbest), ("null_odds", odds)):
             (eval_dir / name / f"{fname}.json").write_text(json.dumps(obj, ensure_ascii=False))
-        results["datasets"].append(
-            {
-                "name": name,
-                "path": str(path),
-                "sha256": data.report.sha256,
-                "language": data.language,
-                "n_questions": len(data.examples),
-                "seconds": 0.1,
-                "null_threshold": 0.0 if rules == "squad2" else None,
-                **scored,
-            }
-        )
-    (eval_dir / "results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False))
+        fields = {"name": name, "path": str(path), "sha256": data.report.sha256, "language": data.language,
+                  "n_questions": len(data.examples), "seconds": 0.1,
+                  "null_threshold": 0.0 if rules == "squad2" else None}  # fmt: skip
+        results.datasets.append(scored.model_copy(update=fields))
+    results.write(eval_dir)
     return eval_dir
 
 
@@ -181,11 +173,12 @@ def test_csv_numbers_equal_the_official_scores(built, runs):
     rows = list(csv.DictReader(built["csv"].open()))
     assert [r["run"] for r in rows] == ["a"] * 4 + ["b"] * 4
     for run, eval_dir in zip("ab", runs):
-        for entry in json.loads((eval_dir / "results.json").read_text())["datasets"]:
-            row = next(r for r in rows if r["run"] == run and r["dataset"] == entry["name"])
-            assert row["rules"] == entry["rules"] and int(row["n"]) == entry["n_questions"]
-            assert float(row["em"]) == pytest.approx(em_of(entry), abs=1e-4)
-            assert float(row["f1"]) == pytest.approx(f1_of(entry), abs=1e-4)
+        for raw in json.loads((eval_dir / "results.json").read_text())["datasets"]:
+            entry = DatasetResult.model_validate(raw)
+            row = next(r for r in rows if r["run"] == run and r["dataset"] == entry.name)
+            assert row["rules"] == entry.rules and int(row["n"]) == entry.n_questions
+            assert float(row["em"]) == pytest.approx(entry.em, abs=1e-4)
+            assert float(row["f1"]) == pytest.approx(entry.f1, abs=1e-4)
             assert float(row["f1_ci_low"]) <= float(row["f1"]) <= float(row["f1_ci_high"])
 
 
@@ -208,6 +201,32 @@ def test_html_is_one_standalone_page(built):
     assert "<table>" in page and "Paired significance" in page
 
 
+def test_blocks_render_alike_in_markdown_and_escaped_html(tmp_path):
+    png = tmp_path / "f.png"
+    png.write_bytes(b"\x89PNG\r\n\x1a\nfake")
+    blocks = [
+        Heading(1, "Title <b>"),
+        Paragraph('a & b "quoted" <script>alert(1)</script>'),
+        Table(["name", "x|y"], [["<i>", "1.0"]]),
+        Figure("f", 'caption "c"'),
+    ]
+    md = render_markdown(blocks)
+    assert md.split("\n") == [
+        "# Title <b>", "",
+        'a & b "quoted" <script>alert(1)</script>', "",
+        "| name | x\\|y |", "|---|---|", "| <i> | 1.0 |", "",
+        '![caption "c"](figures/f.png)', "",
+    ]  # fmt: skip
+    page = render_html(blocks, {"f": png})
+    assert page == render_html(blocks, {"f": png})  # deterministic
+    assert "<script" not in page and "<b>" not in page and "<i>" not in page  # autoescaped
+    assert "<h1>Title &lt;b&gt;</h1>\n<p>a &amp; b &#34;quoted&#34; &lt;script&gt;" in page
+    assert "<table><thead><tr><th>name</th><th>x|y</th></tr></thead><tbody><tr><td>&lt;i&gt;</td>" in page
+    assert '<img src="data:image/png;base64,iVBORw0KGgpmYWtl" alt="caption &#34;c&#34;">' in page
+    assert 'font-family:system-ui,-apple-system,"Segoe UI"' in page  # the CSS, inlined and not escaped
+    assert page.startswith("<!DOCTYPE html>\n") and page.endswith("</body>\n</html>\n")
+
+
 def test_single_run_has_no_paired_section(runs, tmp_path):
     written = build_report(runs[:1], tmp_path / "one", names=["solo"])
     md = written["markdown"].read_text()
@@ -215,9 +234,9 @@ def test_single_run_has_no_paired_section(runs, tmp_path):
 
 
 def test_errors_name_the_folder(tmp_path, runs):
-    with pytest.raises(FileNotFoundError, match=r"results\.json"):
+    with pytest.raises(DataError, match=r"nowhere/results\.json: no results\.json"):
         build_report([tmp_path / "nowhere"], tmp_path / "out")
-    with pytest.raises(ValueError, match="distinct labels"):
+    with pytest.raises(ConfigError, match="distinct labels"):
         build_report(runs, tmp_path / "out", names=["x", "x"])
 
 

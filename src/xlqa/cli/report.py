@@ -33,6 +33,7 @@ def report(
 
     Example: xlqa report runs/a/eval runs/b/eval --out report
     """
+    from xlqa.errors import XlqaError
     from xlqa.report.build import build_report
 
     labels = [n.strip() for n in names.split(",")] if names else None
@@ -40,7 +41,7 @@ def report(
         written = build_report(
             [_eval_folder(p) for p in runs], out, names=labels, seed=seed, data_dirs=tuple(data_dir or ())
         )
-    except (FileNotFoundError, ValueError) as err:  # DataError is a ValueError
+    except XlqaError as err:  # what the user can fix: one line, exit code 2; anything else is a bug
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(code=2) from err
     for key, path in written.items():

@@ -1,22 +1,24 @@
 """Reports over one or more evaluation folders: Markdown, one standalone HTML page, CSV and PNG figures.
 
-The report is built once as a list of blocks (headings, paragraphs, tables, figures) and rendered to both
-Markdown and HTML, so the two always say the same. Output is deterministic: same inputs and seed give
-byte-identical files (seeded resampling, sorted orders, PNGs without a software/date stamp, no timestamps).
+The report is built once as a list of blocks (:mod:`xlqa.report.model`) and rendered to both Markdown and
+HTML, so the two always say the same. Output is deterministic: same inputs and seed give byte-identical files
+(seeded resampling, sorted orders, PNGs without a software/date stamp, no timestamps).
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from xlqa import metrics
-from xlqa.data import Example, gold_texts
-from xlqa.evaluate import em_of, f1_of
-from xlqa.report import stats as analysis
+from xlqa.data import gold_texts
+from xlqa.errors import ConfigError
+from xlqa.fileio import write_text_atomic
+from xlqa.report import stats
+from xlqa.report.breakdowns import breakdowns
 from xlqa.report.figures import (
     BREAKDOWN_TITLES,
     breakdown_figure,
@@ -24,122 +26,15 @@ from xlqa.report.figures import (
     score_figures,
     squad2_figure,
 )
-
-# re-exported under their old names: the report's palette and style now live in xlqa.report.figures
-from xlqa.report.figures import COLORS as COLORS
-from xlqa.report.figures import RC as RC
+from xlqa.report.grouping import parallel_family, report_datasets, transfer_gaps
+from xlqa.report.loading import N_BOOTSTRAP, load_runs, read_json_file
+from xlqa.report.model import Block, Figure, Heading, Paragraph, Run, Scored, Table
 from xlqa.report.render import render_html, render_markdown, write_csv
+from xlqa.results import DatasetResult
 
 log = logging.getLogger(__name__)
 
-N_BOOTSTRAP = 1000  # resamples for per-dataset confidence intervals
 N_PAIRED = 10000  # resamples / sign flips for paired run comparisons
-
-
-@dataclass
-class Scored:
-    """One dataset of one run, with per-question scores and bootstrap intervals (points)."""
-
-    name: str
-    language: str
-    rules: str
-    entry: dict
-    examples: list[Example]
-    scores: dict[str, tuple[float, float]]
-    em_ci: tuple[float, float, float]
-    f1_ci: tuple[float, float, float]
-
-    @property
-    def family(self) -> str:
-        head, _, tail = self.name.rpartition(".")
-        return head if head and tail == self.language else self.name
-
-
-@dataclass
-class Run:
-    name: str
-    eval_dir: Path
-    results: dict
-    datasets: dict[str, Scored]
-
-
-def _run_names(eval_dirs: list[Path], names: list[str] | None) -> list[str]:
-    if names is not None:
-        if len(names) != len(eval_dirs) or len(set(names)) != len(names):
-            raise ValueError(f"names must be {len(eval_dirs)} distinct labels, one per run, got {names}")
-        return list(names)
-    out: list[str] = []
-    for d in eval_dirs:
-        d = d.resolve()
-        base = d.parent.name if d.name == "eval" and d.parent.name else d.name
-        out.append(base if base not in out else f"{base}-{len(out) + 1}")
-    return out
-
-
-def load_runs(
-    eval_dirs: list[Path], names: list[str] | None = None, *, seed: int = 0, data_dirs: tuple = ()
-) -> list[Run]:
-    """Read every evaluation folder and score its datasets per question (data files are read once)."""
-    cache: dict[tuple, list[Example]] = {}
-    runs = []
-    for name, eval_dir in zip(_run_names(eval_dirs, names), eval_dirs):
-        results = analysis.read_results(eval_dir)
-        scored: dict[str, Scored] = {}
-        for entry in results["datasets"]:
-            path = analysis.resolve_data_path(entry, eval_dir, data_dirs)
-            key = (str(path.resolve()), entry.get("n_questions"), entry.get("sha256"))
-            if key not in cache:
-                cache[key] = analysis.load_examples(entry, eval_dir, data_dirs)
-            scores = analysis.per_question_scores(entry, eval_dir=eval_dir, examples=cache[key])
-            em, f1 = (np.array([s[i] for s in scores.values()]) for i in (0, 1))
-            ci = {k: analysis.bootstrap_ci(v, N_BOOTSTRAP, seed=seed) for k, v in (("em", em), ("f1", f1))}
-            lang = entry.get("language") or "?"
-            scored[entry["name"]] = Scored(
-                entry["name"], lang, entry["rules"], entry, cache[key], scores, ci["em"], ci["f1"]
-            )
-        runs.append(Run(name, Path(eval_dir), results, scored))
-    return runs
-
-
-# -- ordering and labels ------------------------------------------------------------------------------------
-def _datasets(runs: list[Run]) -> list[Scored]:
-    """One representative per dataset name in report order: family, then English first, then by language."""
-    seen: dict[str, Scored] = {}
-    for run in runs:
-        for name, ds in run.datasets.items():
-            seen.setdefault(name, ds)
-    size = {f: sum(d.family == f for d in seen.values()) for f in {d.family for d in seen.values()}}
-    return sorted(
-        seen.values(),
-        key=lambda d: (-size[d.family], d.family, d.language != analysis.PIVOT, d.language, d.name),
-    )
-
-
-def _gaps(run: Run) -> dict[str, float]:
-    """Transfer gap (F1 points) of each dataset against the English member of its family in the same run."""
-    out = {}
-    for family in sorted({d.family for d in run.datasets.values()}):
-        members = {d.language: d.f1_ci[0] for d in run.datasets.values() if d.family == family}
-        pivot = next((d for d in run.datasets.values() if d.family == family and d.language == "en"), None)
-        if pivot is not None and len(members) > 1:
-            by_name = {d.language: d.name for d in run.datasets.values() if d.family == family}
-            out.update({by_name[lang]: gap for lang, gap in analysis.transfer_gap(members).items()})
-    return out
-
-
-def _parallel_family(run: Run) -> list[Scored]:
-    """The largest family of the run whose datasets share question ids (parallel XQuAD), if any."""
-    families: dict[str, list[Scored]] = {}
-    for d in run.datasets.values():
-        families.setdefault(d.family, []).append(d)
-    best: list[Scored] = []
-    for members in families.values():
-        ids = [set(d.scores) for d in members]
-        shared = len(set.intersection(*ids))
-        parallel = len({d.language for d in members}) == len(members) and shared >= 0.9 * max(map(len, ids))
-        if len(members) >= 2 and parallel and len(members) > len(best):
-            best = members
-    return sorted(best, key=lambda d: (d.language != analysis.PIVOT, d.language))
 
 
 # -- sections -------------------------------------------------------------------------------------------------
@@ -151,7 +46,14 @@ def _p(p: float) -> str:
     return "<0.0001" if p < 1e-4 else f"{p:.4f}"
 
 
-def _score_section(runs: list[Run], datasets: list[Scored]) -> list[tuple]:
+def _ext_cell(entry: DatasetResult | None) -> str:
+    """``EM / F1`` under the xlqa-ext rules, or a dash where the dataset has none."""
+    if entry is None or entry.ext_f1 is None:
+        return "–"
+    return f"{_f(float(entry.extended['xlqa-ext']['exact_match']))} / {_f(entry.ext_f1)}"
+
+
+def _score_section(runs: list[Run], datasets: list[Scored]) -> list[Block]:
     header = ["dataset", "language", "rules", "n"]
     for r in runs:
         header += [f"{r.name} EM", f"{r.name} F1 (95% CI)"]
@@ -177,34 +79,28 @@ def _score_section(runs: list[Run], datasets: list[Scored]) -> list[tuple]:
             rows.append(row)
     what = "language" if len({d.family for d in datasets}) == 1 else "dataset"
     blocks = [
-        ("h2", "Scores"),
-        ("table", header, rows),
-        ("fig", "f1_by_language", f"F1 per {what} with 95% CI"),
-        ("fig", "f1_heatmap", f"F1 by run and {what}"),
+        Heading(2, "Scores"),
+        Table(header, rows),
+        Figure("f1_by_language", f"F1 per {what} with 95% CI"),
+        Figure("f1_heatmap", f"F1 by run and {what}"),
     ]
     rows = []
     for d in datasets:
-        ext = [
-            r.datasets[d.name].entry.get("extended", {}).get("xlqa-ext") if d.name in r.datasets else None
-            for r in runs
-        ]
-        if any(ext):
-            rows.append(
-                [d.name]
-                + [f"{_f(em_of({'metrics': m}))} / {_f(f1_of({'metrics': m}))}" if m else "–" for m in ext]
-            )
+        ext = [r.datasets[d.name].entry if d.name in r.datasets else None for r in runs]
+        if any(e is not None and e.ext_f1 is not None for e in ext):
+            rows.append([d.name, *(_ext_cell(e) for e in ext)])
     if rows:
         note = (
             "xlqa-ext EM / F1: this project's extension of the MLQA rules to languages without official rules "
             "(Unicode punctuation, one token per character in scripts without spaces). Not an official metric; "
             "shown beside the official-compatible numbers above, never instead of them."
         )
-        blocks += [("p", note), ("table", ["dataset", *(f"{r.name} EM / F1" for r in runs)], rows)]
+        blocks += [Paragraph(note), Table(["dataset", *(f"{r.name} EM / F1" for r in runs)], rows)]
     return blocks
 
 
-def _gap_section(runs: list[Run], datasets: list[Scored]) -> list[tuple]:
-    gaps = {r.name: _gaps(r) for r in runs}
+def _gap_section(runs: list[Run], datasets: list[Scored]) -> list[Block]:
+    gaps = {r.name: transfer_gaps(r) for r in runs}
     rows = [
         [d.name] + [_f(gaps[r.name].get(d.name, float("nan"))) for r in runs]
         for d in datasets
@@ -214,21 +110,20 @@ def _gap_section(runs: list[Run], datasets: list[Scored]) -> list[tuple]:
         return []
     mean = ["average"] + [_f(np.mean(list(g.values()))) if g else "–" for g in gaps.values()]
     return [
-        ("h2", "Transfer gap"),
-        ("p", "English F1 minus F1 in each language of the same benchmark (points; lower is better)."),
-        ("table", ["dataset", *gaps], [*rows, mean]),
-        ("fig", "transfer_gap", "Transfer gap per language"),
+        Heading(2, "Transfer gap"),
+        Paragraph("English F1 minus F1 in each language of the same benchmark (points; lower is better)."),
+        Table(["dataset", *gaps], [*rows, mean]),
+        Figure("transfer_gap", "Transfer gap per language"),
     ]
 
 
-def _paired_section(runs: list[Run], datasets: list[Scored], seed: int) -> list[tuple]:
+def _paired_section(runs: list[Run], datasets: list[Scored], seed: int) -> list[Block]:
     blocks = [
-        ("h2", "Paired significance"),
-        (
-            "p",
-            f"F1 difference of each run minus {runs[0].name}, paired over the same questions: 95% CI from a paired bootstrap, two-sided p from a paired sign-flip "
-            f"permutation test ({N_PAIRED} resamples each, seed {seed}); significant: p < 0.05. "
-            "p (Holm) corrects for testing every language of a run.",
+        Heading(2, "Paired significance"),
+        Paragraph(
+            f"F1 difference of each run minus {runs[0].name}, paired over the same questions: 95% CI from a "
+            f"paired bootstrap, two-sided p from a paired sign-flip permutation test ({N_PAIRED} resamples "
+            f"each, seed {seed}); significant: p < 0.05. p (Holm) corrects for testing every language of a run."
         ),
     ]
     base = runs[0]
@@ -236,10 +131,10 @@ def _paired_section(runs: list[Run], datasets: list[Scored], seed: int) -> list[
         rows, ps = [], []
         for d in datasets:
             a, b = base.datasets.get(d.name), other.datasets.get(d.name)
-            if a is None or b is None or a.entry.get("sha256") != b.entry.get("sha256"):
+            if a is None or b is None or a.entry.sha256 != b.entry.sha256:
                 continue
             qids = sorted(set(a.scores) & set(b.scores))
-            t = analysis.paired_test(
+            t = stats.paired_test(
                 [a.scores[q][1] for q in qids],
                 [b.scores[q][1] for q in qids],
                 method="permutation",
@@ -257,22 +152,22 @@ def _paired_section(runs: list[Run], datasets: list[Scored], seed: int) -> list[
                     "yes" if t["p_value"] < 0.05 else "no",
                 ]
             )
-        for row, p_holm in zip(rows, analysis.holm(ps)):
+        for row, p_holm in zip(rows, stats.holm(ps)):
             row.insert(5, _p(p_holm))
         blocks += [
-            ("h3", f"{other.name} vs {base.name}"),
-            ("table", ["dataset", "n", "ΔF1", "95% CI", "p", "p (Holm)", "significant"], rows)
+            Heading(3, f"{other.name} vs {base.name}"),
+            Table(["dataset", "n", "ΔF1", "95% CI", "p", "p (Holm)", "significant"], rows)
             if rows
-            else ("p", "No dataset evaluated by both on the same data."),
+            else Paragraph("No dataset evaluated by both on the same data."),
         ]
     return blocks
 
 
-def _consistency_section(run: Run, out: Path, figs: dict[str, Path]) -> list[tuple]:
-    members = _parallel_family(run)
+def _consistency_section(run: Run, out: Path, figs: dict[str, Path]) -> list[Block]:
+    members = parallel_family(run)
     if not members:
         return []
-    cons = analysis.consistency({d.language: {q: s[0] for q, s in d.scores.items()} for d in members})
+    cons = stats.consistency({d.language: {q: s[0] for q, s in d.scores.items()} for d in members})
     figs["consistency"] = consistency_figure(cons, run.name, out)
     n, langs = cons["n_questions"], cons["languages"]
     kappa = cons["kappa"][~np.eye(len(langs), dtype=bool)]
@@ -283,26 +178,26 @@ def _consistency_section(run: Run, out: Path, figs: dict[str, Path]) -> list[tup
     )
     rows = [[str(k), str(c), _f(100 * c / n)] for k, c in enumerate(cons["counts"])]
     return [
-        ("h2", "Cross-lingual consistency"),
-        ("p", text),
-        ("table", ["languages answered exactly", "questions", "%"], rows),
-        ("fig", "consistency", "Agreement between languages and questions by number of languages right"),
+        Heading(2, "Cross-lingual consistency"),
+        Paragraph(text),
+        Table(["languages answered exactly", "questions", "%"], rows),
+        Figure("consistency", "Agreement between languages and questions by number of languages right"),
     ]
 
 
 def _breakdown_section(
     runs: list[Run], datasets: list[Scored], out: Path, figs: dict[str, Path]
-) -> list[tuple]:
+) -> list[Block]:
     pooled: dict[str, dict[str, dict]] = {}
     first: dict[str, dict] = {}
     common = {d.name for d in datasets if all(d.name in r.datasets for r in runs)}
     for run in runs:
-        en = {d.family: d.examples for d in run.datasets.values() if d.language == analysis.PIVOT}
+        en = {d.family: d.examples for d in run.datasets.values() if d.language == stats.PIVOT}
         acc: dict[str, dict[str, list[float]]] = {
             k: {} for k in ("question", "answer_length", "context_length")
         }
         for d in run.datasets.values():
-            b = analysis.breakdowns(d.examples, d.scores, language=d.language, reference=en.get(d.family))
+            b = breakdowns(d.examples, d.scores, language=d.language, reference=en.get(d.family))
             if run is runs[0]:
                 first[d.name] = b
             for kind, buckets in b.items() if d.name in common else ():
@@ -316,13 +211,12 @@ def _breakdown_section(
     if common:
         figs["breakdowns"] = breakdown_figure(pooled, out)
     blocks = [
-        ("h2", "Breakdowns"),
-        (
-            "p",
+        Heading(2, "Breakdowns"),
+        Paragraph(
             "F1 by question type, gold answer length and context length. For a parallel benchmark the "
             "buckets come from the English question, so they mean the same in every language; "
             f"the tables are for {runs[0].name} (F1 and number of questions), the figure pools the datasets "
-            "that every run has.",
+            "that every run has."
         ),
     ]
     names = [d.name for d in datasets if d.name in first]
@@ -337,33 +231,33 @@ def _breakdown_section(
             for b in buckets
         ]
         title = BREAKDOWN_TITLES[kind]
-        blocks += [("h3", f"F1 by {title} (questions)"), ("table", [title.split(" (")[0], *names], rows)]
-    fig = [("fig", "breakdowns", "F1 by question type, answer length and context length")] if common else []
+        blocks += [Heading(3, f"F1 by {title} (questions)"), Table([title.split(" (")[0], *names], rows)]
+    fig = [Figure("breakdowns", "F1 by question type, answer length and context length")] if common else []
     return blocks + fig
 
 
-def _squad2_section(runs: list[Run], out: Path, figs: dict[str, Path]) -> list[tuple]:
+def _squad2_section(runs: list[Run], out: Path, figs: dict[str, Path]) -> list[Block]:
     curves, rows = {}, []
     for run in runs:
         for d in run.datasets.values():
             if d.rules != "squad2":
                 continue
             ddir = run.eval_dir / d.name
-            nbest = analysis.read_json_file(ddir / "nbest_predictions.json")
-            odds = analysis.read_json_file(ddir / "null_odds.json")
+            nbest = read_json_file(ddir / "nbest_predictions.json")
+            odds = read_json_file(ddir / "null_odds.json")
             span = {q: next((e["text"] for e in v if e.get("start", 0) >= 0), "") for q, v in nbest.items()}
             gold = gold_texts(d.examples)
             raw = metrics.per_question(gold, span, "squad2")
-            c = analysis.squad2_curves(
+            c = stats.squad2_curves(
                 odds, gold, {q: s[1] for q, s in raw.items()}, {q: s[0] for q, s in raw.items()}
             )
-            curves[f"{run.name} {d.name}"] = {**c, "used": d.entry.get("null_threshold")}
+            curves[f"{run.name} {d.name}"] = {**c, "used": d.entry.null_threshold}
             rows.append(
                 [
                     run.name,
                     d.name,
                     _f(d.f1_ci[0]),
-                    str(d.entry.get("null_threshold")),
+                    str(d.entry.null_threshold),
                     _f(c["best_f1"]),
                     "-inf" if np.isneginf(c["best_threshold"]) else _f(c["best_threshold"], 3),
                     _f(c["average_precision"], 3),
@@ -373,42 +267,66 @@ def _squad2_section(runs: list[Run], out: Path, figs: dict[str, Path]) -> list[t
         return []
     figs["squad2_threshold"] = squad2_figure(curves, out)
     return [
-        ("h2", "SQuAD v2 no-answer threshold"),
-        (
-            "p",
-            "A question gets its best span when null odds <= threshold, else no answer (-inf: none answered).",
+        Heading(2, "SQuAD v2 no-answer threshold"),
+        Paragraph(
+            "A question gets its best span when null odds <= threshold, else no answer (-inf: none answered)."
         ),
-        ("table", ["run", "dataset", "F1", "threshold used", "best F1", "best threshold", "AP"], rows),
-        ("fig", "squad2_threshold", "Precision-recall and F1 as the no-answer threshold moves"),
+        Table(["run", "dataset", "F1", "threshold used", "best F1", "best threshold", "AP"], rows),
+        Figure("squad2_threshold", "Precision-recall and F1 as the no-answer threshold moves"),
     ]
 
 
-def _runs_section(runs: list[Run], seed: int) -> list[tuple]:
+def _runs_section(runs: list[Run], seed: int) -> list[Block]:
     rows = [
         [
             r.name,
             str(r.eval_dir),
-            str(r.results.get("config", {}).get("model", "")),
-            str(r.results.get("precision", "")),
-            str(r.results.get("environment", {}).get("xlqa", "")),
+            str(r.results.config.get("model", "")),
+            "" if r.results.precision is None else r.results.precision,
+            r.results.environment.get("xlqa", ""),
             str(len(r.datasets)),
         ]
         for r in runs
     ]
     return [
-        ("h1", "xlqa evaluation report"),
-        (
-            "p",
+        Heading(1, "xlqa evaluation report"),
+        Paragraph(
             f"Scores follow each dataset's official rules; 95% confidence intervals are percentile "
-            f"bootstraps over questions ({N_BOOTSTRAP} resamples, seed {seed}).",
+            f"bootstraps over questions ({N_BOOTSTRAP} resamples, seed {seed})."
         ),
-        ("h2", "Runs"),
-        ("table", ["run", "evaluation folder", "model", "precision", "xlqa", "datasets"], rows),
+        Heading(2, "Runs"),
+        Table(["run", "evaluation folder", "model", "precision", "xlqa", "datasets"], rows),
     ]
 
 
+def report_blocks(runs: list[Run], fig_dir: Path, *, seed: int = 0) -> tuple[list[Block], dict[str, Path]]:
+    """The report's blocks for runs already loaded (:func:`xlqa.report.loading.load_runs`), and its figures.
+
+    Args:
+        runs: the runs, reference first.
+        fig_dir: folder the PNG figures are written to (must exist).
+        seed: seed of the paired tests.
+
+    Returns:
+        The blocks in page order, and figure stem -> PNG written (every :class:`Figure` block's stem is in it).
+    """
+    datasets = report_datasets(runs)
+    figs = score_figures(runs, datasets, {r.name: transfer_gaps(r) for r in runs}, fig_dir)
+    blocks = _runs_section(runs, seed) + _score_section(runs, datasets) + _gap_section(runs, datasets)
+    if len(runs) > 1:
+        blocks += _paired_section(runs, datasets, seed)
+    blocks += _consistency_section(runs[0], fig_dir, figs) + _breakdown_section(runs, datasets, fig_dir, figs)
+    blocks += _squad2_section(runs, fig_dir, figs)
+    return blocks, figs
+
+
 def build_report(
-    eval_dirs: list[Path], out: Path, *, names: list[str] | None = None, seed: int = 0, data_dirs: tuple = ()
+    eval_dirs: Sequence[str | Path],
+    out: str | Path,
+    *,
+    names: list[str] | None = None,
+    seed: int = 0,
+    data_dirs: Sequence[str | Path] = (),
 ) -> dict[str, Path]:
     """Write ``report.md``, ``report.html`` (standalone), ``metrics.csv`` and ``figures/*.png`` into ``out``.
 
@@ -421,23 +339,21 @@ def build_report(
 
     Returns:
         ``markdown``, ``html``, ``csv`` and one entry per figure (its stem) -> path written.
+
+    Raises:
+        ConfigError: no folder, or names that are not one distinct label per folder.
+        DataError: a folder without a readable ``results.json``, or data files that moved or changed.
     """
     if not eval_dirs:
-        raise ValueError("build_report needs at least one evaluation folder")
+        raise ConfigError("build_report needs at least one evaluation folder")
     runs = load_runs([Path(d) for d in eval_dirs], names, seed=seed, data_dirs=data_dirs)
     out = Path(out)
     fig_dir = out / "figures"
     fig_dir.mkdir(parents=True, exist_ok=True)
-    datasets = _datasets(runs)
-    figs = score_figures(runs, datasets, {r.name: _gaps(r) for r in runs}, fig_dir)
-    blocks = _runs_section(runs, seed) + _score_section(runs, datasets) + _gap_section(runs, datasets)
-    if len(runs) > 1:
-        blocks += _paired_section(runs, datasets, seed)
-    blocks += _consistency_section(runs[0], fig_dir, figs) + _breakdown_section(runs, datasets, fig_dir, figs)
-    blocks += _squad2_section(runs, fig_dir, figs)
+    blocks, figs = report_blocks(runs, fig_dir, seed=seed)
     written = {"markdown": out / "report.md", "html": out / "report.html", "csv": out / "metrics.csv"}
-    written["markdown"].write_text(render_markdown(blocks), encoding="utf-8")
-    written["html"].write_text(render_html(blocks, figs), encoding="utf-8")
-    write_csv(runs, datasets, written["csv"])
+    write_text_atomic(written["markdown"], render_markdown(blocks))
+    write_text_atomic(written["html"], render_html(blocks, figs))
+    write_csv(runs, report_datasets(runs), written["csv"])
     log.info("report written to %s", out)
     return {**written, **figs}

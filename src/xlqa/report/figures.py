@@ -1,20 +1,18 @@
 """Matplotlib figures of the evaluation report (PNG files, deterministic: no software/date stamp).
 
-`build_report` in :mod:`xlqa.report.build` computes the numbers; the functions here draw them and return the
-path of each PNG written.
+:mod:`xlqa.report.build` computes the numbers; the functions here draw them and return the path of each PNG
+written. They take the report's types from :mod:`xlqa.report.model`, so they never import the builder.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-if TYPE_CHECKING:
-    from xlqa.report.build import Run, Scored
+from xlqa.report.model import Run, Scored
 
 COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
 RC = {"font.size": 11, "axes.titlesize": 13, "axes.labelsize": 11, "legend.fontsize": 10, "figure.dpi": 100}

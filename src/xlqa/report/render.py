@@ -1,71 +1,65 @@
-"""Rendering of a report's blocks: Markdown, one standalone HTML page (figures inlined), and the metrics CSV.
+"""Rendering of a report's blocks (:mod:`xlqa.report.model`): Markdown, one standalone HTML page (figures
+inlined), and the metrics CSV.
 
-A block is a tuple: ``("h1"|"h2"|"h3", text)``, ``("p", text)``, ``("table", header, rows)`` or
-``("fig", stem, caption)``. Both renderers walk the same list, so Markdown and HTML always say the same.
+Both renderers walk the same blocks, so Markdown and HTML always say the same. The HTML comes from the
+Jinja2 templates in :mod:`xlqa.web` (shared with the dashboard), with the CSS inlined and every figure a
+``data:`` URI, so the page is one file that needs nothing else.
 """
 
 from __future__ import annotations
 
 import base64
 import csv
-import html
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from markupsafe import Markup
 
-def render_markdown(blocks: list[tuple]) -> str:
+from xlqa.fileio import atomic_open
+from xlqa.report.model import Block, Figure, Heading, Paragraph, Run, Scored, Table
+from xlqa.web import static_text, templates
+
+TITLE = "xlqa evaluation report"
+
+
+def _md_cell(value: str) -> str:
+    return str(value).replace("|", "\\|")
+
+
+def render_markdown(blocks: Sequence[Block]) -> str:
+    """The report as Markdown; figures link to ``figures/<stem>.png`` next to the file."""
     lines: list[str] = []
-    for kind, *rest in blocks:
-        if kind in ("h1", "h2", "h3"):
-            lines += ["#" * int(kind[1]) + " " + rest[0], ""]
-        elif kind == "p":
-            lines += [rest[0], ""]
-        elif kind == "table":
-            header, rows = rest
-            cell = lambda v: str(v).replace("|", "\\|")  # noqa: E731
-            lines += ["| " + " | ".join(map(cell, header)) + " |", "|" + "---|" * len(header)]
-            lines += ["| " + " | ".join(map(cell, row)) + " |" for row in rows] + [""]
-        elif kind == "fig":
-            lines += [f"![{rest[1]}](figures/{rest[0]}.png)", ""]
+    for block in blocks:
+        match block:
+            case Heading(level, text):
+                lines += ["#" * level + " " + text, ""]
+            case Paragraph(text):
+                lines += [text, ""]
+            case Table(header, rows):
+                lines += ["| " + " | ".join(map(_md_cell, header)) + " |", "|" + "---|" * len(header)]
+                lines += ["| " + " | ".join(map(_md_cell, row)) + " |" for row in rows] + [""]
+            case Figure(stem, caption):
+                lines += [f"![{caption}](figures/{stem}.png)", ""]
     return "\n".join(lines)
 
 
-CSS = """body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;max-width:1200px;margin:2em auto;
-padding:0 1em;color:#222;line-height:1.45}h1{border-bottom:2px solid #1f77b4;padding-bottom:.2em}
-h2{margin-top:1.8em;border-bottom:1px solid #ddd}table{border-collapse:collapse;margin:.8em 0;font-size:.9em;
-display:block;overflow-x:auto}th,td{border:1px solid #ccc;padding:.3em .6em;text-align:right;white-space:nowrap}
-th{background:#f0f4f8}td:first-child,th:first-child{text-align:left}tr:nth-child(even) td{background:#fafafa}
-figure{margin:1em 0}img{max-width:100%;height:auto}figcaption{color:#555;font-size:.9em}"""
-
-
-def render_html(blocks: list[tuple], figs: dict[str, Path]) -> str:
-    esc = html.escape
-    parts = []
-    for kind, *rest in blocks:
-        if kind in ("h1", "h2", "h3"):
-            parts.append(f"<{kind}>{esc(rest[0])}</{kind}>")
-        elif kind == "p":
-            parts.append(f"<p>{esc(rest[0])}</p>")
-        elif kind == "table":
-            head = "".join(f"<th>{esc(str(h))}</th>" for h in rest[0])
-            body = "".join(
-                "<tr>" + "".join(f"<td>{esc(str(v))}</td>" for v in row) + "</tr>" for row in rest[1]
-            )
-            parts.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
-        elif kind == "fig":
-            data = base64.b64encode(figs[rest[0]].read_bytes()).decode("ascii")
-            parts.append(
-                f'<figure><img src="data:image/png;base64,{data}" alt="{esc(rest[1])}">'
-                f"<figcaption>{esc(rest[1])}</figcaption></figure>"
-            )
-    title = "xlqa evaluation report"
+def render_html(blocks: Sequence[Block], figs: Mapping[str, Path], *, title: str = TITLE) -> str:
+    """The report as one standalone HTML page (template ``report.html``): CSS inlined, PNGs as data URIs."""
+    figure_src = {
+        stem: "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode("ascii")
+        for stem, path in figs.items()
+    }
+    css = Markup(static_text("xlqa.css").strip())  # trusted: our own file, and <style> content is not escaped
     return (
-        f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>{title}</title>\n'
-        f"<style>{CSS}</style>\n</head>\n<body>\n" + "\n".join(parts) + "\n</body>\n</html>\n"
+        templates()
+        .get_template("report.html")
+        .render(title=title, css=css, blocks=blocks, figure_src=figure_src)
     )
 
 
-def write_csv(runs: list, datasets: list, path: Path) -> Path:
-    with path.open("w", newline="", encoding="utf-8") as fh:
+def write_csv(runs: Sequence[Run], datasets: Sequence[Scored], path: Path) -> Path:
+    """One row per run and dataset (in report order): EM, F1 and their 95% intervals, 4 decimals."""
+    with atomic_open(path) as fh:
         w = csv.writer(fh, lineterminator="\n")
         w.writerow(
             [
