@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from xlqa.sources import registry as datasets
-from xlqa.sources.download import fetch, sha256_file
+from xlqa.sources.download import fetch
 from xlqa.sources.registry import (
     GROUPS,
     MLQA_LANGS,
@@ -18,6 +18,7 @@ from xlqa.sources.registry import (
     get_spec,
     list_benchmarks,
 )
+from xlqa.sources.verify import sha256_file
 
 
 def test_every_name_and_group_expands():

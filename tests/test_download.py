@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import re
 import socket
 import tarfile
@@ -292,6 +293,16 @@ def test_mirror_folder_read_in_place_with_mirror_checksum(tmp_path, monkeypatch)
         fetch(spec, cache_dir=cache)
     assert str(mirror / "fake" / "fake.dev.json") in str(err.value)
     assert (mirror / "fake" / "fake.dev.json").exists()  # a mirror is never modified
+
+    # every fetch re-hashes: a same-size edit that keeps the modification time is caught too
+    path = mirror / "fake" / "fake.dev.json"
+    path.write_bytes(PAYLOAD)
+    st = path.stat()
+    assert fetch(spec, cache_dir=cache) == path
+    path.write_bytes(PAYLOAD.replace(b"Paris", b"Pariz"))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    with pytest.raises(ChecksumError, match="neither the official file"):
+        fetch(spec, cache_dir=cache)
 
     with pytest.raises(DownloadError, match="not in mirror folder"):
         fetch(make_spec("https://example.invalid/g.json", name="other"), mirror=mirror)

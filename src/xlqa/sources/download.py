@@ -26,47 +26,45 @@ benchmark and URL and pointing at ``--mirror`` / ``XLQA_MIRROR``. The final file
 A partial download ``<target>.part`` is kept only when it holds bytes that a later call can resume with an
 HTTP Range request (the error says so); when the server does not answer 206 the download restarts.
 Transient failures (connection errors, timeouts, HTTP 5xx) are retried ``retries`` times, each resuming.
+
+The checks live in :mod:`xlqa.sources.verify` and archive extraction in :mod:`xlqa.sources.archive`. The
+transfer is our own code on urllib rather than pooch or huggingface_hub's downloader: pooch cannot resume a
+partial download (nor accept more than one checksum per file, nor fall back to mirrors), and
+huggingface_hub's ``http_get`` resumes but is a hub-internal helper (its signature and HTTP client changed
+between major versions) whose errors would still need mapping to the ones above.
 """
 
 from __future__ import annotations
 
-import difflib
-import hashlib
-import json
 import logging
 import os
-import shutil
-import tarfile
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
-import zipfile
 from http.client import HTTPException
 from pathlib import Path
 
 from tqdm import tqdm
 
 from xlqa import __version__
-from xlqa.errors import ChecksumError, DownloadError
+from xlqa.errors import DownloadError
 from xlqa.settings import get_settings
+from xlqa.sources.archive import extract_member
 from xlqa.sources.registry import BenchmarkSpec, expand
+from xlqa.sources.verify import CHUNK, from_mirror_folder, note_variant, verify_download
 
 __all__ = [
-    "ChecksumError",
-    "DownloadError",
     "cached_path",
     "data_dir",
     "default_cache_dir",
     "fetch",
     "get",
     "is_cached",
-    "sha256_file",
 ]
 
 logger = logging.getLogger(__name__)
 
-CHUNK = 1 << 20
 USER_AGENT = f"xlqa/{__version__} (+python urllib)"
 _HINT = (
     "Check the network, or use a mirror: --mirror DIR_OR_URL or XLQA_MIRROR, laid out like the reference "
@@ -96,27 +94,6 @@ def cached_path(spec: BenchmarkSpec, cache_dir: str | os.PathLike[str] | None = 
 def is_cached(spec: BenchmarkSpec, cache_dir: str | os.PathLike[str] | None = None) -> bool:
     """True when the file of ``spec`` is already in the cache."""
     return cached_path(spec, cache_dir).is_file()
-
-
-def sha256_file(path: str | os.PathLike[str]) -> str:
-    """The hex sha256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-_VERIFIED: dict[tuple[str, int, int], str] = {}
-
-
-def _sha256_memo(path: Path) -> str:
-    """sha256 of a mirror file, remembered per (path, size, mtime) so repeated fetches do not re-hash it."""
-    st = path.stat()
-    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
-    if key not in _VERIFIED:
-        _VERIFIED[key] = sha256_file(path)
-    return _VERIFIED[key]
 
 
 def _is_url(location: str) -> bool:
@@ -157,7 +134,7 @@ def fetch(
     """
     location = _resolve_mirror(mirror)
     if location and not _is_url(location):
-        return _from_mirror_folder(spec, Path(location).expanduser())
+        return from_mirror_folder(spec, Path(location).expanduser())
     target = cached_path(spec, cache_dir)
     if target.is_file():
         logger.debug("%s: using cached %s", spec.name, target)
@@ -165,14 +142,14 @@ def fetch(
     opts = {"progress": progress, "retries": retries, "timeout": timeout}
     if location:
         url = location.rstrip("/") + "/" + urllib.parse.quote(spec.mirror_path)
-        _note_variant(spec, _download(spec, url, target, spec.mirror_checksums, None, **opts), url)
+        note_variant(spec, _download(spec, url, target, spec.mirror_checksums, None, **opts), url)
     elif not spec.is_archive:
         _download(spec, spec.url, target, (spec.sha256,) if spec.sha256 else (), spec.size, **opts)
     else:
         archive = data_dir(cache_dir) / "_archives" / Path(urllib.parse.urlsplit(spec.url).path).name
         if not archive.is_file():
             _download(spec, spec.url, archive, (spec.sha256,) if spec.sha256 else (), spec.size, **opts)
-        _extract(spec, archive, target)
+        extract_member(spec, archive, target)
     logger.info("%s: ready at %s", spec.name, target)
     return target
 
@@ -209,50 +186,6 @@ def get_available(
         except DownloadError as err:
             failed.append((spec, err))
     return fetched, failed
-
-
-# ---------------------------------------------------------------- mirror folder
-def _from_mirror_folder(spec: BenchmarkSpec, folder: Path) -> Path:
-    path = folder / spec.mirror_path
-    if not path.is_file():
-        raise DownloadError(
-            f"benchmark {spec.name!r}: not in mirror folder {folder} (expected {path}). Put the file there, "
-            f"or fetch without --mirror / XLQA_MIRROR to download it from {spec.url}"
-        )
-    accepted = spec.mirror_checksums
-    if not accepted:
-        _check_json(spec, path, str(path))
-        logger.warning(
-            "%s: no known sha256 for the mirror copy %s; checked by JSON parse only", spec.name, path
-        )
-        return path
-    actual = _sha256_memo(path)
-    if actual not in accepted:
-        raise ChecksumError(
-            f"benchmark {spec.name!r}: mirror file {path} has sha256 {actual}, expected "
-            f"{' or '.join(accepted)}. It is neither the official file ({spec.url}) nor the reference-mirror "
-            "copy; replace it, or fetch without --mirror / XLQA_MIRROR."
-        )
-    _note_variant(spec, actual, str(path))
-    return path
-
-
-def _note_variant(spec: BenchmarkSpec, actual: str | None, where: str) -> None:
-    if not spec.is_archive and spec.sha256 and actual and actual != spec.sha256:
-        extra = f" ({spec.note})" if spec.note else ""
-        logger.info("%s: %s is the reference-mirror build, not the official file%s", spec.name, where, extra)
-
-
-def _check_json(spec: BenchmarkSpec, path: Path, where: str) -> None:
-    try:
-        with open(path, encoding="utf-8") as f:
-            payload = json.load(f)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DownloadError(f"benchmark {spec.name!r}: {where} is not valid JSON: {exc}") from exc
-    if not isinstance(payload, dict) or not isinstance(payload.get("data"), list):
-        raise DownloadError(
-            f"benchmark {spec.name!r}: {where} has no top-level 'data' list (not SQuAD format)"
-        )
 
 
 # ---------------------------------------------------------------- network
@@ -292,7 +225,7 @@ def _download(
         except DownloadError:
             part.unlink(missing_ok=True)
             raise
-    actual = _verify_part(spec, url, part, accepted, size, is_json=dest.suffix == ".json")
+    actual = verify_download(spec, url, part, accepted, size, is_json=dest.suffix == ".json")
     os.replace(part, dest)
     return actual
 
@@ -382,78 +315,3 @@ def _range_start(content_range: str) -> int | None:
         return int(spec.split("-", 1)[0]) if unit == "bytes" else None
     except ValueError:
         return None
-
-
-def _verify_part(
-    spec: BenchmarkSpec, url: str, part: Path, accepted: tuple[str, ...], size: int | None, *, is_json: bool
-) -> str | None:
-    """Check a finished download; delete it and raise ChecksumError when it is not the expected file."""
-    actual_size = part.stat().st_size
-    if accepted:
-        actual = sha256_file(part)
-        if actual not in accepted:
-            part.unlink(missing_ok=True)
-            raise ChecksumError(
-                f"benchmark {spec.name!r}: sha256 mismatch for {url}: expected {' or '.join(accepted)}, "
-                f"got {actual} ({actual_size} bytes). The download was deleted. The file changed upstream or "
-                f"was corrupted in transit; retry, or use --mirror / XLQA_MIRROR."
-            )
-        return actual
-    if size is not None and actual_size != size:
-        part.unlink(missing_ok=True)
-        raise ChecksumError(
-            f"benchmark {spec.name!r}: size mismatch for {url}: expected {size} bytes, got {actual_size}. "
-            "The download was deleted."
-        )
-    if is_json:
-        try:
-            _check_json(spec, part, url)
-        except DownloadError:
-            part.unlink(missing_ok=True)
-            raise
-    logger.warning("%s: no sha256 known for %s; checked by size/JSON parse only", spec.name, url)
-    return None
-
-
-# ---------------------------------------------------------------- archives
-def _extract(spec: BenchmarkSpec, archive: Path, target: Path) -> None:
-    """Extract ``spec.member`` from a verified zip or tar archive to ``target`` through a temporary file."""
-    assert spec.member is not None
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
-    try:
-        if zipfile.is_zipfile(archive):
-            with zipfile.ZipFile(archive) as zf:
-                names = zf.namelist()
-                if spec.member not in names:
-                    raise _missing_member(spec, archive, names)
-                with zf.open(spec.member) as src, open(tmp, "wb") as out:
-                    shutil.copyfileobj(src, out, CHUNK)
-        elif tarfile.is_tarfile(archive):
-            with tarfile.open(archive, "r:*") as tf:
-                try:
-                    src = tf.extractfile(tf.getmember(spec.member))
-                except KeyError:
-                    src = None
-                if src is None:
-                    raise _missing_member(spec, archive, tf.getnames())
-                with src, open(tmp, "wb") as out:
-                    shutil.copyfileobj(src, out, CHUNK)
-        else:
-            raise DownloadError(
-                f"benchmark {spec.name!r}: {archive} (from {spec.url}) is neither a zip nor a tar archive"
-            )
-        os.replace(tmp, target)
-        logger.info("%s: extracted %s from %s", spec.name, spec.member, archive.name)
-    except (zipfile.BadZipFile, tarfile.TarError, EOFError) as exc:
-        raise DownloadError(f"benchmark {spec.name!r}: cannot read archive {archive}: {exc}") from exc
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _missing_member(spec: BenchmarkSpec, archive: Path, names: list[str]) -> DownloadError:
-    close = difflib.get_close_matches(spec.member or "", names, n=3)
-    hint = f"; close: {', '.join(close)}" if close else ""
-    return DownloadError(
-        f"benchmark {spec.name!r}: member {spec.member!r} not found in {archive} ({len(names)} members{hint})"
-    )
