@@ -20,9 +20,9 @@ from xlqa.data import (
     UnlocatableAnswer,
     check_files,
     format_report,
-    guess_language,
     load_squad,
 )
+from xlqa.languages import guess_language
 
 CONTEXT = "Paris is the capital of France. Paris has 2 million people."
 
