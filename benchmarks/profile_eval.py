@@ -16,11 +16,12 @@ from pathlib import Path
 import torch
 
 from xlqa.data import load_squad
-from xlqa.evaluate import rules_for, score_examples
+from xlqa.evaluate import score_examples
 from xlqa.features import FeatureParams, build_features
 from xlqa.modeling import choose_precision, load_qa_model
 from xlqa.postprocess import decode
 from xlqa.predict import padded_offsets, predict_logits
+from xlqa.sources.registry import spec_for_file
 
 
 def main() -> None:
@@ -68,14 +69,14 @@ def main() -> None:
             [e.context for e in data.examples],
         ),
     )  # fmt: skip
-    scored = timed("score", lambda: score_examples(data.examples, dec.predictions, rules=rules_for(data),
+    scored = timed("score", lambda: score_examples(data.examples, dec.predictions, rules=spec_for_file(data).rules,
                                                    language=data.language))  # fmt: skip
     total = sum(phases.values())
     for k, v in phases.items():
         print(f"{k:12s} {v:8.2f} s  {100 * v / total:5.1f}%")
-    print(f"{'total':12s} {total:8.2f} s   windows {len(feats)}  F1 {scored['metrics']['f1']:.2f}")
+    print(f"{'total':12s} {total:8.2f} s   windows {len(feats)}  F1 {scored.f1:.2f}")
     out = {"args": vars(args), "precision": precision, "device": str(device), "windows": len(feats),
-           "phases_s": phases, "metrics": scored["metrics"]}  # fmt: skip
+           "phases_s": phases, "metrics": scored.metrics}  # fmt: skip
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=2))
 

@@ -16,7 +16,7 @@ import pytest
 
 from xlqa.config import TrainConfig
 from xlqa.data import load_squad
-from xlqa.evaluate import f1_of, score_examples
+from xlqa.evaluate import score_examples
 from xlqa.modeling import load_qa_model
 from xlqa.predict import answer, predict_examples
 
@@ -31,7 +31,7 @@ CONTEXT = (
 
 def _dev_f1(model, tok, dev) -> float:
     dec = predict_examples(model, tok, dev.examples, progress=False, cache_dir="")
-    return f1_of(score_examples(dev.examples, dec.predictions, rules="squad1"))
+    return score_examples(dev.examples, dec.predictions, rules="squad1").f1
 
 
 @pytest.fixture(scope="module")

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from xlqa.data import SquadData, gold_texts
-from xlqa.evaluate import rules_for
 from xlqa.features import FeatureParams, build_features
 from xlqa.metrics import per_question
 from xlqa.postprocess import MAX_ANSWER_LENGTH, decode, pad_ragged
+from xlqa.sources.registry import spec_for_file
 
 
 @dataclass
@@ -47,7 +47,7 @@ def answer_ceiling(
 
     ``rules`` defaults to the data's official rule set (MLQA rules for MLQA files, SQuAD v1.1 otherwise).
     """
-    rules = rules or rules_for(data)
+    rules = rules or spec_for_file(data).rules
     if rules == "squad2":
         rules = "squad1"  # unanswerable questions are left out below; the answerable ones score alike
     examples = [ex for ex in data.examples if not ex.is_impossible]

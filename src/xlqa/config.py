@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from xlqa.errors import ConfigError
+from xlqa.metrics import RULES
 from xlqa.postprocess import MAX_ANSWER_LENGTH
-from xlqa.sources.registry import XQUAD_LANGS
+from xlqa.sources.spec import XQUAD_LANGS
 
 
 def _f(
@@ -200,18 +201,13 @@ class PredictConfig:
         check_choices(self)
 
 
-RULE_SETS = ("squad1", "squad2", "mlqa", "xlqa-ext")
-
-
 @dataclass
 class ScoreConfig:
     """Scoring a predictions file against a SQuAD-format file with the official rules."""
 
     data: str = _f("", "SQuAD-format data file with the gold answers [required]")
     predictions: str = _f("", "JSON object: question id -> predicted text [required]")
-    rules: str = _f(
-        "squad1", "official rule set (xlqa-ext: xlqa's extension, not official)", choices=RULE_SETS
-    )
+    rules: str = _f("squad1", "official rule set (xlqa-ext: xlqa's extension, not official)", choices=RULES)
     lang: str | None = _f(None, "answer language (needed by mlqa and xlqa-ext)")
     na_probs: str | None = _f(None, "squad2: JSON question id -> no-answer probability")
 

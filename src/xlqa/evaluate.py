@@ -152,16 +152,3 @@ def evaluate_model(
         )  # fmt: skip
 
     return evaluate_targets(cfg, targets, predict, precision=precision)
-
-
-# -- transitional: callers in other packages move to DatasetResult.em/.f1 and spec_for_file --------------------
-def f1_of(result) -> float:
-    return result.f1 if isinstance(result, DatasetResult) else DatasetResult.model_validate(result).f1
-
-
-def em_of(result) -> float:
-    return result.em if isinstance(result, DatasetResult) else DatasetResult.model_validate(result).em
-
-
-def rules_for(data: SquadData) -> str:
-    return spec_for_file(data).rules

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from xlqa.data import Example
+from xlqa.errors import ConfigError, ModelLoadError
 from xlqa.fileio import atomic_open
 
 log = logging.getLogger(__name__)
@@ -37,14 +38,14 @@ class FeatureParams:
 
     def __post_init__(self) -> None:
         if self.max_seq_length < 16:
-            raise ValueError(f"max_seq_length must be at least 16, got {self.max_seq_length}")
+            raise ConfigError(f"--max-seq-length must be at least 16, got {self.max_seq_length}")
         if not 0 < self.doc_stride < self.max_seq_length:
-            raise ValueError(
-                f"doc_stride must be between 1 and max_seq_length-1, got {self.doc_stride} "
+            raise ConfigError(
+                f"--doc-stride must be between 1 and max_seq_length-1, got {self.doc_stride} "
                 f"(max_seq_length {self.max_seq_length})"
             )
         if self.max_query_length < 1:
-            raise ValueError(f"max_query_length must be >= 1, got {self.max_query_length}")
+            raise ConfigError(f"--max-query-length must be >= 1, got {self.max_query_length}")
         # the question may take at most half the window, so that every window keeps room for context
         object.__setattr__(self, "max_query_length", min(self.max_query_length, self.max_seq_length // 2))
 
@@ -171,7 +172,9 @@ def build_features(
     """
     params = params or FeatureParams()
     if not getattr(tokenizer, "is_fast", False):
-        raise ValueError(f"{type(tokenizer).__name__} is not a fast tokenizer: offsets are required for QA")
+        raise ModelLoadError(
+            f"{type(tokenizer).__name__} is not a fast tokenizer: offsets are required for QA"
+        )
     enc, context_seq = _encode(examples, tokenizer, params)
     mapping = enc["overflow_to_sample_mapping"]
     has_tt = "token_type_ids" in enc and "token_type_ids" in tokenizer.model_input_names

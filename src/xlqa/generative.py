@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 from xlqa.batching import sorted_batches
 from xlqa.data import Example
+from xlqa.errors import ConfigError, ModelLoadError
 from xlqa.postprocess import MAX_ANSWER_LENGTH
 from xlqa.results import NBestCandidate
 
@@ -76,7 +77,9 @@ def build_windows(
 
     eos = tokenizer.eos_token_id
     if eos is None:
-        raise ValueError(f"{type(tokenizer).__name__} has no end-of-sequence token; generative QA needs one")
+        raise ModelLoadError(
+            f"{type(tokenizer).__name__} has no end-of-sequence token; generative QA needs one"
+        )
     questions = truncate_questions(
         [ex.question for ex in examples], tokenizer, min(max_query_length, max_seq_length // 2)
     )
@@ -96,8 +99,8 @@ def build_windows(
         offs = contexts["offset_mapping"][i]
         room = max_seq_length - len(prefix) - 1
         if room < 1:
-            raise ValueError(
-                f"question {ex.id}: max_seq_length {max_seq_length} leaves no room for the context"
+            raise ConfigError(
+                f"question {ex.id}: --max-seq-length {max_seq_length} leaves no room for the context"
             )
         label = np.asarray([*targets[i][: max_answer_length - 1], eos], dtype=np.int64)
         start = 0

@@ -16,7 +16,6 @@ Nothing here prints or exits: errors a user can fix are :class:`xlqa.errors.Xlqa
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -75,9 +74,8 @@ def evaluate(cfg: EvalConfig, *, name: str | None = None, store: RunStore | None
     cfg.data = files
     targets = load_targets(files, cfg.max_examples)  # a bad file fails before any run or model exists
     store = store or RunStore()
-    previous = Path(cfg.output) / "run.json" if cfg.output else None
-    if previous is not None and previous.exists():
-        run = store.get_run(json.loads(previous.read_text())["id"])
+    if cfg.output and (Path(cfg.output) / "run.json").exists():  # evaluated before: the same run again
+        run = store.resolve(cfg.output)
     else:
         run = store.create_run("eval", model=cfg.model, config=asdict(cfg), name=name, dir=cfg.output or None)
     cfg.output = str(run.dir)

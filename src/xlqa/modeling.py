@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from xlqa.errors import ModelLoadError
+from xlqa.errors import ConfigError, ModelLoadError
 
 log = logging.getLogger(__name__)
 
@@ -131,11 +131,11 @@ def choose_precision(requested: str = "auto", device: torch.device | str | None 
     fp16 is only used when asked for explicitly.
     """
     if requested not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {requested!r}")
+        raise ConfigError(f"--precision must be one of {', '.join(PRECISIONS)}, got {requested!r}")
     dev = torch.device(device) if device is not None else torch.device("cpu")
     if requested != "auto":
         if requested == "bf16" and dev.type == "cuda" and not torch.cuda.is_bf16_supported():
-            raise ValueError("bf16 was requested but this GPU does not support it; use --precision fp32")
+            raise ConfigError("bf16 was requested but this GPU does not support it; use --precision fp32")
         return requested
     if dev.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
@@ -260,7 +260,7 @@ def apply_precision_policy(model, precision: str, *, allow_fp16_t5: bool = False
         return info
     mt = model.config.model_type
     if not allow_fp16_t5:
-        raise ValueError(
+        raise ConfigError(
             f"fp16 is refused for {mt} models: the T5 family was pretrained in bf16 and its feed-forward "
             "activations overflow fp16's range (max 65504), which turns the loss into inf/NaN. Use "
             "--precision bf16 (Ampere or newer GPUs, recent CPUs) or --precision fp32. To keep fp16 anyway, "

@@ -67,12 +67,3 @@ def fail(message: str) -> None:
     """End a command with a user error that has no exception behind it (exit code 2)."""
     console.print(f"[bold red]error:[/] {message}", highlight=False)
     raise typer.Exit(code=EXIT_USER_ERROR)
-
-
-# -- transitional, until cli/data.py and cli/runs.py use the shared handler -------------------------------------
-def _fail(err: Exception) -> None:
-    fail(str(err))
-
-
-def _expected_errors() -> tuple[type[Exception], ...]:
-    return (XlqaError, ValueError, FileNotFoundError)

@@ -8,9 +8,15 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from xlqa.cli.common import _expected_errors, _fail, out_console
+from xlqa.cli.common import XlqaGroup, out_console
+from xlqa.postprocess import MAX_ANSWER_LENGTH
 
-data_app = typer.Typer(help="Inspect, validate and download SQuAD-format data.", no_args_is_help=True)
+data_app = typer.Typer(
+    cls=XlqaGroup,
+    help="Inspect, validate and download SQuAD-format data.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
 
 
 @data_app.command("check")
@@ -66,14 +72,9 @@ def data_get(
 
     Example: xlqa data get xquad squad1.dev --mirror ../shared/data
     """
-    from xlqa.errors import DownloadError
     from xlqa.sources.download import get
 
-    try:
-        paths = get(names, cache_dir=cache_dir, mirror=mirror)
-    except (DownloadError, ValueError) as err:
-        _fail(err)
-    for p in paths:
+    for p in get(names, cache_dir=cache_dir, mirror=mirror):
         print(p)
 
 
@@ -83,7 +84,7 @@ def data_ceiling(
     tokenizer: Annotated[str, typer.Option(help="tokenizer folder, hub id or offline source")],
     max_seq_length: Annotated[int, typer.Option(help="tokens per window")] = 384,
     doc_stride: Annotated[int, typer.Option(help="window overlap")] = 128,
-    max_answer_length: Annotated[int, typer.Option(help="longest answer in tokens")] = 100,
+    max_answer_length: Annotated[int, typer.Option(help="longest answer in tokens")] = MAX_ANSWER_LENGTH,
     show: Annotated[int, typer.Option(help="print this many lost answers per file")] = 0,
 ) -> None:
     """Answer-recoverability ceiling: the EM/F1 a perfect model reaches through windowing and span decoding.
@@ -95,15 +96,12 @@ def data_ceiling(
     from xlqa.features import FeatureParams
     from xlqa.modeling import load_tokenizer
 
-    try:
-        tok = load_tokenizer(tokenizer)
-        params = FeatureParams(max_seq_length, doc_stride)
-        rows = [
-            answer_ceiling(load_squad(f), tok, params, max_answer_length=max_answer_length, show=show)
-            for f in files
-        ]
-    except _expected_errors() as err:
-        _fail(err)
+    tok = load_tokenizer(tokenizer)
+    params = FeatureParams(max_seq_length, doc_stride)
+    rows = [
+        answer_ceiling(load_squad(f), tok, params, max_answer_length=max_answer_length, show=show)
+        for f in files
+    ]
     table = Table(title=f"answer ceiling ({tokenizer})")
     for col in ("data", "lang", "rules", "questions", "EM", "F1", "not in window", "too long", "inexact"):
         table.add_column(col, justify="left" if col in ("data", "rules") else "right")

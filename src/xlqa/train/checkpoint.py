@@ -160,13 +160,10 @@ def save_checkpoint(ctx: TrainContext, st: TrainState) -> Path:
 
 def _write_files(ctx: TrainContext, st: TrainState, folder: Path, state_dict: dict) -> None:
     """The main process's files: the model folder, then the trainer state, then ``xlqa.json``."""
-    from transformers.utils import logging as hf_logging
+    from xlqa.modeling import hf_progress_bars_off
 
-    hf_logging.disable_progress_bar()
-    try:
+    with hf_progress_bars_off():
         ctx.unwrapped.save_pretrained(folder, state_dict=state_dict, safe_serialization=True)
-    finally:
-        hf_logging.enable_progress_bar()
     ctx.tokenizer.save_pretrained(folder)
     if ctx.faults is not None:
         ctx.faults.delay_checkpoint(st.step)
