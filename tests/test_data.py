@@ -305,7 +305,7 @@ def test_max_examples_keeps_the_first_questions_in_file_order(tmp_path):
     assert [e.id for e in load_squad(path, max_examples=4)] == ["a", "b", "c", "d"]
     assert not load_squad(path, max_examples=4).report.truncated
     assert len(load_squad(path, max_examples=0)) == 0
-    with pytest.raises(ValueError, match="max_examples"):
+    with pytest.raises(ValueError, match="--max-examples"):
         load_squad(path, max_examples=-1)
 
 

@@ -93,9 +93,9 @@ def test_left_padding_tokenizer_puts_context_first(shared_models):
 
 
 def test_feature_params_are_checked():
-    with pytest.raises(ValueError, match="doc_stride"):
+    with pytest.raises(ValueError, match="--doc-stride"):
         FeatureParams(max_seq_length=64, doc_stride=64)
-    with pytest.raises(ValueError, match="max_query_length"):
+    with pytest.raises(ValueError, match="--max-query-length"):
         FeatureParams(max_seq_length=64, doc_stride=16, max_query_length=0)
     assert FeatureParams(max_seq_length=64, doc_stride=16, max_query_length=40).max_query_length == 32
 

@@ -155,6 +155,23 @@ def test_version_and_help_readable_at_80_columns():
     assert "--model <str>" in text and "[required]" in text
 
 
+def test_every_help_fits_80_columns_with_defaults_uncut():
+    import typer.main
+
+    stack = [((), typer.main.get_command(app))]
+    seen = 0
+    while stack:
+        path, cmd = stack.pop()
+        if hasattr(cmd, "commands"):
+            stack.extend(((*path, name), sub) for name, sub in cmd.commands.items())
+            continue
+        text = CliRunner().invoke(app, [*path, "--help"], env={"COLUMNS": "80"}).output
+        assert max(len(line) for line in text.splitlines()) <= 80, (path, text)
+        assert "…" not in text, (path, text)  # nothing elided
+        seen += 1
+    assert seen >= 14
+
+
 def test_user_errors_are_one_line_and_exit_2_bugs_show_a_traceback(tmp_path):
     data = write_squad(tmp_path / "d.json", EXAMPLES)
     proc = _cli(["score", str(data), str(tmp_path / "missing.json")])

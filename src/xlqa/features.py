@@ -41,7 +41,7 @@ class FeatureParams:
             raise ConfigError(f"--max-seq-length must be at least 16, got {self.max_seq_length}")
         if not 0 < self.doc_stride < self.max_seq_length:
             raise ConfigError(
-                f"--doc-stride must be between 1 and max_seq_length-1, got {self.doc_stride} "
+                f"--doc-stride must be between 1 and --max-seq-length minus 1, got {self.doc_stride} "
                 f"(max_seq_length {self.max_seq_length})"
             )
         if self.max_query_length < 1:
