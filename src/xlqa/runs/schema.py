@@ -14,6 +14,7 @@ import json
 import logging
 import re
 import sqlite3
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
@@ -167,6 +168,25 @@ def schema_version(con: sqlite3.Connection) -> int:
     return con.execute("PRAGMA user_version").fetchone()[0]
 
 
+def use_wal(con: sqlite3.Connection, timeout: float = 30.0) -> None:
+    """Switch the database to WAL mode (persistent: recorded in the file), waiting out other processes.
+
+    Changing the journal mode needs the database to itself; while another process holds it (creating the same
+    new store, say) SQLite answers "database is locked" at once instead of waiting for the busy timeout, so
+    the switch is retried until ``timeout`` seconds have passed.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if con.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                con.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as err:
+            if "locked" not in str(err) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+
+
 def migrate(con: sqlite3.Connection, where: str | Path) -> int:
     """Bring the schema up to date and return its version; only a read when it already is up to date.
 
@@ -176,8 +196,7 @@ def migrate(con: sqlite3.Connection, where: str | Path) -> int:
     """
     version = schema_version(con)
     if version < SCHEMA_VERSION:  # also every store made before user_version (it reads 0)
-        if con.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-            con.execute("PRAGMA journal_mode = WAL")  # persistent: recorded in the database file
+        use_wal(con)
         con.execute("BEGIN IMMEDIATE")
         try:
             version = _upgrade(con, where)
