@@ -9,10 +9,14 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import write_squad
+from synthetic_qa import make_questions, place_names, save_tiny_t5
 from test_guard import events_of, tiny_config
 from xlqa.data import Answer, Example
 from xlqa.errors import TrainingDiverged
 from xlqa.generative import build_windows, generate_answers, pick_answers
+from xlqa.metrics import load_json, score
+from xlqa.results import EvalResult
 
 
 @pytest.fixture(scope="module")
@@ -73,12 +77,13 @@ def test_greedy_score_is_the_mean_log_probability_of_the_answer(tiny_t5_dir):
     (cand,) = dec.nbest["a"]
     # teacher-forced log-probabilities of the generated tokens (random model: no eos within 5 tokens)
     ids = build_windows([ex], tok, max_seq_length=64).input_ids[0].tolist()
-    target = torch.tensor([tok(cand.text, add_special_tokens=False)["input_ids"]])
     generated = model.generate(torch.tensor([ids]), max_new_tokens=5, do_sample=False)[0, 1:]
+    assert len(generated) == 5 and tok.eos_token_id not in generated.tolist()
+    assert cand.text == tok.decode(generated, skip_special_tokens=True).strip() and cand.window == 0
     with torch.no_grad():
         logits = model(input_ids=torch.tensor([ids]), labels=generated[None]).logits
     logp = torch.log_softmax(logits.float(), -1)[0].gather(1, generated[:, None]).mean().item()
-    assert cand.score == pytest.approx(logp, abs=1e-4) and target.numel() > 0
+    assert cand.score == pytest.approx(logp, abs=1e-4)
 
 
 def test_generative_training_and_evaluation_outputs(tmp_path, tiny_t5_dir, xlqa_cache):
@@ -92,8 +97,10 @@ def test_generative_training_and_evaluation_outputs(tmp_path, tiny_t5_dir, xlqa_
                       max_steps=6)  # fmt: skip
     result = train(cfg)
     start = events_of(Path(cfg.output))[0]
-    assert start["task"] == "generative" and start["precision"] in ("bf16", "fp32")
-    assert result.history[0].f1 >= 0 and (Path(result.best_dir) / "model.safetensors").exists()
+    assert start["task"] == "generative" and start["precision"] == "fp32"
+    (epoch,) = result.history  # 10 batches of 4 per epoch, 6 steps: one evaluation, after step 6
+    assert (epoch.epoch, epoch.step, epoch.rules) == (1, 6, "squad1") and result.steps == 6
+    assert (Path(result.best_dir) / "model.safetensors").exists()
     from transformers.optimization import Adafactor
 
     from xlqa.modeling import load_seq2seq_model
@@ -101,10 +108,14 @@ def test_generative_training_and_evaluation_outputs(tmp_path, tiny_t5_dir, xlqa_
     assert isinstance(make_optimizer(load_seq2seq_model(str(tiny_t5_dir))[0], cfg), Adafactor)  # T5 default
     out = tmp_path / "eval"
     res = evaluate_generative(EvalConfig(model=str(latest_checkpoint(cfg.output)), data=[cfg.dev], output=str(out),
-                                         max_seq_length=24, doc_stride=8, max_answer_length=4, progress=False))  # fmt: skip
-    (d,) = res["datasets"]
-    assert d["rules"] == "squad1" and set(d["metrics"]) == {"exact_match", "f1"} and d["n_questions"] == 16
+                                         max_seq_length=24, doc_stride=8, max_answer_length=4, progress=False,
+                                         precision="fp32"))  # fmt: skip
+    (d,) = res.datasets
+    assert d.rules == "squad1" and set(d.metrics) == {"exact_match", "f1"} and d.n_questions == 16
+    # the checkpoint of step 6 is the model the training run scored: the evaluation job gives the same scores
+    assert d.f1 == pytest.approx(epoch.f1) and d.em == pytest.approx(epoch.em)
     preds = json.loads((out / "dev" / "predictions.json").read_text())
+    assert score(load_json(cfg.dev), preds, "squad1") == pytest.approx(d.metrics)  # the official rules
     nbest = json.loads((out / "dev" / "nbest_predictions.json").read_text())
     assert set(preds) == set(nbest) and len(preds) == 16 and all(isinstance(v, str) for v in preds.values())
     assert all(nbest[q][0]["text"] == preds[q] for q in preds)
@@ -179,6 +190,71 @@ def test_extractive_and_generative_runs_side_by_side_in_one_report(
         [tmp_path / "ext", tmp_path / "gen"], tmp_path / "report", names=["extractive", "generative"]
     )
     md = paths["markdown"].read_text()
-    assert "extractive" in md and "generative" in md
-    assert "xquad.de" in md or "| de" in md
-    assert "p" in md.lower() and ("significant" in md.lower() or "Δ" in md)
+    scores, paired = _table(md, "## Scores"), _table(md, "### generative vs extractive")
+    assert scores["dataset"] == ["language", "rules", "n", "extractive EM", "extractive F1 (95% CI)",
+                                 "generative EM", "generative F1 (95% CI)"]  # fmt: skip
+    assert paired["dataset"] == ["n", "ΔF1", "95% CI", "p", "p (Holm)", "significant"]
+    results = {run: EvalResult.read(tmp_path / run).by_language() for run in ("ext", "gen")}
+    for lang in ("en", "de"):
+        ext, gen = results["ext"][lang], results["gen"][lang]
+        row = scores[f"xquad.{lang}"]
+        assert row[:3] == [lang, "squad1", "12"]
+        shown = [float(row[3]), float(row[4].split()[0]), float(row[5]), float(row[6].split()[0])]
+        assert shown == pytest.approx([ext.em, ext.f1, gen.em, gen.f1], abs=0.051)
+        n, delta, _, p, p_holm, significant = paired[f"xquad.{lang}"]
+        p, p_holm = (float(x.lstrip("<")) for x in (p, p_holm))
+        assert n == "12" and float(delta) == pytest.approx(gen.f1 - ext.f1, abs=0.006)
+        assert 0 < p <= p_holm <= 1 and significant == ("yes" if p < 0.05 else "no")
+
+
+def _table(md: str, heading: str) -> dict[str, list[str]]:
+    """The first Markdown table after ``heading``: its cells by the row's first cell (the header's too)."""
+    lines = md.split(f"\n{heading}\n", 1)[1].splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("|"))
+    rows = []
+    for line in lines[start:]:
+        if not line.startswith("|"):
+            break
+        rows.append([c.strip() for c in line.strip("|").split("|")])
+    return {r[0]: r[1:] for r in rows if not set(r[0]) <= {"-"}}
+
+
+def test_a_tiny_t5_learns_to_answer_held_out_questions(tmp_path, xlqa_cache):
+    """Train and evaluate through xlqa: F1 on 200 held-out questions goes from 0 to at least 75 in about a minute.
+
+    The task (tests/synthetic_qa.py): two facts per context, the question asks for one, and the held-out
+    answers are place names never seen in training, so they must be copied from the context. Copying a place
+    of the context without reading the question scores about 50; the bar of 75 needs the right fact. Measured
+    on a 2-core CPU (fp32, 1,500 steps of 128, about 65 s): F1 100.0 for each of 11 seeds (model and data),
+    0.0 untrained; the loss drops from a plateau near 0.8 between steps 500 and 800 and is under 0.01 by step
+    900. With 1,200 steps one seed in eight stopped mid-way, at 85.5: hence 1,500 steps and a bar of 75.
+    """
+    from xlqa.config import EvalConfig, TrainConfig
+    from xlqa.generative import evaluate_generative
+    from xlqa.train.loop import train
+
+    train_places, new_places = place_names()
+    steps, batch = 1500, 128
+    train_file = write_squad(tmp_path / "train.json", make_questions(steps * batch, train_places, 1, "t"))
+    dev_file = write_squad(tmp_path / "dev.json", make_questions(200, new_places, 2, "d"))
+    model_dir = save_tiny_t5(tmp_path / "tiny-t5", seed=0)
+    windows = dict(max_seq_length=64, doc_stride=16, max_answer_length=8)
+
+    def dev_f1(model: str, name: str) -> float:
+        cfg = EvalConfig(model=model, data=[str(dev_file)], output=str(tmp_path / name), progress=False,
+                         precision="fp32", **windows)  # fmt: skip
+        (d,) = evaluate_generative(cfg).datasets
+        assert d.rules == "squad1" and d.n_questions == 200
+        return d.f1
+
+    untrained = dev_f1(str(model_dir), "untrained")
+    result = train(TrainConfig(model=str(model_dir), train=str(train_file), dev=str(dev_file),
+                               output=str(tmp_path / "run"), task="generative", epochs=1, batch_size=batch, lr=3e-3,
+                               warmup_ratio=0.05, seed=0, precision="fp32", progress=False, log_every=100,
+                               save_every=10_000, cache_dir="", **windows))  # fmt: skip
+    trained = dev_f1(result.best_dir, "trained")
+    print(
+        f"held-out F1: untrained {untrained:.1f}, trained {trained:.1f} ({result.seconds:.0f} s of training)"
+    )
+    assert result.steps == steps and result.history[-1].f1 == pytest.approx(trained)
+    assert untrained < 10 and trained >= 75
