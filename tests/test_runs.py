@@ -350,8 +350,8 @@ def test_import_results_registers_the_folder(store, tmp_path):
 
 
 def test_import_results_errors_name_the_file_and_leave_nothing(store, tmp_path):
-    with store.connect(create=True):  # an empty index, to count what a failed import leaves in it
-        pass
+    with store.connect(create=True) as con:  # an empty index, to count what a failed import leaves in it
+        assert con is not None and count(store, "runs") == 0
     with pytest.raises(RunStoreError, match=r"missing\.json: no such results file"):
         store.import_results(tmp_path / "missing.json")
     broken = tmp_path / "broken.json"

@@ -17,7 +17,7 @@ from xlqa.data import SquadData, gold_texts
 from xlqa.features import FeatureParams, build_features
 from xlqa.metrics import per_question
 from xlqa.postprocess import MAX_ANSWER_LENGTH, decode, pad_ragged
-from xlqa.sources.registry import spec_for_file
+from xlqa.sources.registry import file_stem, spec_for_file
 
 
 @dataclass
@@ -84,7 +84,7 @@ def answer_ceiling(
     inexact = [(q, gold[q][0] if gold[q] else "", dec.predictions[q]) for q in ids if scores[q][0] < 1]
     em = 100.0 * np.mean([scores[q][0] for q in ids]) if ids else 0.0
     f1 = 100.0 * np.mean([scores[q][1] for q in ids]) if ids else 0.0
-    name = str(data.path).rsplit("/", 1)[-1].removesuffix(".gz").removesuffix(".json")
+    name = file_stem(data.path)
     return Ceiling(
         name=name,
         language=data.language,

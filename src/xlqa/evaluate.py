@@ -26,7 +26,7 @@ from xlqa.features import FeatureParams
 from xlqa.fileio import environment, write_json_atomic
 from xlqa.metrics.bootstrap import bootstrap_ci
 from xlqa.results import DatasetResult, EvalResult, nbest_to_json
-from xlqa.sources.registry import BenchmarkSpec, spec_for_file
+from xlqa.sources.registry import BenchmarkSpec, file_stem, spec_for_file
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +104,7 @@ def evaluate_targets(
         config={**asdict(cfg), **(extra or {})}, precision=precision, environment=environment(), datasets=[]
     )
     for spec, data in targets:
-        name = Path(data.path).name.removesuffix(".gz").removesuffix(".json")
+        name = file_stem(data.path)
         t0 = time.perf_counter()
         default = 0.0 if spec.rules == "squad2" else None
         threshold = cfg.null_threshold if cfg.null_threshold is not None else default
