@@ -242,3 +242,38 @@ class DemoConfig:
     langs: list[str] = _f(list(XQUAD_LANGS), "XQuAD languages, comma-separated")  # noqa: RUF009 (_f copies lists)
     eval_examples: int | None = _f(None, "first N questions per language (default: all)")
     progress: bool = _f(True, "show progress bars")
+
+
+@dataclass
+class ServeConfig:
+    """Serving models over HTTP (``xlqa serve``): the API, the dynamic batcher and the dashboard."""
+
+    model: list[str] = _f([], "model folder, hub id or offline source to load at start-up (repeatable)")  # noqa: RUF009
+    host: str = _f("127.0.0.1", "address to listen on (loopback by default)")
+    port: int = _f(8000, "port to listen on")
+    runs: str | None = _f(None, "run store folder for the dashboard and jobs (default: $XLQA_RUNS or ./runs)")
+    max_seq_length: int = _f(384, "tokens per window")
+    doc_stride: int = _f(128, "overlap between windows of a long context")
+    batch_size: int = _f(32, "most windows in one forward pass (1 turns dynamic batching off)")
+    batch_tokens: int = _f(16384, "most tokens (windows x padded length) in one forward pass")
+    batch_wait_ms: float = _f(5.0, "longest wait for more requests before a batch runs")
+    queue_size: int = _f(1024, "most windows waiting; beyond it requests get 429 with Retry-After")
+    max_batch_items: int = _f(1000, "most questions in one /v1/answer/batch request")
+    max_context_chars: int = _f(100_000, "longest context in characters (413 beyond)")
+    max_question_chars: int = _f(2_000, "longest question in characters (413 beyond)")
+    max_body_bytes: int = _f(10_000_000, "largest request body in bytes (413 beyond)")
+    cors: list[str] = _f([], "allowed CORS origin (repeatable; none by default)")  # noqa: RUF009
+    precision: str = _f(
+        "auto", "auto: bf16 where the hardware computes it natively, else fp32", choices=PRECISIONS
+    )
+    log_json: bool = _f(True, "structured JSON access logs with a request id", flag="log-json")
+
+    def validate(self) -> None:
+        for name in ("batch_size", "batch_tokens", "queue_size", "max_batch_items", "max_body_bytes"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be at least 1")
+        if not 0 < self.port < 65536:
+            raise ConfigError(f"--port must be between 1 and 65535, got {self.port}")
+        if self.batch_wait_ms < 0:
+            raise ConfigError("--batch-wait-ms must be 0 or more")
+        check_choices(self)

@@ -1,12 +1,13 @@
-"""Settings from the environment, read in one place: ``XLQA_CACHE``, ``XLQA_RUNS``, ``XLQA_MIRROR``.
+"""Settings from the environment, read in one place: ``XLQA_CACHE``, ``XLQA_RUNS``, ``XLQA_MIRROR``, ``XLQA_API_KEY``.
 
-=============== ============================================================= =====================
-variable        what                                                          default
-=============== ============================================================= =====================
-``XLQA_CACHE``  features, converted offline models and downloads               ``~/.cache/xlqa``
-``XLQA_RUNS``   the run store folder (or, later, a database URL)               ``./runs``
-``XLQA_MIRROR`` a data mirror folder or URL laid out like the official files   none (download)
-=============== ============================================================= =====================
+================ ============================================================= =====================
+variable         what                                                          default
+================ ============================================================= =====================
+``XLQA_CACHE``   features, converted offline models and downloads               ``~/.cache/xlqa``
+``XLQA_RUNS``    the run store folder (or, later, a database URL)               ``./runs``
+``XLQA_MIRROR``  a data mirror folder or URL laid out like the official files   none (download)
+``XLQA_API_KEY`` the key state-changing API requests must send (Bearer)         none: loopback only
+================ ============================================================= =====================
 
 An empty variable counts as unset; ``~`` is expanded. :func:`get_settings` reads the environment at each call,
 so a test or a child process that changes it is seen at once.
@@ -28,6 +29,7 @@ class Settings(BaseSettings):
     cache: Path = Path("~/.cache/xlqa")
     runs: Path = Path("runs")
     mirror: str | None = None
+    api_key: str | None = None
 
     @field_validator("cache", "runs")
     @classmethod

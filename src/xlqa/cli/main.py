@@ -18,7 +18,8 @@ from xlqa.cli.data import data_app
 from xlqa.cli.options import build_config, config_command, config_parameters, option
 from xlqa.cli.report import report as report_command
 from xlqa.cli.runs import runs_app
-from xlqa.config import DemoConfig, EvalConfig, PredictConfig, ScoreConfig, TrainConfig
+from xlqa.cli.serve import serve as _serve
+from xlqa.config import DemoConfig, EvalConfig, PredictConfig, ScoreConfig, ServeConfig, TrainConfig
 from xlqa.results import EvalResult
 
 app = typer.Typer(
@@ -193,6 +194,18 @@ config_command(
     help="""The main job: fine-tune on English SQuAD, evaluate zero-shot on every XQuAD language, write a report.
 
     Example: xlqa demo --data-dir ../shared/data --output demo-output --langs en,de,zh""",
+)  # fmt: skip
+
+
+# -- serve --------------------------------------------------------------------------------------------------
+config_command(
+    app, "serve", _serve, config_parameters(ServeConfig),
+    help="""Serve the answer API and the dashboard (FastAPI on uvicorn): ask models, watch and compare runs, start and stop work.
+
+    Opens http://HOST:PORT/ (dashboard) and /docs (OpenAPI). State-changing requests need
+    `Authorization: Bearer $XLQA_API_KEY` when XLQA_API_KEY is set, else come from loopback only.
+
+    Example: xlqa serve --model runs/minilm/best --model e5-small --port 8000""",
 )  # fmt: skip
 
 

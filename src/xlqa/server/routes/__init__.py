@@ -1,0 +1,1 @@
+"""One ``APIRouter`` per resource; :func:`xlqa.server.app.create_app` includes them all."""
