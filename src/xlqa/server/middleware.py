@@ -18,10 +18,6 @@ from xlqa.server.metrics import Metrics
 log = logging.getLogger("xlqa.server.access")
 
 
-class BodyTooLarge(Exception):
-    pass
-
-
 def _json_response(status: int, body: dict, headers: list[tuple[bytes, bytes]]) -> tuple[dict, dict]:
     data = json.dumps(body).encode()
     start = {
@@ -57,18 +53,23 @@ class RequestContext:
         status = {"code": 500}
         limit = self.max_body
 
+        refused = {"sent": False}
+
         async def send_with_id(message: Message) -> None:
+            if refused["sent"]:  # the 413 went out already; what the app answers after it is dropped
+                return
             if message["type"] == "http.response.start":
                 status["code"] = message["status"]
                 message["headers"] = [*message.get("headers", []), rid_header]
             await send(message)
 
         async def too_large() -> None:
-            start, body = _json_response(
-                413, {"detail": f"request body is larger than the limit of {limit} bytes (--max-body-bytes)"},
-                [rid_header],
-            )  # fmt: skip
+            if refused["sent"]:
+                return
+            detail = f"request body is larger than the limit of {limit} bytes (--max-body-bytes)"
+            start, body = _json_response(413, {"detail": detail}, [rid_header])
             status["code"] = 413
+            refused["sent"] = True
             await send(start)
             await send(body)
 
@@ -80,18 +81,19 @@ class RequestContext:
             received = 0
 
             async def limited_receive() -> Message:
+                # past the limit: answer 413 now and tell the app the client is gone (it stops reading)
                 nonlocal received
+                if refused["sent"]:
+                    return {"type": "http.disconnect"}
                 message = await receive()
                 if message["type"] == "http.request":
                     received += len(message.get("body", b""))
                     if received > limit:
-                        raise BodyTooLarge
+                        await too_large()
+                        return {"type": "http.disconnect"}
                 return message
 
-            try:
-                await self.app(scope, limited_receive, send_with_id)
-            except BodyTooLarge:
-                await too_large()
+            await self.app(scope, limited_receive, send_with_id)
         finally:
             seconds = time.perf_counter() - t0
             route = scope.get("route")
