@@ -166,6 +166,10 @@ def check_evaluation(cfg: EvalConfig) -> list[tuple[str, str]]:
     for i, path in enumerate(cfg.data):
         if not Path(path).expanduser().is_file():
             problems.append((f"data.{i}", f"no such file: {path}"))
+    if not 0 < cfg.doc_stride < cfg.max_seq_length:
+        problems.append(
+            ("doc_stride", f"must be between 1 and max_seq_length - 1 ({cfg.max_seq_length - 1})")
+        )
     if not cfg.data and not cfg.benchmarks:
         problems.append(("benchmarks", "nothing to evaluate: give benchmarks or data files"))
     return problems
