@@ -43,11 +43,12 @@
         el("td", {}, p.language), el("td", {}, other && byId[other] ? label(byId[other]) : other ?? "–"),
         el("td", {class: "num"}, num(a)), el("td", {class: "num"}, num(b)),
         el("td", {class: `num ${p.diff < 0 ? "neg" : "pos"}`}, `${p.diff > 0 ? "+" : ""}${num(p.diff)}`),
+        el("td", {class: "num"}, p.ci95 ? `${num(p.ci95[0])} – ${num(p.ci95[1])}` : "–"),
         el("td", {class: "num"}, num(p.p, 4)), el("td", {class: "num"}, num(p.p_holm, 4)),
         el("td", {}, p.significant ? "yes" : "no"));
     });
     body.replaceChildren(...(rows.length ? rows
-      : [el("tr", {}, el("td", {colspan: 8, class: "empty"}, "Choose at least two runs with results."))]));
+      : [el("tr", {}, el("td", {colspan: 9, class: "empty"}, "Choose at least two runs with results."))]));
   }
 
   function consistency(data, label, byId) {
@@ -75,6 +76,9 @@
     heatmap(data, label);
     paired(data, label, byId);
     consistency(data, label, byId);
+    const notes = document.getElementById("notes");
+    notes.replaceChildren(...(data.notes || []).map((n) => el("li", {}, n)));
+    notes.hidden = !(data.notes || []).length;
     document.getElementById("comparison").dataset.loaded = "true";
   }
 

@@ -181,7 +181,8 @@
     }
     const running = statusOf(detail) === "running";
     document.getElementById("waiting").hidden = !(running && detail.run.kind === "eval");
-    if (!resultsShown && (!running || (detail.evaluations || []).length)) resultsShown = await showResults();
+    // only runs with an evaluation have results (asking otherwise is a 404, which the console reports)
+    if (!resultsShown && (detail.evaluations || []).length) resultsShown = await showResults();
     return running;
   }
 
@@ -195,7 +196,7 @@
       running = true; // try again
     }
     if (running) setTimeout(loop, document.hidden ? 5000 : 1500);
-    else if (!resultsShown) setTimeout(() => showResults().then((ok) => { resultsShown = ok; }), 0);
+    document.getElementById("run").dataset.state = running ? "running" : "done";
   }
 
   async function act(what) {
