@@ -269,6 +269,22 @@ def test_live_training_stream_and_stop(env):
         r = c.get(f"/v1/runs/{run.id}/stream", headers={"Last-Event-ID": str(last)})
         got = [int(x[4:]) for x in r.text.splitlines() if x.startswith("id: ")]
         assert got and got[0] == last + 1 and "event: status" in r.text
+        # resume through the API: a new detached process continues from the checkpoint of the stop
+        r = c.post(f"/v1/runs/{run.id}/resume")
+        assert r.status_code == 202, r.text
+        pid = r.json()["pid"]
+        assert r.json()["run"]["id"] == run.id and control.process_alive(pid)
+        assert c.post(f"/v1/runs/{run.id}/resume").status_code == 409  # already running
+        events = f"/v1/runs/{run.id}/events"
+        _wait(lambda: any(e["event"] == "resume" for e in c.get(events).json()["events"]), 60, "the resume",
+              run.dir / "train.log")  # fmt: skip
+        assert c.post(f"/v1/runs/{run.id}/stop").status_code == 202
+        _wait(
+            lambda: env.store.get_run(run.id).status == "stopped",
+            60,
+            "the second stop",
+            run.dir / "train.log",
+        )
     finally:
         if control.process_alive(pid):
             control.stop_run(run.id, store=env.store, wait=60)

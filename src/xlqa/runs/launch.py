@@ -52,9 +52,12 @@ def run_pid(run: Run) -> tuple[int | None, str | None]:
 def live_status(run: Run) -> str:
     """The run's status, ``dead`` instead of ``running`` when its process on this host is gone.
 
-    A run recorded by a process of another host stays ``running``: there is no way to tell from here.
+    A run recorded by a process of another host stays ``running``: there is no way to tell from here. A
+    training run just resumed is ``running`` as soon as its process is, before that process records it.
     """
     if run.status != "running":
+        if run.kind == "train" and (run.dir / control.PID_FILE).exists() and control.run_process(run.dir):
+            return "running"
         return run.status
     pid, host = run_pid(run)
     if host is not None and host != socket.gethostname():

@@ -158,8 +158,8 @@ STOP_WAIT_S = 5.0  # how long a stop request waits for the run to exit before an
 def stop_run(run: RunRef, store: Store) -> dict:
     if run.kind != "train":
         raise HTTPException(400, f"run {run.id} is an evaluation; only training runs can be stopped")
-    if live_status(run) != "running":
-        raise HTTPException(409, f"run {run.id} is not running (status {live_status(run)})")
+    if control.run_process(run.dir) is None:
+        raise HTTPException(409, f"run {run.id} has no running training process (status {live_status(run)})")
     stopped = control.stop_run(run.id, store=store, wait=STOP_WAIT_S)
     return {"run": runs_view.run_row(stopped)}
 
@@ -168,7 +168,7 @@ def stop_run(run: RunRef, store: Store) -> dict:
 def resume_run(run: RunRef, store: Store) -> dict:
     if run.kind != "train":
         raise HTTPException(400, f"run {run.id} is an evaluation; only training runs can be resumed")
-    if live_status(run) == "running":
+    if control.run_process(run.dir) is not None:
         raise HTTPException(409, f"run {run.id} is already running")
     resumed, pid = control.start_detached(resume=run.id, store=store)
     return {"run": runs_view.run_row(store.get_run(resumed.id)), "pid": pid}
