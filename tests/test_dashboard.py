@@ -223,7 +223,6 @@ def test_compare_page_heatmap_paired_and_consistency(tab, site):
 
 def test_follow_a_training_run_and_stop_it(tab, site, tmp_path, tiny_model_dir, monkeypatch):
     from test_guard import tiny_config
-
     from xlqa.jobs import train
 
     hooks = tmp_path / "hooks"
@@ -301,10 +300,10 @@ def test_playground_highlights_at_the_answer_offsets(tab, site, lang):
     assert len(cells(page, "#nbest")) == len(answers)
     rtl = page.eval_on_selector("#highlight", "e => e.matches(':dir(rtl)')")
     assert rtl == (lang == "arabic")
+    tab.shot(f"playground-{lang}")
     if len(answers) > 1:  # another candidate, chosen in the n-best table, moves the mark to its offsets
         page.click("#nbest tbody tr:nth-child(2)")
         assert page.inner_text("#highlight mark") == context[answers[1]["start"] : answers[1]["end"]]
-    tab.shot(f"playground-{lang}")
 
 
 # -- 1,000 runs, and the key rule -----------------------------------------------------------------------------

@@ -25,8 +25,8 @@
     Plotly.react("chart-heatmap", [{type: "heatmap", z, x: langs, y: data.runs.map(label), zmin: 0, zmax: 100,
       colorscale: "Viridis", colorbar: {title: {text: "F1"}}, text: z.map((row) => row.map((v) => num(v))),
       texttemplate: "%{text}", hovertemplate: "%{y}<br>%{x}: F1 %{z:.1f}<extra></extra>"}],
-    layout({height: 120 + 48 * data.runs.length, margin: {l: 180, r: 16, t: 16, b: 40},
-      yaxis: {autorange: "reversed"}}),
+    layout({height: 110 + 50 * data.runs.length, margin: {l: 16, r: 16, t: 16, b: 40},
+      yaxis: {autorange: "reversed", automargin: true}}),
     plotConfig);
   }
 
@@ -53,15 +53,16 @@
 
   function consistency(data, label, byId) {
     const box = document.getElementById("consistency");
-    box.replaceChildren();
-    for (const [runId, c] of Object.entries(data.consistency || {})) {
-      const div = el("div", {class: "chart", id: `consistency-${runId}`});
-      box.append(div);
-      Plotly.newPlot(div, [{type: "heatmap", z: c.matrix, x: c.languages, y: c.languages, zmin: 0, zmax: 1,
-        colorscale: "Blues", text: c.matrix.map((r) => r.map((v) => num(v, 2))), texttemplate: "%{text}",
+    const entries = Object.entries(data.consistency || {});
+    // every box in the grid first, so that each chart is drawn at its final width
+    const divs = entries.map(([runId]) => el("div", {class: "chart", id: `consistency-${runId}`}));
+    box.replaceChildren(...divs);
+    for (const [i, [runId, c]] of entries.entries()) {
+      Plotly.newPlot(divs[i], [{type: "heatmap", z: c.matrix, x: c.languages, y: c.languages, zmin: 0, zmax: 1,
+        colorscale: [[0, "#f7fbff"], [0.5, "#9ecae1"], [1, "#08519c"]], text: c.matrix.map((r) => r.map((v) => num(v, 2))), texttemplate: "%{text}",
         hovertemplate: "%{y} → %{x}: %{z:.2f}<extra></extra>"}],
       layout({title: {text: byId[runId] ? label(byId[runId]) : runId, font: {size: 13}}, height: 340,
-        yaxis: {autorange: "reversed"}}), plotConfig);
+        yaxis: {autorange: "reversed"}, xaxis: {side: "bottom"}}), plotConfig);
     }
   }
 

@@ -71,6 +71,7 @@ const xlqa = (() => {
 
   function sci(x) {
     if (x === null || x === undefined) return "–";
+    if (Number.isInteger(x) && Math.abs(x) < 1e6) return String(x);
     const a = Math.abs(x);
     return a !== 0 && (a < 1e-3 || a >= 1e4) ? Number(x).toExponential(2) : Number(x).toPrecision(3);
   }

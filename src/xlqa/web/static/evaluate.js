@@ -19,10 +19,17 @@
     const families = {};
     for (const b of data.benchmarks) (families[b.family || "other"] ||= []).push(b);
     const box = document.getElementById("benchmarks");
-    box.replaceChildren(...Object.entries(families).map(([family, list]) => el("div", {class: "family"},
-      el("strong", {}, family),
-      ...list.map((b) => el("label", {class: "choice", title: (b.languages || []).join(", ")},
-        el("input", {type: "checkbox", name: "benchmark", value: b.name}), ` ${b.name}`)))));
+    // one folding group per family (MLQA alone has 98 language pairs); small families start open
+    box.replaceChildren(...Object.entries(families).map(([family, list]) => {
+      const all = el("input", {type: "checkbox", "aria-label": `all of ${family}`, onchange: (e) => {
+        for (const b of group.querySelectorAll("input[name=benchmark]")) b.checked = e.target.checked;
+      }});
+      const group = el("details", {class: "family", open: list.length <= 16},
+        el("summary", {}, el("strong", {}, family), ` (${list.length}) `, el("label", {class: "all"}, all, " all")),
+        el("div", {class: "grid"}, ...list.map((b) => el("label", {class: "choice", title: (b.languages || []).join(", ")},
+          el("input", {type: "checkbox", name: "benchmark", value: b.name}), ` ${b.name}`))));
+      return group;
+    }));
   }
 
   async function start() {

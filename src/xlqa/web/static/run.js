@@ -59,7 +59,8 @@
 
   function checkpoints(list) {
     const body = document.querySelector("#checkpoints tbody");
-    const rows = (list || []).map((c) => el("tr", {},
+    const sorted = [...(list || [])].sort((a, b) => (a.step ?? -1) - (b.step ?? -1));
+    const rows = sorted.map((c) => el("tr", {},
       el("td", {class: "num"}, c.step ?? "–"), el("td", {class: "path"}, c.path), el("td", {}, c.best ? "best" : "")));
     body.replaceChildren(...(rows.length ? rows : [el("tr", {}, el("td", {colspan: 3, class: "empty"}, "none yet"))]));
   }
@@ -99,7 +100,7 @@
         line: {color, width: 2}, marker: {size: 4}, name: title, connectgaps: false};
       const extra = {title: {text: title, font: {size: 14}}, xaxis: {title: {text: "step"}}, height: 260,
         showlegend: false, ...(key === "loss" ? marked : {})};
-      if (key === "lr") extra.yaxis = {exponentformat: "e"};
+      extra.yaxis = key === "lr" ? {tickformat: ".2~e", automargin: true} : {automargin: true};
       Plotly.react(id, [trace], layout(extra), plotConfig);
     }
     const body = document.querySelector("#notable tbody");
