@@ -170,6 +170,14 @@ def test_runs_page_lists_the_store(tab, site):
     page.select_option("select[name=kind]", "")
     page.wait_for_selector("#runs tbody tr[data-run]")
     tab.shot("runs")
+    for box in page.locator("#runs td.check input").all():  # select both, compare them
+        box.check()
+    page.click("#compare-selected")
+    page.wait_for_url("**/compare?*")
+    assert sorted(page.evaluate("new URLSearchParams(location.search).getAll('runs')")) == sorted(
+        r.id for r in site["runs"]
+    )
+    page.wait_for_selector("#comparison[data-loaded]")
 
 
 def test_run_page_shows_results_per_language(tab, site):
@@ -317,7 +325,7 @@ def test_runs_page_with_1000_runs_and_the_key_message(browser, tmp_path, site):
     app = create_app(ServeConfig(runs=str(store.root)), store=store)
     app.state.xlqa.api_key = "s3cret"
     with start_server(app) as url:
-        tab = Tab(browser, url, site["shots"], allow=("/v1/jobs/evaluate", "401"))
+        tab = Tab(browser, url, site["shots"], allow=("/v1/jobs/evaluate", "401", "422"))
         page = tab.page
         t0 = time.perf_counter()
         tab.goto("/")
@@ -340,6 +348,29 @@ def test_runs_page_with_1000_runs_and_the_key_message(browser, tmp_path, site):
         page.click("#start")
         page.wait_for_selector("#flash:not([hidden])")
         assert "API key" in page.inner_text("#flash") and "401" in page.inner_text("#flash")
-        assert page.locator("#api-key").count() == 1
         tab.shot("evaluate-401")
+        page.fill("#api-key", "s3cret")  # kept in localStorage, sent as a Bearer token from then on
+        page.press("#api-key", "Tab")
+        page.click("#start")
+        page.wait_for_function("document.getElementById('flash').textContent.includes('422')")
+        assert "data" in page.inner_text("#flash") and "401" not in page.inner_text("#flash")
+        assert page.evaluate("localStorage.getItem('xlqa.apiKey')") == "s3cret"
         tab.close()
+
+
+def test_static_files_are_local_cached_and_compressed(site):
+    page = httpx.get(site["url"] + "/runs/" + site["runs"][0].id).text
+    src = next(part.split('"')[0] for part in page.split('src="')[1:] if "plotly.min.js" in part)
+    assert src.startswith("/static/plotly.min.js?v=")  # from the installed plotly package, no CDN
+    r = httpx.get(site["url"] + src, headers={"Accept-Encoding": "gzip"})
+    assert (
+        r.status_code == 200
+        and r.headers["content-encoding"] == "gzip"
+        and "max-age" in r.headers["cache-control"]
+    )
+    assert len(r.content) > 1_000_000 and int(r.headers["content-length"]) < len(r.content) / 2
+    again = httpx.get(site["url"] + src, headers={"If-None-Match": r.headers["etag"]})
+    assert again.status_code == 304
+    assert httpx.get(site["url"] + "/static/..%2Fapp.py").status_code == 404
+    missing = httpx.get(site["url"] + "/runs/no-such-run")
+    assert missing.status_code == 404 and "Run not found" in missing.text and "no-such-run" in missing.text
