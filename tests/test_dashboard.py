@@ -75,7 +75,7 @@ class Tab:
     def __init__(self, browser, base: str, shots: Path, allow: tuple[str, ...] = ()):
         self.context = browser.new_context(viewport={"width": 1400, "height": 1000})
         self.page = self.context.new_page()
-        self.base, self.shots, self.allow, self.problems = base, shots, allow, []
+        self.base, self.shots, self.allow, self.problems, self.requests = base, shots, allow, [], []
         self.page.on("console", self._console)
         self.page.on("pageerror", lambda err: self.problems.append(f"page error: {err}"))
         self.page.on("requestfailed", self._failed)
@@ -91,6 +91,7 @@ class Tab:
             self.problems.append(f"request failed: {req.url} {req.failure}")
 
     def _request(self, req) -> None:
+        self.requests.append(req.url)
         if not req.url.startswith((self.base, "data:")):
             self.problems.append(f"external request: {req.url}")
 
@@ -245,6 +246,7 @@ def test_follow_a_training_run_and_stop_it(tab, site, tmp_path, tiny_model_dir, 
     first = page.evaluate(count)
     page.wait_for_function(f"{count} > {first} + 3", timeout=30_000)  # the curve grows while it trains
     assert page.inner_text("#run-status") == "running"
+    assert any("/stream?after=" in u for u in tab.requests)  # followed by server-sent events
     shapes = page.evaluate("document.getElementById('chart-loss').layout.shapes.map(s => s.x0)")
     assert 5 in shapes  # the non-finite step is marked on the loss curve
     assert "nonfinite" in page.inner_text("#notable")

@@ -100,7 +100,7 @@
         line: {color, width: 2}, marker: {size: 4}, name: title, connectgaps: false};
       const extra = {title: {text: title, font: {size: 14}}, xaxis: {title: {text: "step"}}, height: 260,
         showlegend: false, ...(key === "loss" ? marked : {})};
-      extra.yaxis = key === "lr" ? {tickformat: ".2~e", automargin: true} : {automargin: true};
+      extra.yaxis = {automargin: true, exponentformat: "e"};
       Plotly.react(id, [trace], layout(extra), plotConfig);
     }
     const body = document.querySelector("#notable tbody");
@@ -122,6 +122,31 @@
       drawCharts();
     }
     next = data.next ?? next;
+  }
+
+  // live runs: events pushed by the server (SSE) as they are written; polling /events is the fallback
+  const TYPES = ["start", "resume", "step", "nonfinite", "rollback", "diagnosis", "eval", "best", "checkpoint",
+    "stopped", "end"];
+  let stream = null;
+  let redraw = null;
+
+  function follow() {
+    if (stream || !window.EventSource) return;
+    stream = new EventSource(`${base}/stream?after=${next}`);
+    const onEvent = (msg) => {
+      const e = JSON.parse(msg.data);
+      if (typeof e.seq !== "number" || e.seq <= next) return;
+      next = e.seq;
+      addEvents([e]);
+      redraw ||= setTimeout(() => { redraw = null; drawCharts(); }, 250); // one redraw per burst
+    };
+    for (const t of TYPES) stream.addEventListener(t, onEvent);
+    const close = () => {
+      if (stream) stream.close();
+      stream = null;
+    };
+    stream.addEventListener("status", close); // the run ended; the page's next refresh shows how
+    stream.onerror = close; // the next refresh polls and opens a new stream after the last event seen
   }
 
   function resultsTable(data) {
@@ -178,9 +203,10 @@
     if (train) {
       progress(detail);
       checkpoints(detail.checkpoints);
-      await pollEvents();
+      if (!stream) await pollEvents();
     }
     const running = statusOf(detail) === "running";
+    if (train && running) follow();
     document.getElementById("waiting").hidden = !(running && detail.run.kind === "eval");
     // only runs with an evaluation have results (asking otherwise is a 404, which the console reports)
     if (!resultsShown && (detail.evaluations || []).length) resultsShown = await showResults();
