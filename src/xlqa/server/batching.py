@@ -5,8 +5,8 @@ exactly as in evaluation (:func:`xlqa.features.build_features`), the windows joi
 single worker thread takes up to ``batch_size`` windows and ``batch_tokens`` padded tokens, waiting at most
 ``batch_wait_ms`` after the oldest queued window for more to arrive. After the forward pass (autocast in the
 chosen precision, inference mode; torch releases the GIL, so the event loop keeps accepting requests) each
-request whose windows are all done is decoded with :func:`xlqa.postprocess.decode`, giving character offsets
-into the original context. A full queue refuses new work with :class:`~xlqa.server.errors.QueueFull` and a
+request whose windows are all done is handed back and decoded with :func:`xlqa.postprocess.decode` in a
+thread of its own (character offsets into the original context) while the worker runs the next pass. A full queue refuses new work with :class:`~xlqa.server.errors.QueueFull` and a
 ``Retry-After`` estimated from the measured throughput. ``batch_size=1`` runs one window per forward pass.
 """
 
@@ -104,8 +104,8 @@ class Batcher:
         with self._tokenizer_lock:
             return build_features(examples, self.tokenizer, self.params, training=False)
 
-    def submit(self, examples: Sequence[Example], features: Features, options: DecodeOptions) -> Future:
-        """Queue the windows of ``examples``; the future resolves to their :class:`~xlqa.postprocess.Decoded`.
+    def _submit(self, examples: Sequence[Example], features: Features, options: DecodeOptions) -> Future:
+        """Queue the windows of ``examples``; the future resolves to their job once all logits are in.
 
         Raises:
             QueueFull: the queue holds ``queue_size`` windows already (a request is always admitted into an
@@ -122,7 +122,7 @@ class Batcher:
             list(examples), features, options, Future(), time.perf_counter(), [None] * n, [None] * n, n
         )
         if n == 0:  # every context empty after tokenization: decode() answers "" for each
-            job.future.set_result(self._decode(job))
+            job.future.set_result(job)
         return job
 
     def _refuse(self, job: _Job) -> None:
@@ -168,12 +168,14 @@ class Batcher:
                     self._refuse(job)
                 await asyncio.wait(waiting[:1])
             futures.append(asyncio.wrap_future(job.future))
-        return list(await asyncio.gather(*futures))
+        jobs = await asyncio.gather(*futures)
+        return await asyncio.to_thread(lambda: [self._decode(j) for j in jobs])
 
     async def answer(self, examples: Sequence[Example], options: DecodeOptions) -> Decoded:
         """Tokenize (in a thread), queue, and wait for the answers of ``examples``."""
         features = await asyncio.to_thread(self.featurize, examples)
-        return await asyncio.wrap_future(self.submit(examples, features, options))
+        job = await asyncio.wrap_future(self._submit(examples, features, options))
+        return await asyncio.to_thread(self._decode, job)
 
     def retry_after(self, windows: int) -> float:
         """Seconds until ``windows`` queued windows are likely done, from the measured throughput."""
@@ -224,17 +226,37 @@ class Batcher:
                 if left <= 0:
                     break
                 self._cond.wait(left)
-            batch: list[tuple[_Job, int]] = []
-            width = 0
-            while self._pending and len(batch) < lim.batch_size:
-                job, w = self._pending[0]
-                wider = max(width, int(job.features.lengths[w]))
-                if batch and wider * (len(batch) + 1) > lim.batch_tokens:
-                    break
-                batch.append(self._pending.popleft())
-                width = wider
+            batch = self._take()
             self.metrics.queue_windows.set(len(self._pending))
             return batch
+
+    def _take(self) -> list[tuple[_Job, int]]:
+        """Take a batch off the queue: the oldest window, then the queued windows closest to it in length.
+
+        Padding to the longest window costs compute, so a batch is filled with windows of similar length
+        (looking at most ``4 x batch_size`` windows deep); the oldest window always goes first, so none waits
+        behind more than the queue ahead of it.
+        """
+        lim = self.limits
+        pending = self._pending
+        look = min(len(pending), 4 * lim.batch_size)
+        lengths = [int(j.features.lengths[w]) for j, w in (pending[i] for i in range(look))]
+        order = sorted(range(1, look), key=lambda i: (abs(lengths[i] - lengths[0]), i))
+        chosen, width = [0], lengths[0]
+        for i in order:
+            if len(chosen) >= lim.batch_size:
+                break
+            wider = max(width, lengths[i])
+            if wider * (len(chosen) + 1) > lim.batch_tokens:
+                continue
+            chosen.append(i)
+            width = wider
+        taken = set(chosen)
+        batch = [pending[i] for i in sorted(chosen)]
+        rest = [item for i, item in enumerate(pending) if i not in taken]
+        pending.clear()
+        pending.extend(rest)
+        return batch
 
     def _full(self) -> bool:
         """Whether the queue already holds a full batch (by count or by padded tokens)."""
@@ -262,12 +284,9 @@ class Batcher:
             job.remaining -= 1
             if job.remaining == 0:
                 done.append(job)
-        for job in done:
-            try:
-                job.future.set_result(self._decode(job))
-            except Exception as err:  # the request gets the error, the worker goes on
-                job.future.set_exception(err)
         seconds = time.perf_counter() - t0
+        for job in done:  # decoded by the caller, so the next forward pass starts now
+            job.future.set_result(job)
         self._observe(batch, seconds)
 
     def _observe(self, batch: list[tuple[_Job, int]], seconds: float) -> None:
