@@ -1,8 +1,8 @@
 """The dashboard in real Chromium (Playwright) against a real uvicorn server over a real run store.
 
 Every page is opened with a populated store and its content checked against the store and the API; a detached
-training run is followed live and stopped with the button; an evaluation is started from /evaluate and followed
-to its results; the playground answers in Arabic and Chinese and the <mark> must be exactly the API's
+training run is followed live and stopped with the button; an evaluation is started from /evaluate and
+followed to its results; the playground answers in Arabic and Chinese and the <mark> must be exactly the API's
 ``context[start:end]``. No page may log a console error, fail a request or ask for anything off the server.
 Screenshots of every page go to the test's temporary folder.
 """
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from pathlib import Path
 
@@ -26,7 +27,8 @@ from xlqa.runs.store import RunStore
 CHROMIUM = "/usr/bin/chromium"
 LANGS = ("en", "de", "ar", "zh")
 PLACES = [("Alba", "Maria Rossi", "1901"), ("Borgo", "Jan Novak", "1850"), ("Celle", "Ana Silva", "1777"),
-          ("Dorna", "Li Wei", "1920"), ("Ebro", "Omar Haddad", "1666"), ("Fanta", "Eva Berg", "1999")]  # fmt: skip
+          ("Dorna", "Li Wei", "1920"), ("Ebro", "Omar Haddad", "1666"),
+          ("Fanta", "Eva Berg", "1999")]  # fmt: skip
 TEMPLATES = {
     "en": ("Who founded {c}?", "{c} was founded by {p} in {y}. It is a small town."),
     "de": ("Wer gründete {c}?", "{c} wurde {y} von {p} gegründet. Es ist eine kleine Stadt."),
@@ -150,7 +152,7 @@ def cells(page, selector: str) -> list[list[str]]:
     )
 
 
-# -- pages ------------------------------------------------------------------------------------------------------
+# -- pages ---------------------------------------------------------------------------------------------------
 def test_runs_page_lists_the_store(tab, site):
     page = tab.goto("/")
     page.wait_for_selector("#runs tbody[data-loaded]")
@@ -241,7 +243,7 @@ def test_follow_a_training_run_and_stop_it(tab, site, tmp_path, tiny_model_dir, 
     cfg = tiny_config(tmp_path, tiny_model_dir, max_steps=100_000, log_every=2, save_every=40)
     job = train(cfg, detach=True, store=site["store"], name="live")
     page = tab.goto(f"/runs/{job.run.id}")
-    count = "document.getElementById('chart-loss').data ? document.getElementById('chart-loss').data[0].x.length : 0"
+    count = "document.querySelectorAll('#chart-loss .scatterlayer path.point').length"  # points drawn
     page.wait_for_function(f"{count} >= 4", timeout=90_000)
     first = page.evaluate(count)
     page.wait_for_function(f"{count} > {first} + 3", timeout=30_000)  # the curve grows while it trains
@@ -255,7 +257,8 @@ def test_follow_a_training_run_and_stop_it(tab, site, tmp_path, tiny_model_dir, 
     tab.shot("run-live")
     page.click("#stop")
     page.wait_for_function("document.getElementById('run-status').textContent === 'stopped'", timeout=90_000)
-    assert "Stop requested" in page.inner_text("#action-msg")
+    page.wait_for_function("document.getElementById('action-msg').textContent.startsWith('Stop')")
+    assert re.match(r"Stopped at step \d+|Stop requested", page.inner_text("#action-msg"))
     assert json.loads((Path(cfg.output) / "run.json").read_text())["status"] == "stopped"
     assert page.is_enabled("#resume") and not page.is_enabled("#stop")
     tab.shot("run-stopped")
@@ -316,7 +319,7 @@ def test_playground_highlights_at_the_answer_offsets(tab, site, lang):
         assert page.inner_text("#highlight mark") == context[answers[1]["start"] : answers[1]["end"]]
 
 
-# -- 1,000 runs, and the key rule -----------------------------------------------------------------------------
+# -- 1,000 runs, and the key rule ----------------------------------------------------------------------------
 def test_runs_page_with_1000_runs_and_the_key_message(browser, tmp_path, site):
     store = RunStore(tmp_path / "big")
     for i in range(1000):

@@ -58,8 +58,9 @@
     const divs = entries.map(([runId]) => el("div", {class: "chart", id: `consistency-${runId}`}));
     box.replaceChildren(...divs);
     for (const [i, [runId, c]] of entries.entries()) {
-      Plotly.newPlot(divs[i], [{type: "heatmap", z: c.matrix, x: c.languages, y: c.languages, zmin: 0, zmax: 1,
-        colorscale: [[0, "#f7fbff"], [0.5, "#9ecae1"], [1, "#08519c"]], text: c.matrix.map((r) => r.map((v) => num(v, 2))), texttemplate: "%{text}",
+      Plotly.newPlot(divs[i], [{type: "heatmap", z: c.matrix, x: c.languages, y: c.languages,
+        zmin: 0, zmax: 1, colorscale: [[0, "#f7fbff"], [0.5, "#9ecae1"], [1, "#08519c"]],
+        text: c.matrix.map((r) => r.map((v) => num(v, 2))), texttemplate: "%{text}",
         hovertemplate: "%{y} → %{x}: %{z:.2f}<extra></extra>"}],
       layout({title: {text: byId[runId] ? label(byId[runId]) : runId, font: {size: 13}}, height: 340,
         yaxis: {autorange: "reversed"}, xaxis: {side: "bottom"}}), plotConfig);

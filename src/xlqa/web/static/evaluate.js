@@ -25,8 +25,10 @@
         for (const b of group.querySelectorAll("input[name=benchmark]")) b.checked = e.target.checked;
       }});
       const group = el("details", {class: "family", open: list.length <= 16},
-        el("summary", {}, el("strong", {}, family), ` (${list.length}) `, el("label", {class: "all"}, all, " all")),
-        el("div", {class: "grid"}, ...list.map((b) => el("label", {class: "choice", title: (b.languages || []).join(", ")},
+        el("summary", {}, el("strong", {}, family), ` (${list.length}) `,
+          el("label", {class: "all"}, all, " all")),
+        el("div", {class: "grid"}, ...list.map((b) => el("label",
+          {class: "choice", title: (b.languages || []).join(", ")},
           el("input", {type: "checkbox", name: "benchmark", value: b.name}), ` ${b.name}`))));
       return group;
     }));

@@ -1,4 +1,4 @@
-/* Playground: ask a loaded model; the answer is highlighted at the API's character offsets (never by search). */
+/* Playground: ask a loaded model; the answer is highlighted at the API's character offsets, not by search. */
 "use strict";
 
 (() => {
@@ -10,7 +10,8 @@
     "العربية": ["أين ولدت ماري كوري؟",
       "ولدت ماري كوري في وارسو عام 1867. انتقلت إلى باريس عام 1891 ودرست الفيزياء في جامعة السوربون."],
     "中文": ["玛丽·居里出生在哪里？", "玛丽·居里于1867年出生在华沙。她在1891年搬到巴黎，并在索邦大学学习物理。"],
-    "ไทย": ["มารี กูรี เกิดที่ไหน", "มารี กูรี เกิดที่กรุงวอร์ซอในปี 1867 เธอย้ายไปปารีสในปี 1891 และศึกษาฟิสิกส์ที่ซอร์บอนน์"],
+    "ไทย": ["มารี กูรี เกิดที่ไหน",
+      "มารี กูรี เกิดที่กรุงวอร์ซอในปี 1867 เธอย้ายไปปารีสในปี 1891 และศึกษาฟิสิกส์ที่ซอร์บอนน์"],
     "हिन्दी": ["मैरी क्यूरी का जन्म कहाँ हुआ था?",
       "मैरी क्यूरी का जन्म 1867 में वारसॉ में हुआ था। वे 1891 में पेरिस चली गईं और सोरबोन में भौतिकी पढ़ी।"],
   };
@@ -37,7 +38,8 @@
       ? `score ${sci(best.score)} · probability ${num(best.probability, 3)} · ${result.model}` : "";
     highlight(asked, best ? best.start : -1, best ? best.end : -1);
     const rows = answers.map((a, i) => {
-      const tr = el("tr", {class: i === 0 ? "chosen" : "", tabindex: 0, title: "show this answer in the context"},
+      const tr = el("tr", {class: i === 0 ? "chosen" : "", tabindex: 0,
+        title: "show this answer in the context"},
         el("td", {class: "num"}, i + 1), el("td", {dir: "auto"}, a.text || "(no answer)"),
         el("td", {class: "num"}, sci(a.score)), el("td", {class: "num"}, num(a.probability, 3)),
         el("td", {class: "num"}, a.start), el("td", {class: "num"}, a.end));

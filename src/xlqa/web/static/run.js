@@ -17,6 +17,7 @@
     ["chart-speed", "speed", "Examples / s", "#ff7f0e"],
   ];
 
+  const MARKED = ["nonfinite", "rollback", "diagnosis", "eval", "stopped", "end", "resume", "best"];
   const finite = (v) => (typeof v === "number" && Number.isFinite(v) ? v : null);
   const statusOf = (d) => (d.status && d.status.status) || d.run.status;
 
@@ -24,7 +25,9 @@
     const r = d.run;
     const items = [["Id", r.id], ["Kind", r.kind], ["Model", r.model], ["Started", when(r.created)],
       ["Updated", when(r.updated)], ["Folder", r.dir]];
-    if (d.status && d.status.pid) items.push(["Process", `pid ${d.status.pid}${d.status.alive ? "" : " (gone)"}`]);
+    if (d.status && d.status.pid) {
+      items.push(["Process", `pid ${d.status.pid}${d.status.alive ? "" : " (gone)"}`]);
+    }
     if (r.health) items.push(["Health", r.health]);
     document.getElementById("run-meta").replaceChildren(
       ...items.flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, v ?? "–")]));
@@ -50,7 +53,8 @@
     const total = s.total_steps ?? d.run.total_steps;
     const frac = total ? Math.min(1, step / total) : 0;
     document.getElementById("bar").style.width = `${(100 * frac).toFixed(1)}%`;
-    const eta = statusOf(d) === "running" && s.eta !== null && s.eta !== undefined ? ` · ETA ${duration(s.eta)}` : "";
+    const live = statusOf(d) === "running" && s.eta !== null && s.eta !== undefined;
+    const eta = live ? ` · ETA ${duration(s.eta)}` : "";
     const epoch = s.epoch !== null && s.epoch !== undefined ? ` · epoch ${num(s.epoch, 2)}` : "";
     const speed = s.examples_per_s ? ` · ${num(s.examples_per_s, 1)} examples/s` : "";
     document.getElementById("progress-text").textContent =
@@ -61,8 +65,10 @@
     const body = document.querySelector("#checkpoints tbody");
     const sorted = [...(list || [])].sort((a, b) => (a.step ?? -1) - (b.step ?? -1));
     const rows = sorted.map((c) => el("tr", {},
-      el("td", {class: "num"}, c.step ?? "–"), el("td", {class: "path"}, c.path), el("td", {}, c.best ? "best" : "")));
-    body.replaceChildren(...(rows.length ? rows : [el("tr", {}, el("td", {colspan: 3, class: "empty"}, "none yet"))]));
+      el("td", {class: "num"}, c.step ?? "–"), el("td", {class: "path"}, c.path),
+      el("td", {}, c.best ? "best" : "")));
+    const none = el("tr", {}, el("td", {colspan: 3, class: "empty"}, "none yet"));
+    body.replaceChildren(...(rows.length ? rows : [none]));
   }
 
   function addEvents(events) {
@@ -73,7 +79,7 @@
         steps.lr.push(finite(e.lr));
         steps.grad.push(finite(e.grad_norm));
         steps.speed.push(finite(e.examples_per_s));
-      } else if (["nonfinite", "rollback", "diagnosis", "eval", "stopped", "end", "resume", "best"].includes(e.event)) {
+      } else if (MARKED.includes(e.event)) {
         marks.push(e);
       }
     }
@@ -87,7 +93,8 @@
       const color = m.event === "nonfinite" ? "#d62728" : "#ff7f0e";
       out.push({type: "line", x0: m.step, x1: m.step, y0: 0, y1: 1, xref: "x", yref: "paper",
         line: {color, width: 1.5, dash: m.event === "rollback" ? "dash" : "dot"}});
-      notes.push({x: m.step, y: 1, xref: "x", yref: "paper", text: m.event === "nonfinite" ? "NaN" : "rollback",
+      const text = m.event === "nonfinite" ? "NaN" : "rollback";
+      notes.push({x: m.step, y: 1, xref: "x", yref: "paper", text,
         showarrow: false, font: {color, size: 10}, yanchor: "bottom"});
     }
     return {shapes: out, annotations: notes};
@@ -96,17 +103,21 @@
   function drawCharts() {
     const marked = shapes();
     for (const [id, key, title, color] of CHARTS) {
-      const trace = {x: steps.step, y: steps[key], mode: steps.step.length > 60 ? "lines" : "lines+markers",
+      // new arrays each time: Plotly.react redraws only what it sees change
+      const trace = {x: steps.step.slice(), y: steps[key].slice(), mode: steps.step.length > 60 ? "lines" : "lines+markers",
         line: {color, width: 2}, marker: {size: 4}, name: title, connectgaps: false};
       const extra = {title: {text: title, font: {size: 14}}, xaxis: {title: {text: "step"}}, height: 260,
+        datarevision: steps.step.length,
         showlegend: false, ...(key === "loss" ? marked : {})};
       extra.yaxis = {automargin: true, exponentformat: "e"};
       Plotly.react(id, [trace], layout(extra), plotConfig);
     }
     const body = document.querySelector("#notable tbody");
     const rows = marks.slice(-50).reverse().map((m) => el("tr", {class: `ev-${m.event}`},
-      el("td", {class: "num"}, m.step ?? m.steps ?? "–"), el("td", {}, m.event), el("td", {class: "details"}, summary(m))));
-    body.replaceChildren(...(rows.length ? rows : [el("tr", {}, el("td", {colspan: 3, class: "empty"}, "none"))]));
+      el("td", {class: "num"}, m.step ?? m.steps ?? "–"), el("td", {}, m.event),
+      el("td", {class: "details"}, summary(m))));
+    const none = el("tr", {}, el("td", {colspan: 3, class: "empty"}, "none"));
+    body.replaceChildren(...(rows.length ? rows : [none]));
   }
 
   function summary(m) {
@@ -125,8 +136,7 @@
   }
 
   // live runs: events pushed by the server (SSE) as they are written; polling /events is the fallback
-  const TYPES = ["start", "resume", "step", "nonfinite", "rollback", "diagnosis", "eval", "best", "checkpoint",
-    "stopped", "end"];
+  const TYPES = ["start", "step", "checkpoint", ...MARKED];
   let stream = null;
   let redraw = null;
 
@@ -168,15 +178,17 @@
     const names = data.datasets.map((d) => (d.language ? `${d.name} (${d.language})` : d.name));
     const err = (d) => (d.ci95 && d.ci95.f1 ? [d.ci95.f1[1] - d.f1, d.f1 - d.ci95.f1[0]] : [0, 0]);
     const official = {type: "bar", name: "F1 (official)", x: names, y: data.datasets.map((d) => d.f1),
-      marker: {color: "#1f77b4"}, error_y: {type: "data", symmetric: false, array: data.datasets.map((d) => err(d)[0]),
-        arrayminus: data.datasets.map((d) => err(d)[1]), color: "#333", thickness: 1.2, width: 4}};
+      marker: {color: "#1f77b4"}, error_y: {type: "data", symmetric: false,
+        array: data.datasets.map((d) => err(d)[0]), arrayminus: data.datasets.map((d) => err(d)[1]),
+        color: "#333", thickness: 1.2, width: 4}};
     const traces = [official];
     if (data.datasets.some((d) => d.ext_f1 !== null && d.ext_f1 !== undefined)) {
       traces.push({type: "bar", name: "F1 (xlqa-ext)", x: names, y: data.datasets.map((d) => d.ext_f1),
         marker: {color: "#aec7e8"}});
     }
-    Plotly.react("chart-results", traces, layout({title: {text: "F1 per dataset with 95% CI", font: {size: 14}},
-      barmode: "group", yaxis: {title: {text: "F1"}, range: [0, 100]}, height: 360, legend: {orientation: "h"}}),
+    Plotly.react("chart-results", traces, layout({
+      title: {text: "F1 per dataset with 95% CI", font: {size: 14}}, barmode: "group",
+      yaxis: {title: {text: "F1"}, range: [0, 100]}, height: 360, legend: {orientation: "h"}}),
     plotConfig);
   }
 
@@ -231,9 +243,10 @@
     msg.textContent = what === "stop" ? "Asking the run to stop…" : "Resuming…";
     try {
       const data = await api(`${base}/${what}`, {method: "POST"});
-      msg.textContent = what === "stop"
-        ? "Stop requested: the run finishes its step, saves a checkpoint and stops."
-        : `Resumed (pid ${data.pid}).`;
+      const stopped = data.run && data.run.status === "stopped";
+      if (what === "resume") msg.textContent = `Resumed (pid ${data.pid}).`;
+      else if (stopped) msg.textContent = `Stopped at step ${data.run.step ?? "?"}; a checkpoint was saved.`;
+      else msg.textContent = "Stop requested: the run finishes its step, saves a checkpoint and stops.";
       flash("");
       if (what === "resume") loop();
     } catch (err) {

@@ -52,7 +52,9 @@
       if (mine !== pending) return; // a newer request is on its way
       state.total = data.total;
       body.replaceChildren(...data.runs.map(row));
-      if (!data.runs.length) body.append(el("tr", {}, el("td", {colspan: 10, class: "empty"}, "No runs match.")));
+      if (!data.runs.length) {
+        body.append(el("tr", {}, el("td", {colspan: 10, class: "empty"}, "No runs match.")));
+      }
       const last = data.offset + data.runs.length;
       document.getElementById("range").textContent =
         data.total ? `${data.offset + 1}–${last} of ${data.total}` : "0 runs";
