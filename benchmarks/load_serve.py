@@ -168,7 +168,12 @@ def main() -> int:
     ap.add_argument("--clients", type=int, default=100, help="concurrent clients")
     ap.add_argument("--warmup", type=int, default=50, help="untimed requests first")
     ap.add_argument("--batch-size", type=int, default=32, help="windows per forward pass with batching on")
-    ap.add_argument("--batch-tokens", type=int, default=16384, help="padded tokens per forward pass at most")
+    ap.add_argument(
+        "--batch-tokens",
+        type=int,
+        default=0,
+        help="padded tokens per forward pass at most (0: the server's default)",
+    )
     ap.add_argument("--batch-wait-ms", type=float, default=5.0)
     ap.add_argument("--max-seq-length", type=int, default=384)
     ap.add_argument("--precision", default="auto")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import time
 from pathlib import Path
 
@@ -235,6 +236,7 @@ def test_compare_page_heatmap_paired_and_consistency(tab, site):
 def test_follow_a_training_run_and_stop_it(tab, site, tmp_path, tiny_model_dir, monkeypatch):
     from test_guard import tiny_config
     from xlqa.jobs import train
+    from xlqa.train.control import process_alive
 
     hooks = tmp_path / "hooks"
     hooks.mkdir()
@@ -242,26 +244,32 @@ def test_follow_a_training_run_and_stop_it(tab, site, tmp_path, tiny_model_dir, 
     monkeypatch.setenv("PYTHONPATH", str(hooks), prepend=os.pathsep)
     cfg = tiny_config(tmp_path, tiny_model_dir, max_steps=100_000, log_every=2, save_every=40)
     job = train(cfg, detach=True, store=site["store"], name="live")
-    page = tab.goto(f"/runs/{job.run.id}")
-    count = "document.querySelectorAll('#chart-loss .scatterlayer path.point').length"  # points drawn
-    page.wait_for_function(f"{count} >= 4", timeout=90_000)
-    first = page.evaluate(count)
-    page.wait_for_function(f"{count} > {first} + 3", timeout=30_000)  # the curve grows while it trains
-    assert page.inner_text("#run-status") == "running"
-    assert any("/stream?after=" in u for u in tab.requests)  # followed by server-sent events
-    shapes = page.evaluate("document.getElementById('chart-loss').layout.shapes.map(s => s.x0)")
-    assert 5 in shapes  # the non-finite step is marked on the loss curve
-    assert "nonfinite" in page.inner_text("#notable")
-    assert "step" in page.inner_text("#progress-text")
-    page.wait_for_selector("#checkpoints td.path", timeout=60_000)
-    tab.shot("run-live")
-    page.click("#stop")
-    page.wait_for_function("document.getElementById('run-status').textContent === 'stopped'", timeout=90_000)
-    page.wait_for_function("document.getElementById('action-msg').textContent.startsWith('Stop')")
-    assert re.match(r"Stopped at step \d+|Stop requested", page.inner_text("#action-msg"))
-    assert json.loads((Path(cfg.output) / "run.json").read_text())["status"] == "stopped"
-    assert page.is_enabled("#resume") and not page.is_enabled("#stop")
-    tab.shot("run-stopped")
+    try:
+        page = tab.goto(f"/runs/{job.run.id}")
+        count = "document.querySelectorAll('#chart-loss .scatterlayer path.point').length"  # points drawn
+        page.wait_for_function(f"{count} >= 4", timeout=90_000)
+        first = page.evaluate(count)
+        page.wait_for_function(f"{count} > {first} + 3", timeout=30_000)  # the curve grows while it trains
+        assert page.inner_text("#run-status") == "running"
+        assert any("/stream?after=" in u for u in tab.requests)  # followed by server-sent events
+        shapes = page.evaluate("document.getElementById('chart-loss').layout.shapes.map(s => s.x0)")
+        assert 5 in shapes  # the non-finite step is marked on the loss curve
+        assert "nonfinite" in page.inner_text("#notable")
+        assert "step" in page.inner_text("#progress-text")
+        page.wait_for_selector("#checkpoints td.path", timeout=60_000)
+        tab.shot("run-live")
+        page.click("#stop")
+        page.wait_for_function(
+            "document.getElementById('run-status').textContent === 'stopped'", timeout=90_000
+        )
+        page.wait_for_function("document.getElementById('action-msg').textContent.startsWith('Stop')")
+        assert re.match(r"Stopped at step \d+|Stop requested", page.inner_text("#action-msg"))
+        assert json.loads((Path(cfg.output) / "run.json").read_text())["status"] == "stopped"
+        assert page.is_enabled("#resume") and not page.is_enabled("#stop")
+        tab.shot("run-stopped")
+    finally:  # a failed check must not leave a 100,000-step run training behind the next tests
+        if job.pid and process_alive(job.pid):
+            os.kill(job.pid, signal.SIGKILL)
 
 
 def test_start_an_evaluation_and_see_it_finish(tab, site, tiny_model_dir):

@@ -255,7 +255,9 @@ class ServeConfig:
     max_seq_length: int = _f(384, "tokens per window")
     doc_stride: int = _f(128, "overlap between windows of a long context")
     batch_size: int = _f(32, "most windows in one forward pass (1 turns dynamic batching off)")
-    batch_tokens: int = _f(16384, "most tokens (windows x padded length) in one forward pass")
+    batch_tokens: int = _f(
+        0, "most tokens (windows x padded length) in one forward pass; 0: 4096 on CPU, 16384 on GPU"
+    )
     batch_wait_ms: float = _f(5.0, "longest wait for more requests before a batch runs")
     queue_size: int = _f(1024, "most windows waiting; beyond it requests get 429 with Retry-After")
     max_batch_items: int = _f(1000, "most questions in one /v1/answer/batch request")
@@ -269,9 +271,11 @@ class ServeConfig:
     log_json: bool = _f(True, "structured JSON access logs with a request id", flag="log-json")
 
     def validate(self) -> None:
-        for name in ("batch_size", "batch_tokens", "queue_size", "max_batch_items", "max_body_bytes"):
+        for name in ("batch_size", "queue_size", "max_batch_items", "max_body_bytes"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be at least 1")
+        if self.batch_tokens < 0:
+            raise ConfigError("--batch-tokens must be 0 (automatic) or more")
         if not 0 < self.port < 65536:
             raise ConfigError(f"--port must be between 1 and 65535, got {self.port}")
         if self.batch_wait_ms < 0:

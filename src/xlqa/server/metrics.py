@@ -35,7 +35,7 @@ class Metrics:
         )
         self.batch_seconds = Histogram(
             "xlqa_batch_seconds",
-            "time of one forward pass and its decoding",
+            "time of one forward pass",
             buckets=LATENCY_BUCKETS,
             registry=r,
         )

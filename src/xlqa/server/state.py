@@ -23,3 +23,6 @@ class ServerState:
     models: dict[str, Any] = field(default_factory=dict)
     ready: threading.Event = field(default_factory=threading.Event)
     load_errors: dict[str, str] = field(default_factory=dict)  # model -> why it failed to load
+    # models being loaded on request right now (start-up loads are counted from cfg.model)
+    loading: set[str] = field(default_factory=set)
+    loading_lock: threading.Lock = field(default_factory=threading.Lock)
