@@ -281,3 +281,50 @@ class ServeConfig:
         if self.batch_wait_ms < 0:
             raise ConfigError("--batch-wait-ms must be 0 or more")
         check_choices(self)
+
+
+@dataclass
+class EstimateConfig(TrainConfig):
+    """Planning a run before it trains (``xlqa estimate``): exact counts and measured times.
+
+    Every training field applies to all candidates; ``model``, ``precision`` and ``batch_size`` take several
+    values, and each combination is a candidate. ``configs`` (a JSON list of training configs) adds candidates
+    of its own, each filling the keys it leaves out from the flags.
+    """
+
+    model: list[str] = _f([], "model to plan for; repeat the flag for several candidates")  # noqa: RUF009
+    precision: list[str] = _f(  # noqa: RUF009 (_f copies lists)
+        ["auto"], f"precision(s) to compare ({', '.join(PRECISIONS)}); repeat or comma-separate"
+    )
+    batch_size: list[int] = _f([16], "windows per step; repeat the flag to compare batch sizes")  # noqa: RUF009
+    output: str = _f("", "unused by estimate: nothing is written besides the feature cache", cli=False)
+    eval: list[str] = _f(  # noqa: RUF009
+        [],
+        "benchmarks (xquad, mlqa, tydiqa, groups) or SQuAD-format files to plan evaluation for; repeatable",
+    )
+    mirror: str | None = _f(None, "data mirror folder or URL for --eval benchmarks (default $XLQA_MIRROR)")
+    max_eval_examples: int | None = _f(None, "only the first N questions of each --eval file")
+    configs: str | None = _f(None, "JSON file: a list of training configs, one candidate each")
+    measure_steps: int = _f(4, "training steps timed per candidate, after one warm-up step")
+    measure_batches: int = _f(3, "evaluation batches timed per candidate, after one warm-up batch")
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` naming the flag of the first bad value (single values become lists)."""
+        for name in ("model", "precision", "batch_size", "eval"):
+            if isinstance(getattr(self, name), (str, int)):
+                setattr(self, name, [getattr(self, name)])
+        if not self.model and not self.configs:
+            raise ConfigError("--model is required (or --configs FILE)")
+        if not self.train:
+            raise ConfigError("--train is required")
+        self.precision = [p.strip() for item in self.precision for p in item.split(",") if p.strip()]
+        for p in self.precision:
+            if p not in PRECISIONS:
+                raise ConfigError(f"--precision must be one of {', '.join(PRECISIONS)}, got {p!r}")
+        if any(b < 1 for b in self.batch_size):
+            raise ConfigError(f"--batch-size must be >= 1, got {self.batch_size}")
+        for name in ("measure_steps", "measure_batches"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be >= 1")
+        if self.max_eval_examples is not None and self.max_eval_examples < 1:
+            raise ConfigError("--max-eval-examples must be >= 1")

@@ -8,6 +8,7 @@ job         config                       result
 `predict`   :class:`~xlqa.config.PredictConfig`  :class:`Prediction`: one answer, or every question of a file
 `score`     :class:`~xlqa.config.ScoreConfig`    the official scores, with the official keys
 `demo`      :class:`~xlqa.config.DemoConfig`     the report's path (:func:`xlqa.demo.run_demo`)
+`estimate`  :class:`~xlqa.config.EstimateConfig` one :class:`~xlqa.plan.estimate.Estimate` per candidate
 =========== ============================ ===========================================================
 
 Nothing here prints or exits: errors a user can fix are :class:`xlqa.errors.XlqaError`; progress goes to
@@ -22,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from xlqa.config import DemoConfig, EvalConfig, PredictConfig, ScoreConfig, TrainConfig
+from xlqa.config import DemoConfig, EstimateConfig, EvalConfig, PredictConfig, ScoreConfig, TrainConfig
 from xlqa.errors import ConfigError, DataError
 from xlqa.results import EvalResult
 from xlqa.runs.schema import Run
@@ -189,3 +190,14 @@ def demo(cfg: DemoConfig) -> Path:
     from xlqa.demo import run_demo
 
     return run_demo(cfg)
+
+
+def estimate(cfg: EstimateConfig) -> list[Any]:
+    """Plan training and evaluation before anything trains: one ``Estimate`` per candidate.
+
+    Exact counts (questions, windows, steps, evaluation windows) and times and peak memory predicted from real
+    steps measured on this hardware (:mod:`xlqa.plan`). Nothing is written besides the feature cache.
+    """
+    from xlqa.plan.estimate import run_estimate
+
+    return run_estimate(cfg)

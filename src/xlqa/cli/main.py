@@ -15,6 +15,7 @@ import xlqa
 from xlqa import jobs
 from xlqa.cli.common import XlqaGroup, console, out_console, setup_logging
 from xlqa.cli.data import data_app
+from xlqa.cli.estimate import add_estimate_command
 from xlqa.cli.options import build_config, config_command, config_parameters, option
 from xlqa.cli.report import report as report_command
 from xlqa.cli.runs import runs_app
@@ -33,6 +34,7 @@ app = typer.Typer(
 app.add_typer(data_app, name="data")
 app.add_typer(runs_app, name="runs")
 app.command("report")(report_command)
+add_estimate_command(app)
 
 
 def _version(value: bool) -> None:

@@ -1,0 +1,238 @@
+"""One estimate per candidate: exact counts, measured steps, and the predicted times and memory of the run.
+
+For a candidate (a :class:`~xlqa.config.TrainConfig`) the model is loaded as training loads it, its training
+windows built by the task's own ``train_data``, and the loop's batches and steps counted
+(:mod:`xlqa.plan.counts`). Then, on this hardware: a few real training steps (forward, backward, clipping,
+optimizer) on real batches spread over the token range, after a warm-up step; a few real evaluation batches
+(forward passes, or generation for a generative model) on the real evaluation windows; one checkpoint write;
+the peak memory. :mod:`xlqa.plan.measure` turns these into ranges over the exact batches of the run.
+
+``train_seconds`` predicts what ``xlqa train`` reports as its seconds (optimizer steps, dev evaluation after
+each epoch, checkpoints; not loading the model and tokenizing); ``eval_seconds`` what ``xlqa evaluate`` spends
+per file (loading the cached windows, forward passes, decoding) with the same window and batch settings.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from xlqa.config import EstimateConfig, TrainConfig
+from xlqa.data import SquadData, load_squad
+from xlqa.errors import ConfigError, DataError
+from xlqa.modeling import apply_precision_policy, choose_precision, cpu_has_native_bf16, is_t5_family
+from xlqa.plan import measure
+from xlqa.plan.candidates import candidates, eval_files
+from xlqa.plan.counts import TrainCounts, batch_tokens, count_training
+from xlqa.plan.evaluation import EvalPlan, plan_eval
+from xlqa.plan.measure import Range, Samples
+from xlqa.tasks import make_optimizer, make_task
+
+log = logging.getLogger(__name__)
+
+MEMORY_MARGIN = 0.9  # a peak above this share of the device's memory is named as a risk
+
+
+@dataclass
+class Estimate:
+    """The plan of one candidate: counts, predicted seconds (ranges), measured samples, memory and risks."""
+
+    name: str
+    config: TrainConfig
+    task: str
+    precision: str
+    device: str
+    counts: TrainCounts
+    steps_seconds: Range
+    dev_seconds: Range
+    checkpoint_seconds: Range
+    evals: list[EvalPlan]
+    dev: EvalPlan | None
+    measured: dict[str, Any]
+    peak_memory_mb: float
+    device_memory_mb: float | None
+    risks: list[str] = field(default_factory=list)
+
+    @property
+    def steps(self) -> int:
+        return self.counts.total_steps
+
+    @property
+    def train_seconds(self) -> Range:
+        """Training as ``xlqa train`` counts it: steps, dev evaluations, checkpoints."""
+        return self.steps_seconds + self.dev_seconds + self.checkpoint_seconds
+
+    @property
+    def eval_seconds(self) -> Range:
+        total = measure.ZERO
+        for e in self.evals:
+            total = total + e.seconds
+        return total
+
+    def to_json(self) -> dict[str, Any]:
+        """One object of ``xlqa estimate --json``."""
+        c = self.config
+        return {
+            "name": self.name, "model": c.model, "task": self.task, "precision": self.precision,
+            "device": self.device, "batch_size": c.batch_size, "grad_accum": c.grad_accum,
+            "max_seq_length": c.max_seq_length, "epochs_requested": c.epochs, "max_steps": c.max_steps,
+            **self.counts.to_json(), "steps": self.steps,
+            "train_seconds": self.train_seconds.to_json(), "eval_seconds": self.eval_seconds.to_json(),
+            "train_breakdown": {"steps": self.steps_seconds.to_json(), "dev_eval": self.dev_seconds.to_json(),
+                                "checkpoints": self.checkpoint_seconds.to_json()},
+            "dev": self.dev.to_json() if self.dev else None,
+            "eval": [e.to_json() for e in self.evals],
+            "measured": self.measured,
+            "peak_memory_mb": round(self.peak_memory_mb, 1),
+            "device_memory_mb": round(self.device_memory_mb, 1) if self.device_memory_mb else None,
+            "risks": self.risks,
+        }  # fmt: skip
+
+
+def run_estimate(cfg: EstimateConfig) -> list[Estimate]:
+    """Every candidate of ``cfg``, planned and measured one after the other (see the module docstring)."""
+    cands = candidates(cfg)  # bad flags fail before any file or model is read
+    train_set = load_squad(cfg.train, max_examples=cfg.max_train_examples)
+    dev_set = load_squad(cfg.dev, max_examples=cfg.max_dev_examples) if cfg.dev else None
+    files, skipped = eval_files(cfg)
+    targets = [load_squad(f, max_examples=cfg.max_eval_examples) for f in files]
+    out = []
+    for name, cand in cands:
+        log.info("estimating %s", name)
+        est = estimate_candidate(name, cand, train_set, dev_set, targets, cfg)
+        est.risks += [f"benchmark {b} skipped: {reason}" for b, reason in skipped]
+        out.append(est)
+        gc.collect()
+    return out
+
+
+def _precision_risks(model, precision: str, device: torch.device, cfg: TrainConfig) -> list[str]:
+    """Known risks of a precision: fp16 on the T5 family (overflow), bf16 a CPU computes slowly."""
+    risks = []
+    if precision == "fp16" and is_t5_family(model):
+        risks.append(
+            f"fp16 on a T5-family model ({model.config.model_type}): feed-forward activations overflow fp16 "
+            "(inf/NaN losses); xlqa train refuses it unless --allow-fp16-t5 (then wo layers run in fp32); "
+            "use bf16 or fp32"
+        )
+    if precision == "bf16" and device.type == "cpu" and not cpu_has_native_bf16():
+        risks.append("bf16 on a CPU without native bf16 arithmetic: emulated, usually slower than fp32")
+    if precision == "fp16" and device.type == "cpu":
+        risks.append("fp16 on a CPU: autocast without native fp16 arithmetic, usually slower than fp32")
+    return risks
+
+
+def estimate_candidate(
+    name: str,
+    cfg: TrainConfig,
+    train_set: SquadData,
+    dev_set: SquadData | None,
+    targets: list[SquadData],
+    opts: EstimateConfig,
+) -> Estimate:
+    """Count, measure and predict one candidate (see the module docstring)."""
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    task = make_task(cfg)
+    precision = choose_precision(cfg.precision, device.type)
+    measure.reset_peak_memory(device)
+    model, tok = task.load(cfg)
+    risks = _precision_risks(model, precision, device, cfg)
+    try:
+        apply_precision_policy(model, precision, allow_fp16_t5=cfg.allow_fp16_t5)
+    except ConfigError:  # named as a risk above; measured as --allow-fp16-t5 would run it
+        apply_precision_policy(model, precision, allow_fp16_t5=True)
+    if cfg.freeze_embeddings:
+        model.get_input_embeddings().weight.requires_grad_(False)
+    model.to(device)
+    torch.manual_seed(cfg.seed)
+
+    # -- counts: the windows and batches training will really see
+    data = task.train_data(train_set.examples, tok, cfg)
+    if len(data.lengths) == 0:
+        raise DataError("no trainable windows (every answer unlocatable?)", path=cfg.train)
+    counts = count_training(data.lengths, len(train_set.examples), cfg)
+    multiple = getattr(data.collate, "multiple", 1)
+    trained_tokens = batch_tokens(data.lengths, counts.batches, multiple)
+
+    # -- training steps: forward, backward, clip, optimizer, on real batches across the token range
+    optimizer = make_optimizer(model, cfg)
+    fb, opt_all = _time_training(model, task, data, cfg, precision, device, optimizer, counts, opts)
+    opt_s = opt_all[1:]  # the warm-up step allocates the optimizer state: not a step like the others
+    opt_mid = float(np.median(opt_s)) if opt_s else 0.0
+    opt_range = Range(min(opt_s, default=0.0), opt_mid, max(opt_s, default=0.0)).scale(counts.total_steps)
+    steps_seconds = measure.predict(fb, trained_tokens) + opt_range
+
+    # -- evaluation: dev after every epoch, and the --eval files
+    model.eval()
+    plans, eval_samples = plan_eval(model, tok, task.name, cfg, precision, device,
+                                    [*([dev_set] if dev_set else []), *targets], opts.measure_batches)  # fmt: skip
+    dev_plan = plans.pop(0) if dev_set else None
+
+    # -- checkpoints: model folder + optimizer state, written once; best/ saved at least once, at most each epoch
+    model_s, state_s = measure.time_checkpoint(model, tok, optimizer)
+    ckpt = (model_s + state_s) * counts.checkpoints
+    checkpoint_seconds = Range(
+        ckpt + model_s, ckpt + model_s * (counts.epochs + 1) / 2, ckpt + model_s * counts.epochs
+    )
+
+    peak = measure.peak_memory_mb(device)
+    total = measure.device_memory_mb(device)
+    if total and peak > MEMORY_MARGIN * total:
+        risks.append(
+            f"peak memory {peak:,.0f} MB is above {MEMORY_MARGIN:.0%} of the device's {total:,.0f} MB"
+        )
+    step_s = [f + opt for f, opt in zip(fb.seconds, opt_s, strict=False)]
+    measured = {
+        "train_batches": fb.to_json(), "optimizer_seconds": [round(s, 5) for s in opt_s],
+        "warmup_optimizer_seconds": round(opt_all[0], 5) if opt_all else None,
+        "step_seconds": [round(s, 5) for s in step_s],
+        "step_seconds_median": round(float(np.median(step_s)), 5) if step_s else None,
+        "eval_batches": eval_samples.to_json(), "checkpoint_seconds": round(model_s + state_s, 4),
+        "save_model_seconds": round(model_s, 4),
+    }  # fmt: skip
+    est = Estimate(name, cfg, task.name, precision, device.type, counts, steps_seconds,
+                   dev_plan.seconds.scale(counts.epochs) if dev_plan else measure.ZERO, checkpoint_seconds,
+                   plans, dev_plan, measured, peak, total, risks)  # fmt: skip
+    del model, optimizer
+    return est
+
+
+def _time_training(model, task, data, cfg: TrainConfig, precision: str, device: torch.device, optimizer,
+                   counts: TrainCounts, opts: EstimateConfig) -> tuple[Samples, list[float]]:  # fmt: skip
+    """Forward/backward samples (tokens, seconds) and optimizer seconds (warm-up first) of real steps."""
+    from xlqa.modeling import autocast
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt_seconds: list[float] = []
+    totals: list[float] = []
+    model.train()
+
+    def run(idx: list[int]) -> None:
+        t0 = time.perf_counter()
+        batch = data.collate([data.dataset[i] for i in idx])  # the loader collates in this thread too
+        batch = {k: v.to(device) for k, v in batch.items()}
+        with autocast(precision, device):
+            loss = task.loss(model, batch, model.config)
+        float(loss.detach())  # the loop reads the loss every batch
+        loss.backward()
+        measure.synchronize(device)
+        t1 = time.perf_counter()
+        torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+        optimizer.step()
+        optimizer.zero_grad()
+        measure.synchronize(device)
+        t2 = time.perf_counter()
+        opt_seconds.append(t2 - t1)
+        totals.append(t1 - t0)
+
+    # sample the batches of the first epoch, as training builds them (not padded to max_seq_length)
+    first = counts.batches[: max(1, counts.batches_per_epoch)]
+    tokens = batch_tokens(data.lengths, first, getattr(data.collate, "multiple", 1))
+    timed = measure.time_batches(run, first, tokens, opts.measure_steps, device)
+    return Samples(timed.tokens, totals[1:]), opt_seconds

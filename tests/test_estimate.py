@@ -1,0 +1,180 @@
+"""The planner (``xlqa estimate``): exact counts equal what training does; predictions come from measured steps."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import write_squad
+from synthetic_qa import make_questions, place_names, save_tiny_t5
+from xlqa import jobs
+from xlqa.config import EstimateConfig, TrainConfig
+from xlqa.errors import ConfigError
+from xlqa.plan.measure import Samples, predict
+
+LONG = " ".join(f"Sentence number {i} tells about the river Elbe and the town of Dresden." for i in range(12))
+
+
+def _examples(n: int) -> list[dict]:
+    out = []
+    for i in range(n):
+        ctx = f"Item {i}: the answer is Berlin{i}. " + LONG[: 60 + 37 * (i % 9)]
+        out.append({"id": f"q{i}", "question": f"What is item {i}?", "context": ctx,
+                    "answers": [(f"Berlin{i}", ctx.index(f"Berlin{i}"))]})  # fmt: skip
+    return out
+
+
+@pytest.fixture()
+def squad_files(tmp_path):
+    return write_squad(tmp_path / "train.json", _examples(40)), write_squad(
+        tmp_path / "dev.json", _examples(9)
+    )
+
+
+def _base(model, train, dev, **kw) -> dict:
+    return dict(model=str(model), train=str(train), dev=str(dev), max_seq_length=48, doc_stride=16,
+                max_query_length=16, progress=False, save_every=4, **kw)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(batch_size=4, grad_accum=2, epochs=1.5),
+        dict(batch_size=3, max_steps=7),
+        dict(batch_size=8, epochs=2),
+    ],
+    ids=["accum-fractional-epochs", "max-steps", "two-epochs"],
+)
+def test_counts_equal_what_training_does(kw, tiny_model_dir, squad_files, tmp_path, xlqa_cache):
+    from xlqa.train.loop import train
+
+    base = _base(tiny_model_dir, *squad_files, eval=[str(squad_files[1])], measure_steps=2, measure_batches=1)
+    est = jobs.estimate(EstimateConfig(**{**base, **kw, "batch_size": [kw["batch_size"]]}))[0]
+    out = tmp_path / "run"
+    train_kw = {k: v for k, v in base.items() if k not in ("eval", "measure_steps", "measure_batches")}
+    result = train(TrainConfig(**{**train_kw, **kw, "output": str(out)}))
+    events = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
+    start = next(e for e in events if e["event"] == "start")
+    assert est.steps == result.steps == start["total_steps"]
+    assert est.counts.windows == start["windows"] and est.counts.questions == 40
+    assert est.counts.epochs == len(result.history)
+    assert est.counts.checkpoints == sum(e["event"] == "checkpoint" for e in events)
+    # the dev evaluation's windows are the ones evaluation builds
+    from xlqa.data import load_squad
+    from xlqa.features import FeatureParams, build_features
+    from xlqa.modeling import load_qa_model
+
+    _, tok = load_qa_model(str(tiny_model_dir))
+    dev_feats = build_features(load_squad(squad_files[1]).examples, tok, FeatureParams(48, 16, 16))
+    assert est.dev.windows == est.evals[0].windows == len(dev_feats)
+    assert est.evals[0].questions == 9
+
+
+def test_predictions_scale_with_the_measured_samples():
+    tokens = np.array([100, 200, 300, 400])
+    fast = Samples([100, 400], [0.1, 0.4])
+    slow = Samples([100, 400], [0.3, 1.2])
+    assert predict(fast, tokens).expected == pytest.approx(1.0)
+    assert predict(slow, tokens).expected == pytest.approx(3.0)
+    noisy = Samples([100, 200, 400], [0.1, 0.3, 0.4])
+    r = predict(noisy, tokens)
+    assert r.low < r.expected < r.high
+
+
+def test_a_slower_model_gets_proportionally_larger_predictions(
+    tiny_model_dir, squad_files, tmp_path, xlqa_cache
+):
+    from transformers import AutoTokenizer, BertConfig, BertForQuestionAnswering
+
+    big = tmp_path / "bigger-bert"
+    tok = AutoTokenizer.from_pretrained(str(tiny_model_dir))
+    BertForQuestionAnswering(BertConfig(vocab_size=tok.vocab_size, hidden_size=256, num_hidden_layers=4,
+                                        num_attention_heads=4, intermediate_size=1024)).save_pretrained(big)  # fmt: skip
+    tok.save_pretrained(big)
+    base = _base(tiny_model_dir, *squad_files, batch_size=[8], epochs=1.0, measure_steps=3)
+    small_est, big_est = jobs.estimate(EstimateConfig(**{**base, "model": [str(tiny_model_dir), str(big)]}))
+    assert small_est.steps == big_est.steps
+    step_ratio = big_est.measured["step_seconds_median"] / small_est.measured["step_seconds_median"]
+    pred_ratio = big_est.steps_seconds.expected / small_est.steps_seconds.expected
+    assert step_ratio > 1.5 and pred_ratio > 1.5
+    assert pred_ratio == pytest.approx(step_ratio, rel=0.5)
+    # every timed step is recorded, and the prediction lies within the measured spread times the steps
+    m = big_est.measured
+    assert len(m["train_batches"]["seconds"]) >= 1 and len(m["step_seconds"]) == len(
+        m["train_batches"]["seconds"]
+    )
+    assert min(m["step_seconds"]) * 0.5 * big_est.steps <= big_est.steps_seconds.expected
+    assert big_est.steps_seconds.expected <= max(m["step_seconds"]) * 2 * big_est.steps
+
+
+def test_t5_in_fp16_is_named_as_a_risk(tmp_path, xlqa_cache):
+    model = save_tiny_t5(tmp_path / "t5")
+    train_places, _ = place_names()
+    train = write_squad(tmp_path / "t.json", make_questions(24, train_places, 0, "t"))
+    cfg = EstimateConfig(model=[str(model)], train=str(train), precision=["fp16,fp32"], batch_size=[8],
+                         max_steps=3, progress=False, eval=[str(train)], max_eval_examples=8,
+                         measure_steps=2, measure_batches=1)  # fmt: skip
+    fp16, fp32 = jobs.estimate(cfg)
+    assert fp16.task == fp32.task == "generative"
+    assert any("T5" in r and "fp16" in r for r in fp16.risks)
+    assert not any("T5" in r for r in fp32.risks)
+    assert fp32.steps == 3 and fp32.evals[0].windows >= 8 and fp32.eval_seconds.expected > 0
+
+
+def _cli(*args: str, env_cache) -> subprocess.CompletedProcess:
+    import os
+
+    return subprocess.run([sys.executable, "-m", "xlqa.cli.main", "estimate", *args], capture_output=True,
+                          text=True, env={**os.environ, "XLQA_CACHE": str(env_cache), "COLUMNS": "200"},
+                          timeout=300)  # fmt: skip
+
+
+def test_cli_json_through_the_entry_point(tiny_model_dir, squad_files, xlqa_cache):
+    train, dev = squad_files
+    args = ["--model", str(tiny_model_dir), "--train", str(train), "--dev", str(dev), "--eval", str(dev),
+            "--batch-size", "4", "--batch-size", "8", "--max-seq-length", "48", "--doc-stride", "16",
+            "--epochs", "1", "--measure-steps", "2", "--no-progress"]  # fmt: skip
+    proc = _cli(*args, "--json", env_cache=xlqa_cache)
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads(proc.stdout)
+    assert [r["batch_size"] for r in rows] == [4, 8]
+    for r in rows:
+        assert isinstance(r["steps"], int) and r["steps"] > 0 and r["peak_memory_mb"] > 0
+        for key in ("train_seconds", "eval_seconds"):
+            assert set(r[key]) >= {"low", "high"} and 0 < r[key]["low"] <= r[key]["high"]
+        assert r["eval"][0]["windows"] > 0 and r["questions"] == 40 and isinstance(r["risks"], list)
+    assert rows[0]["steps"] > rows[1]["steps"]
+    table = _cli(*args, env_cache=xlqa_cache)
+    assert table.returncode == 0, table.stderr
+    assert "batch 4" in table.stdout and "training total" in table.stdout
+
+
+@pytest.mark.parametrize(
+    "args, flag",
+    [
+        (["--precision", "fp8"], "--precision"),
+        (["--batch-size", "0"], "--batch-size"),
+        (["--eval", "no-such-benchmark"], "--eval"),
+        (["--measure-steps", "0"], "--measure-steps"),
+    ],
+)
+def test_bad_input_names_the_flag(args, flag, tiny_model_dir, squad_files, xlqa_cache):
+    from typer.testing import CliRunner
+
+    from xlqa.cli.main import app
+
+    base = ["estimate", "--model", str(tiny_model_dir), "--train", str(squad_files[0]), "--no-progress"]
+    result = CliRunner().invoke(app, [*base, *args], env={"COLUMNS": "200"})
+    assert result.exit_code == 2, result.output
+    assert flag in result.output
+
+
+def test_missing_model_or_train_is_refused():
+    with pytest.raises(ConfigError, match="--model"):
+        jobs.estimate(EstimateConfig(train="x.json"))
+    with pytest.raises(ConfigError, match="--train"):
+        jobs.estimate(EstimateConfig(model=["m"]))
