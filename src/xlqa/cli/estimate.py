@@ -55,7 +55,7 @@ def estimate_table(rows: list[dict[str, Any]]) -> Table:
         ("epochs / total steps", [f"{r['epochs']} / {r['steps']:,}" for r in rows]),
         ("measured step (median)", [f"{s:.3f} s" if s is not None else "" for s in step]),
         ("training steps", [span(r["train_breakdown"]["steps"]) for r in rows]),
-        ("dev evaluation (all epochs)", [span(r["train_breakdown"]["dev_eval"]) for r in rows]),
+        ("dev evaluation (all epochs)", [span(r["train_breakdown"]["dev_eval"]) if r["dev"] else "no --dev" for r in rows]),
         (f"checkpoints ({'/'.join(str(r['checkpoints']) for r in rows)})",
          [span(r["train_breakdown"]["checkpoints"]) for r in rows]),
         ("training total", [span(r["train_seconds"]) for r in rows]),
