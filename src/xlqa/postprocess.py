@@ -10,12 +10,14 @@ threshold, and ``null_odds = null_score - best_span_score`` is written in the fo
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from xlqa.metrics.squad_v2 import threshold_sweep
 from xlqa.results import NBestCandidate
+from xlqa.spans import Candidates, null_scores, rank_per_example, softmax_rows, window_candidates
 
 # Longest answer, in tokens. The SQuAD/XTREME habit of 30 was set for English WordPiece; mBERT cuts Thai, Greek
 # and Arabic into many more pieces, so 30 tokens lose up to 8% of XQuAD th answers before the model is even
@@ -65,23 +67,53 @@ def trim_span(context: str, start: int, end: int) -> tuple[int, int]:
     return (s, e) if s < e else (start, end)
 
 
-def _top_k(x: np.ndarray, k: int) -> np.ndarray:
-    """Indices of the k largest values per row (unordered)."""
-    k = min(k, x.shape[1])
-    return np.argpartition(-x, k - 1, axis=1)[:, :k]
+@functools.cache
+def _edge_table() -> np.ndarray:
+    """``table[c]`` is True for the code points :func:`trim_span` strips; the last entry stands for all above."""
+    codes = [c for c in range(0x3001) if chr(c).isspace()] + [
+        ord(c) for c in _EDGE_PUNCT
+    ]  # U+3000: last space
+    table = np.zeros(max(codes) + 2, dtype=bool)
+    table[codes] = True
+    return table
 
 
-@dataclass
-class _Spans:
-    """Candidate spans as parallel arrays: example index, character start/end, score."""
+def trim_spans(
+    contexts: list[str], example: np.ndarray, start: np.ndarray, end: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`trim_span` for many spans at once: ``[start, end)`` into ``contexts[example]``, same results.
 
-    ex: np.ndarray
-    start: np.ndarray
-    end: np.ndarray
-    score: np.ndarray
+    ``example`` must be sorted. Only the characters at the spans' edges are looked at, a step at a time for
+    the spans whose edge is still white space or punctuation (a few steps: edges are one token's glue).
+    """
+    head = np.flatnonzero(np.diff(example, prepend=-1))  # first candidate of each example
+    slot: dict[str, int] = {}  # questions on one paragraph share its context: each distinct text once
+    ex_slot = [slot.setdefault(contexts[i], len(slot)) for i in example[head].tolist()]
+    texts = list(slot)
+    bounds = np.zeros(len(texts) + 1, dtype=np.int64)
+    np.cumsum([len(t) for t in texts], out=bounds[1:])
+    chars = np.frombuffer("".join(texts).encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+    table = _edge_table()
+    cand_slot = np.repeat(np.array(ex_slot, dtype=np.int64), np.diff(np.append(head, len(example))))
+    base, length = bounds[cand_slot], bounds[cand_slot + 1] - bounds[cand_slot]
+    s, e = start.copy(), end.copy()
 
-    def take(self, index: np.ndarray) -> _Spans:
-        return _Spans(self.ex[index], self.start[index], self.end[index], self.score[index])
+    def edge_at(pos: np.ndarray, which: np.ndarray) -> np.ndarray:
+        return table[np.minimum(chars[base[which] + pos], len(table) - 1)]
+
+    act = np.flatnonzero((start >= 0) & (start < end) & (end <= length))  # spans inside their context
+    todo = act
+    while len(todo):  # leading edge characters
+        todo = todo[edge_at(s[todo], todo)]
+        s[todo] += 1
+        todo = todo[s[todo] < e[todo]]
+    todo = act[s[act] < e[act]]
+    while len(todo):  # trailing ones
+        todo = todo[edge_at(e[todo] - 1, todo)]
+        e[todo] -= 1
+        todo = todo[e[todo] > s[todo]]
+    nothing_left = s >= e  # edge characters only: kept as they were
+    return np.where(nothing_left, start, s), np.where(nothing_left, end, e)
 
 
 def decode(
@@ -111,7 +143,7 @@ def decode(
         example_ids: question ids, one per example.
         contexts: context strings, one per example.
         n_best: how many distinct spans to keep per question.
-        top_k: start and end candidates per window.
+        top_k: start and end candidates per window (context tokens with finite logits; ties: the earlier).
         max_answer_length: longest answer in tokens.
         null_threshold: None for SQuAD v1 (always answer); a float for v2: answer "" when
             ``null_score - best_span_score > null_threshold``.
@@ -129,19 +161,29 @@ def decode(
         return Decoded(
             predictions=empty, nbest={q: [] for q in example_ids}, null_odds={q: 0.0 for q in example_ids}
         )
-    spans = _candidates(start_logits, end_logits, offsets, example_index, top_k, max_answer_length)
-    kept, rank = _ranked(_best_per_span(spans), n_best)
-    null_score = _null_scores(start_logits, end_logits, cls_index, example_index, len(example_ids))
-    best_score = np.full(len(example_ids), -np.inf)
-    best_score[kept.ex[rank == 0]] = kept.score[rank == 0]
-    return _assemble(kept, null_score, best_score, example_ids, contexts, null_threshold, trim)
+    cands = window_candidates(
+        start_logits,
+        end_logits,
+        offsets,
+        example_index,
+        top_k=top_k,
+        max_answer_length=max_answer_length,
+        n_best=n_best,
+    )
+    kept, rank = rank_per_example(cands, n_best)
+    null = null_scores(start_logits, end_logits, cls_index, example_index, len(example_ids))
+    if trim and len(kept.ex):
+        kept.start, kept.end = trim_spans(contexts, kept.ex, kept.start, kept.end)
+    return _assemble(kept, rank, null, example_ids, contexts, null_threshold)
 
 
 def _checked(start_logits, end_logits, offsets, example_index, cls_index, n_ids: int, n_contexts: int):
-    """The inputs as float64/int64 arrays, after checking that their shapes agree."""
-    start_logits = np.asarray(start_logits, dtype=np.float64)
-    end_logits = np.asarray(end_logits, dtype=np.float64)
+    """The inputs as arrays (logits keep a float dtype; indices int64), after checking that shapes agree."""
+    start_logits = np.asarray(start_logits)
+    end_logits = np.asarray(end_logits)
     offsets = np.asarray(offsets)
+    if start_logits.ndim != 2:
+        raise ValueError(f"shape mismatch: start logits {start_logits.shape}, need [n_windows, seq_len]")
     n_win, seq_len = start_logits.shape
     if end_logits.shape != (n_win, seq_len) or offsets.shape != (n_win, seq_len, 2):
         raise ValueError(
@@ -156,120 +198,71 @@ def _checked(start_logits, end_logits, offsets, example_index, cls_index, n_ids:
     return start_logits, end_logits, offsets, example_index, cls_index
 
 
-def _candidates(
-    start_logits: np.ndarray,
-    end_logits: np.ndarray,
-    offsets: np.ndarray,
-    example_index: np.ndarray,
-    top_k: int,
-    max_answer_length: int,
-) -> _Spans:
-    """The top_k starts x top_k ends of every window (all windows at once), without pairs that end before
-    they start, are longer than ``max_answer_length`` tokens or touch a token outside the context."""
-    in_ctx = offsets[..., 0] >= 0
-    s_masked = np.where(in_ctx, start_logits, -np.inf)
-    e_masked = np.where(in_ctx, end_logits, -np.inf)
-    s_idx = _top_k(s_masked, top_k)[:, :, None]  # [W, k, 1]
-    e_idx = _top_k(e_masked, top_k)[:, None, :]  # [W, 1, k]
-    r = np.arange(len(start_logits))[:, None, None]
-    s_score = s_masked[r, s_idx]
-    e_score = e_masked[r, e_idx]
-    length = e_idx - s_idx + 1
-    valid = np.isfinite(s_score) & np.isfinite(e_score) & (length >= 1) & (length <= max_answer_length)
-    win, si, ei = np.broadcast_arrays(r, s_idx, e_idx)
-    win, si, ei = win[valid], si[valid], ei[valid]
-    return _Spans(
-        ex=example_index[win],
-        start=offsets[win, si, 0].astype(np.int64),
-        end=offsets[win, ei, 1].astype(np.int64),
-        score=(s_score + e_score)[valid],
-    )
-
-
-def _best_per_span(spans: _Spans) -> _Spans:
-    """One candidate per (example, character span): the best-scoring window wins (windows overlap)."""
-    spans = spans.take(np.lexsort((-spans.score, spans.end, spans.start, spans.ex)))
-    first = np.ones(len(spans.ex), dtype=bool)
-    first[1:] = (
-        (spans.ex[1:] != spans.ex[:-1])
-        | (spans.start[1:] != spans.start[:-1])
-        | (spans.end[1:] != spans.end[:-1])
-    )
-    return spans.take(first)
-
-
-def _ranked(spans: _Spans, n_best: int) -> tuple[_Spans, np.ndarray]:
-    """The ``n_best`` best candidates of each example, grouped by example and best first, with their ranks."""
-    spans = spans.take(np.lexsort((-spans.score, spans.ex)))
-    rank = np.arange(len(spans.ex)) - np.searchsorted(spans.ex, spans.ex, side="left")
-    keep = rank < n_best
-    return spans.take(keep), rank[keep]
-
-
-def _null_scores(
-    start_logits: np.ndarray,
-    end_logits: np.ndarray,
-    cls_index: np.ndarray,
-    example_index: np.ndarray,
-    n_ex: int,
-) -> np.ndarray:
-    """Per example, the smallest CLS score (start + end logit) over its windows; inf for one without windows."""
-    rows = np.arange(len(cls_index))
-    null_win = start_logits[rows, cls_index] + end_logits[rows, cls_index]
-    null_score = np.full(n_ex, np.inf)
-    np.minimum.at(null_score, example_index, null_win)
-    return null_score
-
-
 def _assemble(
-    kept: _Spans,
-    null_score: np.ndarray,
-    best_score: np.ndarray,
+    kept: Candidates,
+    rank: np.ndarray,
+    null: np.ndarray,
     example_ids: list[str],
     contexts: list[str],
     null_threshold: float | None,
-    trim: bool,
 ) -> Decoded:
-    """Texts, n-best lists with probabilities, null odds and predictions, one question at a time (each
-    question holds at most ``n_best`` candidates, so this loop is over questions, not candidate pairs)."""
-    bounds = np.searchsorted(kept.ex, np.arange(len(example_ids) + 1), side="left").tolist()
-    c_start, c_end, score = kept.start.tolist(), kept.end.tolist(), kept.score.tolist()
-    predictions: dict[str, str] = {}
-    nbest: dict[str, list[NBestCandidate]] = {}
-    null_odds: dict[str, float] = {}
-    best_span: dict[str, tuple[int, int]] = {}
-    for i, qid in enumerate(example_ids):
-        a, b = bounds[i], bounds[i + 1]
-        ctx = contexts[i]
-        entries = []
-        for cs, ce, sc in zip(c_start[a:b], c_end[a:b], score[a:b]):
-            cs, ce = trim_span(ctx, cs, ce) if trim else (cs, ce)
-            entries.append(NBestCandidate(text=ctx[cs:ce], score=sc, start=cs, end=ce))
-        if null_threshold is not None and np.isfinite(null_score[i]):
-            entries.append(NBestCandidate(text="", score=float(null_score[i]), start=-1, end=-1))
-            entries.sort(key=lambda e: -e.score)
-        _add_probabilities(entries)
-        nbest[qid] = entries
-        odds = float(null_score[i] - best_score[i]) if np.isfinite(null_score[i]) else -np.inf
-        null_odds[qid] = odds if np.isfinite(odds) else (1e9 if odds > 0 else -1e9)
-        if a < b and (null_threshold is None or null_odds[qid] <= null_threshold):
-            top_span = next(e for e in entries if e.start >= 0)
-            predictions[qid] = top_span.text
-            best_span[qid] = (top_span.start, top_span.end)
-        else:
-            predictions[qid] = ""
-    return Decoded(predictions=predictions, nbest=nbest, null_odds=null_odds, best_span=best_span)
+    """Entries (spans, and the null answer for v2 at its place by score), probabilities, null odds and answers.
 
+    Every number is computed for all questions at once; the only per-entry Python work is slicing the texts
+    and building the :class:`NBestCandidate` objects the result is made of.
+    """
+    n = len(example_ids)
+    n_spans = np.bincount(kept.ex, minlength=n)
+    best = np.full(n, -np.inf)
+    best[kept.ex[rank == 0]] = kept.score[rank == 0]
+    with_null = np.isfinite(null) if null_threshold is not None else np.zeros(n, dtype=bool)
+    # the null entry goes after every span scoring at least as much (a stable sort of spans + null by score)
+    null_at = np.bincount(kept.ex, weights=kept.score >= null[kept.ex], minlength=n).astype(np.int64)
+    n_entries = n_spans + with_null
+    first = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(n_entries, out=first[1:])
+    span_pos = first[kept.ex] + rank + (with_null[kept.ex] & (rank >= null_at[kept.ex]))
+    null_ex = np.flatnonzero(with_null)
+    null_pos = first[null_ex] + null_at[null_ex]
 
-def _add_probabilities(entries: list[NBestCandidate]) -> None:
-    """Softmax over the scores of one question's n-best list, written into its entries."""
-    if not entries:
-        return
-    sc = np.array([e.score for e in entries])
-    p = np.exp(sc - sc.max())
-    p /= p.sum()
-    for e, pi in zip(entries, p):
-        e.probability = float(pi)
+    total = int(first[-1])
+    ex_e = np.empty(total, dtype=np.int64)
+    score_e = np.empty(total)
+    start_e = np.full(total, -1, dtype=np.int64)
+    end_e = np.full(total, -1, dtype=np.int64)
+    ex_e[span_pos], score_e[span_pos], start_e[span_pos], end_e[span_pos] = (
+        kept.ex,
+        kept.score,
+        kept.start,
+        kept.end,
+    )
+    ex_e[null_pos], score_e[null_pos] = null_ex, null[null_ex]
+    col = np.arange(total) - first[ex_e]
+    padded = np.full((n, int(n_entries.max(initial=0))), -np.inf)
+    padded[ex_e, col] = score_e
+    prob_e = softmax_rows(padded)[ex_e, col]
+
+    starts, ends = start_e.tolist(), end_e.tolist()
+    texts = [contexts[i][a:b] for i, a, b in zip(ex_e.tolist(), starts, ends)]  # null: [-1:-1] == ""
+    entries = list(map(NBestCandidate, texts, score_e.tolist(), starts, ends, prob_e.tolist()))
+    bounds = first.tolist()
+    nbest = {q: entries[bounds[i] : bounds[i + 1]] for i, q in enumerate(example_ids)}
+
+    with np.errstate(invalid="ignore"):
+        odds = np.where(np.isfinite(null), null - best, -np.inf)
+    odds = np.where(np.isfinite(odds), odds, np.where(odds > 0, 1e9, -1e9))
+    answered = n_spans > 0
+    if null_threshold is not None:
+        answered &= odds <= null_threshold
+    top = np.where(answered, first[:-1] + (with_null & (null_at == 0)), -1).tolist()
+    predictions = {q: texts[t] if t >= 0 else "" for q, t in zip(example_ids, top)}
+    best_span = {q: (starts[t], ends[t]) for q, t in zip(example_ids, top) if t >= 0}
+    return Decoded(
+        predictions=predictions,
+        nbest=nbest,
+        null_odds=dict(zip(example_ids, odds.tolist())),
+        best_span=best_span,
+    )
 
 
 def best_null_threshold(

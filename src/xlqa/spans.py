@@ -1,0 +1,239 @@
+"""The numeric half of span decoding, for all windows and questions at once (numpy only, no Python loop over
+windows, questions or candidate pairs).
+
+:func:`window_candidates` pairs every window's ``top_k`` best start and end tokens inside the context and keeps,
+per window, only the pairs that can still reach a question's n-best list; :func:`rank_per_example` ranks the
+survivors of all windows of a question together, keeps one entry per character span and cuts to ``n_best``.
+
+The rules are exact, so that the result equals a per-question double loop (``tests/test_postprocess_reference.py``)
+bit for bit: among equal logits the earlier token is a top-k candidate; among equal span scores the smaller
+character offsets rank first; a character span found in several windows (or by several token pairs) keeps its
+best score.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class Candidates:
+    """Candidate spans as parallel arrays: example, character start and end, score (start + end logit)."""
+
+    ex: np.ndarray
+    start: np.ndarray
+    end: np.ndarray
+    score: np.ndarray
+
+    def take(self, index: np.ndarray) -> Candidates:
+        return Candidates(self.ex[index], self.start[index], self.end[index], self.score[index])
+
+
+def top_k_columns(x: np.ndarray, k: int) -> np.ndarray:
+    """Column indices of the ``k`` largest values of every row of ``x`` (``[n, k]``, ascending columns).
+
+    Among values equal to the k-th largest the earlier columns are taken, as a stable descending sort would.
+    ``x`` must hold no NaN.
+    """
+    n, width = x.shape
+    k = min(k, width)
+    if k == width:
+        return np.broadcast_to(np.arange(width), (n, width)).copy()
+    ordered = np.sort(x, axis=1)  # sorting whole rows beats partitioning them (SIMD sort)
+    kth = ordered[:, width - k]
+    take = x >= kth[:, None]
+    tied = np.flatnonzero(ordered[:, width - k - 1] == kth)  # more than k values reach the k-th largest
+    if len(tied):  # of the values equal to the k-th largest, the earliest
+        sub, cut = x[tied], kth[tied, None]
+        equal = sub == cut
+        room = k - np.count_nonzero(sub > cut, axis=1)
+        take[tied] = (sub > cut) | (equal & (np.cumsum(equal, axis=1) <= room[:, None]))
+    return (np.flatnonzero(take) % width).reshape(n, k)
+
+
+def _masked(start_logits: np.ndarray, end_logits: np.ndarray, offsets: np.ndarray):
+    """Both logits with -inf outside the context and wherever they are not finite (never candidates)."""
+    dtype = np.result_type(start_logits.dtype, end_logits.dtype, np.float32)
+    penalty = np.where(offsets[..., 0] >= 0, dtype.type(0), dtype.type(-np.inf))
+    out = []
+    for logits in (start_logits, end_logits):
+        masked = logits + penalty
+        top = masked.max(initial=-np.inf)
+        if np.isnan(top) or top == np.inf:  # NaN or +inf logits (rare): never candidates either
+            masked = np.where(masked < np.inf, masked, -np.inf)
+        out.append(masked)
+    return out
+
+
+def _multiplicity(char_pos: np.ndarray, usable: np.ndarray) -> np.ndarray:
+    """Per row of ``[n, k]`` character offsets, how often the most repeated usable one occurs (1: all distinct).
+
+    Tokens share an offset where a tokenizer splits one character or glues a bare word-start piece (XLM-R's
+    "▁") to it; then different token pairs of one window can be the same character span.
+    """
+    n, k = char_pos.shape
+    tagged = np.where(usable, char_pos, -1 - np.arange(k))  # unusable entries made distinct
+    tagged.sort(axis=1)
+    mult = np.ones(n, dtype=np.int64)
+    rows = np.flatnonzero((tagged[:, 1:] == tagged[:, :-1]).any(axis=1))
+    if len(rows):
+        sub = tagged[rows]
+        mult[rows] = (sub[:, :, None] == sub[:, None, :]).sum(axis=2).max(axis=1)
+    return mult
+
+
+def _valid_pairs(s_tok, e_tok, s_ok, e_ok, max_answer_length: int, seq_len: int) -> np.ndarray:
+    """``[W, k, k]``: usable start and end tokens, end not before start, at most ``max_answer_length`` tokens.
+
+    One unsigned subtraction tests it all: an end before its start wraps around to a large number, and so do
+    the stand-in positions given to unusable tokens.
+    """
+    limit = min(max(max_answer_length, 0), seq_len)
+    if seq_len < 2**15:
+        s_pos = np.where(s_ok, s_tok, 2**15).astype(np.uint16)
+        e_pos = np.where(e_ok, e_tok, 2**16 - 1).astype(np.uint16)
+    else:
+        s_pos = np.where(s_ok, s_tok, 2**40).astype(np.uint64)
+        e_pos = np.where(e_ok, e_tok, 2**41).astype(np.uint64)
+    return (e_pos[:, None, :] - s_pos[:, :, None]) < limit
+
+
+def _best_pairs(s_val: np.ndarray, e_val: np.ndarray, valid: np.ndarray, need: np.ndarray) -> np.ndarray:
+    """Flat indices into ``[W, k, k]`` of at least the ``need[w]`` best valid pairs of every window, and of
+    every pair tied with the last of them (exact float64 scores ``s_val + e_val``).
+
+    The cut is found on float32 sums (half the memory traffic of float64) and lowered by their worst error,
+    ``16 * 2**-24`` times the largest logit of the window, so that the selection keeps every pair the exact
+    cut keeps (and perhaps a few more, which ranking sorts out). Invalid pairs are pushed down by -3e38
+    (arithmetic: ``np.where`` on a scattered mask costs several times more).
+    """
+    n_win, k_s, k_e = valid.shape
+    big = np.maximum(
+        np.abs(np.where(s_val > -np.inf, s_val, 0)).max(1), np.abs(np.where(e_val > -np.inf, e_val, 0)).max(1)
+    )
+    if (big < 1e30).all():
+        approx = s_val.astype(np.float32)[:, :, None] + e_val.astype(np.float32)[:, None, :]
+        approx -= (valid.view(np.uint8) ^ np.uint8(1)) * np.float32(3e38)
+        margin = 16 * 2.0**-24 * big
+    else:  # float32 would overflow: cut on float64
+        approx, margin = np.where(valid, s_val[:, :, None] + e_val[:, None, :], -np.inf), 0.0
+    approx = approx.reshape(n_win, k_s * k_e)
+    cut = np.sort(approx, axis=1)[np.arange(n_win), np.maximum(k_s * k_e - need, 0)].astype(np.float64)
+    low = np.nextafter((cut - margin).astype(approx.dtype), approx.dtype.type(-np.inf))
+    return np.flatnonzero((approx >= low[:, None]) & valid.reshape(n_win, k_s * k_e))
+
+
+def window_candidates(
+    start_logits: np.ndarray,
+    end_logits: np.ndarray,
+    offsets: np.ndarray,
+    example_index: np.ndarray,
+    *,
+    top_k: int,
+    max_answer_length: int,
+    n_best: int,
+) -> Candidates:
+    """The pairs of every window's ``top_k`` start x ``top_k`` end context tokens that can make the n-best list.
+
+    A pair is valid when both tokens are context tokens with finite logits, the end is not before the start and
+    the span has at most ``max_answer_length`` tokens. Each n-best span of a question is the best pair of some
+    window, with fewer than ``n_best`` other distinct spans ranked above it there; a span occurs at most
+    ``m`` times among a window's pairs (``m``: how many of its candidate tokens share a start offset, times the
+    same for ends), so a window only needs its ``n_best * m`` best pairs (and any tied with the last of them).
+    """
+    n_win, seq_len = start_logits.shape
+    s_masked, e_masked = _masked(start_logits, end_logits, offsets)
+    rows = np.arange(n_win)[:, None]
+    s_tok = top_k_columns(s_masked, top_k)  # [W, k]
+    e_tok = top_k_columns(e_masked, top_k)
+    s_val = s_masked[rows, s_tok].astype(np.float64)
+    e_val = e_masked[rows, e_tok].astype(np.float64)
+    char_start = offsets[rows, s_tok, 0].astype(np.int64)
+    char_end = offsets[rows, e_tok, 1].astype(np.int64)
+
+    s_ok, e_ok = s_val > -np.inf, e_val > -np.inf
+    valid = _valid_pairs(s_tok, e_tok, s_ok, e_ok, max_answer_length, seq_len)  # all k x k pairs: [W, k, k]
+    need = n_best * _multiplicity(char_start, s_ok) * _multiplicity(char_end, e_ok)
+    keep = _best_pairs(s_val, e_val, valid, need)
+    k_s, k_e = valid.shape[1:]
+    win, si, ei = keep // (k_s * k_e), keep // k_e % k_s, keep % k_e
+    return Candidates(
+        ex=example_index[win],
+        start=char_start[win, si],
+        end=char_end[win, ei],
+        score=s_val[win, si] + e_val[win, ei],
+    )
+
+
+def rank_per_example(cands: Candidates, n_best: int) -> tuple[Candidates, np.ndarray]:
+    """The ``n_best`` best distinct character spans of each example, grouped by example, best first.
+
+    Ranked by score, then character start, then end; a span found more than once keeps its best score.
+    Returns the kept candidates and each one's rank within its example.
+    """
+    n = len(cands.ex)
+    if n == 0:
+        return cands, np.zeros(0, dtype=np.int64)
+    # one integer key per candidate: (example, score rank, start, end), where it fits in 63 bits
+    by_score = np.argsort(-cands.score)
+    new = np.ones(n, dtype=bool)
+    new[1:] = cands.score[by_score[1:]] != cands.score[by_score[:-1]]
+    score_rank = np.empty(n, dtype=np.int64)
+    score_rank[by_score] = np.cumsum(new) - 1
+    width = int(max(cands.start.max(), cands.end.max(), 0)) + 2
+    span = (cands.start + 1) * width + (cands.end + 1)  # offsets >= -1
+    n_ranks = int(score_rank.max()) + 1
+    if int(cands.ex.max() + 1) * n_ranks * width * width < 2**62:
+        order = np.argsort(
+            (cands.ex * n_ranks + score_rank) * (width * width) + span
+        )  # equal keys: equal rows
+    else:
+        order = np.lexsort((cands.end, cands.start, score_rank, cands.ex))
+    cands = cands.take(order)
+    # the same span again (overlapping windows, tokens sharing offsets) ranks after its best occurrence: keep
+    # the first of each (example, span) in ranked order
+    key = cands.ex * (width * width) + span[order]
+    by_span = np.argsort(key)
+    first = np.ones(n, dtype=bool)
+    first[1:] = key[by_span[1:]] != key[by_span[:-1]]
+    keep = np.zeros(n, dtype=bool)
+    keep[np.minimum.reduceat(by_span, np.flatnonzero(first))] = True
+    cands = cands.take(keep)
+    rank = np.arange(len(cands.ex)) - np.searchsorted(cands.ex, cands.ex, side="left")
+    top = rank < n_best
+    return cands.take(top), rank[top]
+
+
+def null_scores(
+    start_logits: np.ndarray,
+    end_logits: np.ndarray,
+    cls_index: np.ndarray,
+    example_index: np.ndarray,
+    n_ex: int,
+) -> np.ndarray:
+    """Per example, the smallest CLS score (start + end logit) over its windows; inf for one without windows."""
+    rows = np.arange(len(cls_index))
+    null_win = start_logits[rows, cls_index].astype(np.float64) + end_logits[rows, cls_index].astype(
+        np.float64
+    )
+    null_score = np.full(n_ex, np.inf)
+    np.minimum.at(null_score, example_index, null_win)
+    return null_score
+
+
+def softmax_rows(scores: np.ndarray) -> np.ndarray:
+    """Softmax of each row of ``[n, m]`` scores sorted best first, ``-inf`` padded (a row needs one finite score).
+
+    The sum runs left to right over the columns, as a plain loop over one row's scores would, so the
+    probabilities are the same to the last bit as those of a per-question computation.
+    """
+    with np.errstate(invalid="ignore"):
+        p = np.exp(scores - scores[:, :1])
+    p[scores == -np.inf] = 0.0
+    total = np.zeros(len(scores))
+    for j in range(scores.shape[1]):  # m <= n_best + 1 columns, all rows at once
+        total += p[:, j]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return p / total[:, None]
