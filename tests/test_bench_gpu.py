@@ -1,0 +1,52 @@
+"""The GPU benchmark command runs end to end on a CPU with ``--tiny`` and writes the JSON it promises."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+NUMBERS = ("windows", "real_tokens", "padded_tokens", "seconds", "windows_per_s", "tokens_per_s", "tflops",
+           "mfu", "peak_memory_mb", "flops", "params_m")  # fmt: skip
+
+
+def test_bench_gpu_tiny_on_cpu(tmp_path, shared_data, shared_models):
+    out = tmp_path / "gpu.json"
+    cmd = [
+        sys.executable, str(ROOT / "benchmarks" / "bench_gpu.py"), "--tiny",
+        "--train", str(shared_data / "squad" / "dev-v1.1.json"),
+        "--eval", str(shared_data / "squad" / "dev-v1.1.json"),
+        "--models", str(shared_models), "--max-examples", "24", "--steps", "2", "--warmup", "1",
+        "--batch-size", "8", "--eval-batch-size", "16", "--out", str(out),
+    ]  # fmt: skip
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="", XLQA_CACHE=str(tmp_path / "cache"))
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads(out.read_text())
+    assert summary["device_type"] == "cpu" and summary["peak_tflops"] > 0
+    assert summary["peak_source"].startswith("measured")
+    rows = summary["rows"]
+    seen = {(r["family"], r["mode"], r["phase"]) for r in rows}
+    expected = {
+        (f, m, p) for f in ("mbert", "xlmr", "mt5") for m in ("baseline", "xlqa") for p in ("train", "eval")
+    }
+    assert seen == expected and len(rows) == len(expected)
+    for r in rows:
+        for key in NUMBERS:
+            assert r[key] > 0, (r["family"], r["mode"], r["phase"], key, r[key])
+        assert r["real_tokens"] <= r["padded_tokens"]
+        assert 0 < r["mfu"] < 1
+    for r in rows:  # the baseline pads every window to --max-seq-length (384), xlqa does not
+        if r["mode"] == "baseline" and r["family"] != "mt5":
+            assert r["padded_tokens"] == r["windows"] * 384
+    for fam in ("mbert", "xlmr", "mt5"):
+        base, xlqa = (next(r for r in rows if r["family"] == fam and r["mode"] == m and r["phase"] == "eval")
+                      for m in ("baseline", "xlqa"))  # fmt: skip
+        assert base["windows"] == xlqa["windows"]  # evaluation covers the same windows in both modes
+        assert xlqa["padded_tokens"] < base["padded_tokens"]
+        assert summary["speedups"][fam]["train"] > 0 and summary["speedups"][fam]["eval"] > 0
+    assert summary["mbert_squad_epoch_seconds"] > 0
+    assert "xlqa over padded baseline" in proc.stdout
