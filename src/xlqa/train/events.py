@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from xlqa.plan.live import LiveEta, remaining_work
 from xlqa.train.guard import is_finite
 
 if TYPE_CHECKING:
@@ -77,10 +78,28 @@ def num(x) -> float | str:
     return v if math.isfinite(v) else str(v)
 
 
+def live_eta(ctx: TrainContext, st: TrainState) -> LiveEta:
+    """The run's live ETA from its position in ``st``: the exact batches, evaluations and checkpoints left."""
+    work = remaining_work(
+        ctx.data.lengths, ctx.cfg, epoch=st.epoch, batch_in_epoch=st.batch_in_epoch, step=st.step,
+        total_steps=ctx.total_steps, n_epochs=ctx.n_epochs, n_proc=ctx.n_proc,
+        multiple=getattr(ctx.data.collate, "multiple", 1),
+    )  # fmt: skip
+    return LiveEta(work)
+
+
 def step_record(ctx: TrainContext, st: TrainState, grad_norm) -> dict:
-    """The ``step`` event: progress, loss since the last one, learning rate, speed, ETA and guard counts."""
+    """The ``step`` event: progress, loss since the last one, learning rate, speed, ETA and guard counts.
+
+    ``eta`` (seconds) comes from :class:`~xlqa.plan.live.LiveEta` (fixed + per-token time fitted on the
+    run's own batches, over the exact batches left, plus evaluations and checkpoints), with ``eta_low`` and
+    ``eta_high``; until it has measured batches after warm-up, it is the session's mean step time times the
+    steps left.
+    """
     now = time.time() - ctx.t0
-    return {
+    live = ctx.eta.estimate() if ctx.eta is not None else None
+    mean_eta = now / max(1, st.step - ctx.start_step) * (ctx.total_steps - st.step)
+    rec = {
         "step": st.step,
         "epoch": round(st.epoch + min(1.0, st.batch_in_epoch / max(1, ctx.steps_per_epoch)), 3),
         "loss": round(st.loss_sum / st.loss_n, 5) if st.loss_n else None,
@@ -88,7 +107,10 @@ def step_record(ctx: TrainContext, st: TrainState, grad_norm) -> dict:
         "grad_norm": round(float(grad_norm), 4) if grad_norm is not None and is_finite(grad_norm) else None,
         "examples_per_s": round((st.seen - ctx.seen0) / max(now, 1e-9), 2),
         "elapsed": round(st.elapsed + now, 1),
-        "eta": round(now / max(1, st.step - ctx.start_step) * (ctx.total_steps - st.step), 1),
+        "eta": round(live.expected if live is not None else mean_eta, 1),
         "nonfinite": ctx.guard.state.skipped,
         "rollbacks": ctx.guard.state.rollbacks,
     }
+    if live is not None:
+        rec["eta_low"], rec["eta_high"] = round(live.low, 1), round(live.high, 1)
+    return rec

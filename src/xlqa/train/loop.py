@@ -39,7 +39,7 @@ from xlqa.modeling import apply_precision_policy, autocast, choose_precision, sa
 from xlqa.sources.registry import spec_for_file
 from xlqa.tasks import make_optimizer, make_task
 from xlqa.train.checkpoint import latest_checkpoint, load_checkpoint, restore_rng, save_checkpoint
-from xlqa.train.events import EventLog, GracefulStop, num, step_record
+from xlqa.train.events import EventLog, GracefulStop, live_eta, num, step_record
 from xlqa.train.faults import Faults
 from xlqa.train.guard import NonFiniteGuard, describe, find_overflow, is_finite
 from xlqa.train.state import EpochRecord, TrainContext, TrainResult, TrainState
@@ -66,6 +66,7 @@ def train(
     _announce(ctx, st, resumed=resume_from is not None)
     ctx.guard.take_snapshot(st.step)
     ctx.start_clock(st)
+    ctx.eta = live_eta(ctx, st)
     status = "finished"
     bar = tqdm(total=ctx.total_steps, initial=st.step, desc="train", unit="step",
                disable=not (cfg.progress and ctx.main), dynamic_ncols=True)  # fmt: skip
@@ -186,6 +187,7 @@ def _run_epoch(ctx: TrainContext, st: TrainState, stop: GracefulStop, bar: tqdm)
         st.batch_in_epoch += 1
         st.seen += len(batch["input_ids"]) * ctx.n_proc
         outcome = _optimizer_step(ctx, st, batch, bad_loss)
+        ctx.eta.batch_done()
         bad_loss = outcome.bad_loss
         if not outcome.synced:
             continue
@@ -323,7 +325,8 @@ def _end_epoch(ctx: TrainContext, st: TrainState) -> None:
     # -- evaluate on the main process; keep the best model
     ctx.accelerator.wait_for_everyone()
     if ctx.main:
-        _evaluate_epoch(ctx, st)
+        with ctx.eta.timed("eval"):
+            _evaluate_epoch(ctx, st)
         ctx.model.train()
     ctx.accelerator.wait_for_everyone()
     # -- checkpoint at the epoch end: resuming starts the next epoch (or nothing, once done)
@@ -355,7 +358,8 @@ def _evaluate_epoch(ctx: TrainContext, st: TrainState) -> None:
 
 def _checkpoint(ctx: TrainContext, st: TrainState) -> str:
     """A resumable checkpoint of ``st`` (every process takes part) and its event."""
-    path = str(save_checkpoint(ctx, st))
+    with ctx.eta.timed("checkpoint"):
+        path = str(save_checkpoint(ctx, st))
     ctx.events.write("checkpoint", step=st.step, epoch=st.epoch, batch_in_epoch=st.batch_in_epoch, path=path)
     ctx.last_checkpoint = path
     return path

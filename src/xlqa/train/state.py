@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
     from xlqa.config import TrainConfig
     from xlqa.data import SquadData
+    from xlqa.plan.live import LiveEta
     from xlqa.tasks import Task, TrainData
     from xlqa.train.events import EventLog
     from xlqa.train.faults import Faults
@@ -136,6 +137,7 @@ class TrainContext:
     seen0: int = 0
     pending_rng: dict | None = None  # a resumed process's RNG states, restored right before its first batch
     last_checkpoint: str | None = None
+    eta: LiveEta | None = None  # the live ETA this session feeds (xlqa.train.events.live_eta)
 
     @property
     def out(self) -> Path:

@@ -1,0 +1,139 @@
+"""The live ETA of a training run: the planner's model, fitted on the run's own measured batches as it goes.
+
+``xlqa estimate`` predicts a batch's time as a fixed part plus a part per token computed, from a few batches
+timed before the run (:mod:`xlqa.plan.measure`). While the run trains, :class:`LiveEta` fits the same line on
+the batches the run itself has just trained on (a recent window, after the first warm-up batches of the
+session) and sums it over the exact batches still to come (:func:`remaining_work`: the loop's batch order and
+step rule from the current position), plus the end-of-epoch evaluations and checkpoint writes still to come
+at the durations measured for the ones already done. Remaining batches that are longer or shorter than those
+so far therefore move the ETA, which a per-step average cannot do.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from xlqa.batching import shuffled_batches
+from xlqa.config import TrainConfig
+from xlqa.plan.counts import batch_tokens
+from xlqa.plan.measure import Range, Samples, fit
+
+
+@dataclass
+class RemainingWork:
+    """What a run still has to do from its position: one token count per batch round, and the phase counts.
+
+    A round is the batch each process trains on at the same time (one batch with a single process); its tokens
+    are the largest of its batches', since the slowest process sets the pace.
+    """
+
+    tokens: np.ndarray
+    epoch_ends: int  # each ends with the dev evaluation (and best-model save) and a checkpoint
+    periodic_checkpoints: int
+
+
+def remaining_work(
+    lengths: np.ndarray, cfg: TrainConfig, *, epoch: int, batch_in_epoch: int, step: int, total_steps: int,
+    n_epochs: int, n_proc: int = 1, multiple: int = 1,
+) -> RemainingWork:  # fmt: skip
+    """Walk the loop's epochs from ``(epoch, batch_in_epoch, step)`` as :mod:`xlqa.train.loop` does.
+
+    Each epoch's batches come from :func:`~xlqa.batching.shuffled_batches` with the loop's seed; a process
+    syncs its gradients (an optimizer step) every ``grad_accum`` of its batches and at the end of its loader.
+    """
+    tokens: list[np.ndarray] = []
+    epoch_ends = periodic = 0
+    for e in range(epoch, n_epochs):
+        if step >= total_steps:
+            break
+        batches = shuffled_batches(lengths, cfg.batch_size, seed=cfg.seed + e)
+        batches = batches[batch_in_epoch * n_proc :] if e == epoch else batches
+        epoch_ends += 1
+        per_batch = batch_tokens(lengths, batches, multiple) if batches else np.zeros(0, dtype=np.int64)
+        rounds = [per_batch[i : i + n_proc].max() for i in range(0, len(per_batch), n_proc)]
+        for k, t in enumerate(rounds, 1):
+            tokens.append(t)
+            if k % cfg.grad_accum == 0 or k == len(rounds):
+                step += 1
+                periodic += step % cfg.save_every == 0
+                if step >= total_steps:
+                    break
+    return RemainingWork(np.asarray(tokens, dtype=np.int64), epoch_ends, periodic)
+
+
+class LiveEta:
+    """Seconds left in a run, from its own measured batches, evaluations and checkpoint writes.
+
+    The loop calls :meth:`batch_done` after every batch and wraps evaluations and checkpoint writes in
+    :meth:`timed`; :meth:`estimate` is the ETA. The clock runs between consecutive :meth:`batch_done` calls,
+    so a batch's time includes the loop's own work around it (logging, the guard), as the real run does.
+
+    Args:
+        work: the run's remaining batches and phases (:func:`remaining_work`) at the start of this session.
+        warmup: the session's first batches, left out of the fit (allocator, kernels, optimizer state).
+        window: the fit uses the most recent ``window`` measured batches, so it follows a change of pace.
+    """
+
+    def __init__(self, work: RemainingWork, *, warmup: int = 3, window: int = 128):
+        self.tokens = work.tokens
+        self.warmup = warmup
+        self.done = 0
+        self.samples: deque[tuple[int, float]] = deque(maxlen=window)
+        self.left = {"eval": work.epoch_ends, "checkpoint": work.epoch_ends + work.periodic_checkpoints}
+        self.durations: dict[str, list[float]] = {"eval": [], "checkpoint": []}
+        self._last = time.perf_counter()
+        self._skip = False
+
+    def batch_done(self, seconds: float | None = None) -> None:
+        """One batch trained: ``seconds`` it took (default: since the previous batch or timed phase ended)."""
+        now = time.perf_counter()
+        seconds = now - self._last if seconds is None else seconds
+        self._last = now
+        i, self.done = self.done, self.done + 1
+        # the batch after an evaluation or checkpoint also pays for a new data loader: not a typical batch
+        if i >= self.warmup and not self._skip and i < len(self.tokens):
+            self.samples.append((int(self.tokens[i]), seconds))
+        self._skip = False
+
+    @contextlib.contextmanager
+    def timed(self, kind: str) -> Iterator[None]:
+        """Time an ``"eval"`` (end of epoch) or a ``"checkpoint"``; its time stays out of the next batch."""
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.add_phase(kind, time.perf_counter() - t0)
+
+    def add_phase(self, kind: str, seconds: float) -> None:
+        """One evaluation or checkpoint write of ``seconds`` done."""
+        self.durations[kind].append(seconds)
+        self.left[kind] = max(0, self.left[kind] - 1)
+        self._last = time.perf_counter()
+        self._skip = True
+
+    def estimate(self) -> Range | None:
+        """Seconds left (expected, and a low-high range); None until two batches after warm-up are measured.
+
+        Batches: the line fitted by :func:`xlqa.plan.measure.fit` on the recent measured batches, summed over
+        the remaining ones; the range scales that sum by the 10th and 90th percentile of measured/fitted time.
+        Evaluations and checkpoints: how many are left times the mean of those measured (none yet: not
+        counted).
+        """
+        if len(self.samples) < 2:
+            return None
+        samples = Samples([t for t, _ in self.samples], [s for _, s in self.samples])
+        a, b = fit(samples)
+        left = self.tokens[self.done :].astype(np.float64)
+        expected = float(np.sum(a + b * left))
+        fitted = a + b * np.asarray(samples.tokens, dtype=np.float64)
+        ratios = np.asarray(samples.seconds) / np.maximum(fitted, 1e-12)
+        lo, hi = np.percentile(ratios, [10, 90])
+        batches = Range(expected * float(min(lo, 1.0)), expected, expected * float(max(hi, 1.0)))
+        phases = sum(self.left[k] * float(np.mean(d)) for k, d in self.durations.items() if d)
+        return batches + Range(phases, phases, phases)
