@@ -122,11 +122,12 @@ def test_a_run_whose_batches_get_longer_gets_a_token_aware_eta(tmp_path, tiny_mo
         if (tmp_path / "run" / "run.json").exists():
             s = run_status(tmp_path / "run", store=store)
             if s["status"] == "running" and s["eta"] is not None:
-                seen.append((s["step"], s["eta"]))
+                seen.append((s["step"], s["eta"], s["eta_range"]))
         time.sleep(0.2)
     worker.join(60)
     assert done.is_set(), "the run did not finish"
-    assert seen and all(isinstance(e, float | int) and e >= 0 for _, e in seen)
+    assert seen and all(isinstance(e, float | int) and e >= 0 for _, e, _ in seen)
+    assert all(lo <= e <= hi for _, e, (lo, hi) in seen if lo is not None)  # the range, as status shows it
 
     events = [json.loads(line) for line in (tmp_path / "run" / "events.jsonl").read_text().splitlines()]
     start = next(e for e in events if e["event"] == "start")

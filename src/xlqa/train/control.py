@@ -239,7 +239,7 @@ def run_status(ref: str | Path, *, store: RunStore | None = None) -> dict:
     """Progress and health of a training run from its events and the run store.
 
     Returns ``{"run", "status", "alive", "pid", "step", "total_steps", "epoch", "loss", "examples_per_s",
-    "elapsed", "eta", "last_eval", "checkpoint", "health": {"nonfinite", "rollbacks", "diagnosis"}}``.
+    "elapsed", "eta", "eta_range", "last_eval", "checkpoint", "health": {"nonfinite", "rollbacks", "diagnosis"}}``.
     """
     store = store or RunStore()
     run = store.resolve(ref)
@@ -271,6 +271,7 @@ def run_status(ref: str | Path, *, store: RunStore | None = None) -> dict:
         "examples_per_s": step_ev.get("examples_per_s"),
         "elapsed": step_ev.get("elapsed"),
         "eta": step_ev.get("eta") if status == "running" else None,
+        "eta_range": [step_ev.get("eta_low"), step_ev.get("eta_high")] if status == "running" else None,
         "last_eval": last.get("eval"),
         "checkpoint": last.get("checkpoint", {}).get("path"),
         "health": {
