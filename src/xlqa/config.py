@@ -80,6 +80,11 @@ class TrainConfig:
     freeze_embeddings: bool = _f(
         False, "freeze the word embeddings (saves time and memory for big vocabularies)"
     )
+    attention_dropout: float | None = _f(
+        None,
+        "attention-probability dropout while training (default: the model's own); 0 lets PyTorch's fused "
+        "attention kernel run on CPU",
+    )
     log_every: int = _f(10, "write a step event every N optimizer steps")
     cache_dir: str | None = _f(None, "feature cache folder (default $XLQA_CACHE/features)", cli=False)
     progress: bool = _f(True, "show progress bars")
@@ -116,6 +121,8 @@ class TrainConfig:
             raise ConfigError("--epochs must be > 0")
         if self.lr <= 0:
             raise ConfigError("--lr must be > 0")
+        if self.attention_dropout is not None and not 0 <= self.attention_dropout < 1:
+            raise ConfigError(f"--attention-dropout must be in [0, 1), got {self.attention_dropout}")
 
 
 def load_config(cls, path: str | Path | None, overrides: dict[str, Any]):
@@ -238,6 +245,7 @@ class DemoConfig:
     train_max_seq_length: int = _f(256, "tokens per training window", cli=False)
     eval_max_seq_length: int = _f(384, "tokens per evaluation window", cli=False)
     freeze_embeddings: bool = _f(True, "freeze the word embeddings", cli=False)
+    attention_dropout: float | None = _f(None, "attention dropout in training (None: the model's)", cli=False)
     precision: str = _f("auto", "auto: bf16 where native, else fp32", choices=PRECISIONS, cli=False)
     langs: list[str] = _f(list(XQUAD_LANGS), "XQuAD languages, comma-separated")  # noqa: RUF009 (_f copies lists)
     eval_examples: int | None = _f(None, "first N questions per language (default: all)")

@@ -78,7 +78,29 @@ def load_tokenizer(name: str):
     return tok
 
 
-def _load_with(auto_cls, name: str, dtype: torch.dtype | None, what: str, *, quiet: bool):
+ATTENTION_DROPOUT_KEYS = ("attention_probs_dropout_prob", "attention_dropout")  # BERT/XLM-R, DistilBERT-style
+
+
+def attention_dropout_config(name: str, p: float):
+    """The model's config with its attention-probability dropout set to ``p`` (for ``from_pretrained``).
+
+    PyTorch's fused CPU attention kernel refuses dropout, so ``p = 0`` moves training off the math path.
+    """
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(resolve_model(name))
+    keys = [k for k in ATTENTION_DROPOUT_KEYS if hasattr(config, k)]
+    if not keys:
+        raise ModelLoadError(
+            f"--attention-dropout: {config.model_type} models have no attention dropout setting "
+            f"({' or '.join(ATTENTION_DROPOUT_KEYS)})"
+        )
+    for key in keys:
+        setattr(config, key, p)
+    return config
+
+
+def _load_with(auto_cls, name: str, dtype: torch.dtype | None, what: str, *, quiet: bool, config=None):
     """``auto_cls.from_pretrained`` on a resolved ``--model`` with errors that say what to do."""
     from transformers.utils import logging as hf_logging
 
@@ -89,7 +111,8 @@ def _load_with(auto_cls, name: str, dtype: torch.dtype | None, what: str, *, qui
         hf_logging.set_verbosity_error()  # its load report flags a new task head, which is expected here
     try:
         with hf_progress_bars_off():
-            model = auto_cls.from_pretrained(path, dtype=dtype or torch.float32)
+            extra = {"config": config} if config is not None else {}
+            model = auto_cls.from_pretrained(path, dtype=dtype or torch.float32, **extra)
     except OSError as err:
         if Path(path).is_dir():
             raise ModelLoadError(f"--model {name}: could not load model weights from {path}: {err}") from err
@@ -102,13 +125,19 @@ def _load_with(auto_cls, name: str, dtype: torch.dtype | None, what: str, *, qui
     return model, tok
 
 
-def load_qa_model(name: str, *, dtype: torch.dtype | None = None):
-    """An extractive QA model (``AutoModelForQuestionAnswering``) and its tokenizer."""
+def load_qa_model(name: str, *, dtype: torch.dtype | None = None, attention_dropout: float | None = None):
+    """An extractive QA model (``AutoModelForQuestionAnswering``) and its tokenizer.
+
+    ``attention_dropout`` overrides the model's attention-probability dropout (see
+    :func:`attention_dropout_config`).
+    """
     from transformers import AutoModelForQuestionAnswering
 
+    config = attention_dropout_config(name, attention_dropout) if attention_dropout is not None else None
     return _load_with(
-        AutoModelForQuestionAnswering, name, dtype, "not usable for extractive question answering", quiet=True
-    )
+        AutoModelForQuestionAnswering, name, dtype, "not usable for extractive question answering", quiet=True,
+        config=config,
+    )  # fmt: skip
 
 
 def cpu_has_native_bf16() -> bool:

@@ -24,6 +24,7 @@ import torch
 from xlqa.batching import Collator, WindowDataset
 from xlqa.config import TrainConfig
 from xlqa.data import Example, SquadData
+from xlqa.errors import ConfigError
 from xlqa.features import FeatureParams, cached_features
 from xlqa.generative import Seq2SeqCollator, Seq2SeqDataset, build_windows, generate_answers
 from xlqa.modeling import is_seq2seq, is_t5_family, load_qa_model, load_seq2seq_model
@@ -70,7 +71,7 @@ class ExtractiveTask:
     name = "extractive"
 
     def load(self, cfg: TrainConfig) -> tuple[torch.nn.Module, Any]:
-        return load_qa_model(cfg.model)
+        return load_qa_model(cfg.model, attention_dropout=cfg.attention_dropout)
 
     def train_data(self, examples: list[Example], tok, cfg: TrainConfig) -> TrainData:
         params = FeatureParams(cfg.max_seq_length, cfg.doc_stride, cfg.max_query_length)
@@ -106,6 +107,10 @@ class GenerativeTask:
     name = "generative"
 
     def load(self, cfg: TrainConfig) -> tuple[torch.nn.Module, Any]:
+        if cfg.attention_dropout is not None:
+            raise ConfigError(
+                "--attention-dropout is for extractive encoders; T5-family models have one dropout_rate for all layers"
+            )
         return load_seq2seq_model(cfg.model)
 
     def train_data(self, examples: list[Example], tok, cfg: TrainConfig) -> TrainData:

@@ -1,0 +1,56 @@
+"""``--attention-dropout``: the attention-probability dropout a model trains with (0 lets PyTorch's fused CPU
+attention kernel run, which refuses dropout)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from test_guard import tiny_config
+from xlqa.config import TrainConfig
+from xlqa.errors import ConfigError, ModelLoadError
+from xlqa.modeling import load_qa_model
+
+
+def _attention_dropouts(model) -> set[float]:
+    return {layer.attention.self.dropout.p for layer in model.bert.encoder.layer}
+
+
+def test_the_override_reaches_every_attention_layer(tiny_model_dir):
+    default, _ = load_qa_model(str(tiny_model_dir))
+    assert _attention_dropouts(default) == {0.1}  # the config's own
+    model, _ = load_qa_model(str(tiny_model_dir), attention_dropout=0.0)
+    assert _attention_dropouts(model) == {0.0} and model.config.attention_probs_dropout_prob == 0.0
+    # hidden dropout is left as it was
+    assert (
+        model.bert.encoder.layer[0].output.dropout.p == default.bert.encoder.layer[0].output.dropout.p == 0.1
+    )
+
+
+def test_a_run_trained_without_attention_dropout_records_it(tmp_path, tiny_model_dir):
+    from xlqa.train.loop import train
+
+    cfg = tiny_config(tmp_path, tiny_model_dir, max_steps=3, attention_dropout=0.0)
+    result = train(cfg)
+    saved = json.loads((Path(result.best_dir) / "config.json").read_text())
+    assert saved["attention_probs_dropout_prob"] == 0.0
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["config"]["attention_dropout"] == 0.0
+
+
+@pytest.mark.parametrize("value", [-0.1, 1.0, 1.5])
+def test_out_of_range_values_name_the_flag(value):
+    cfg = TrainConfig(model="m", train="t.json", output="o", attention_dropout=value)
+    with pytest.raises(ConfigError, match="--attention-dropout"):
+        cfg.validate()
+
+
+def test_a_model_without_the_setting_is_refused(tmp_path):
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    T5ForConditionalGeneration(
+        T5Config(d_model=16, d_ff=32, num_layers=1, num_heads=2, d_kv=8, vocab_size=64)
+    ).save_pretrained(tmp_path / "t5")
+    with pytest.raises(ModelLoadError, match="--attention-dropout"):
+        load_qa_model(str(tmp_path / "t5"), attention_dropout=0.0)
