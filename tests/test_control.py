@@ -35,7 +35,8 @@ def _invoke(args: list[str], env: dict) -> str:
     return result.output
 
 
-def _wait(cond, timeout: float, what: str, log: Path | None = None):
+def wait_for(cond, timeout: float, what: str, log: Path | None = None):
+    """``cond()``'s first truthy value, polled until ``timeout``; else fail with the end of ``log``."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         value = cond()
@@ -77,7 +78,7 @@ def test_detach_status_stop_resume(tmp_path, tiny_model_dir, xlqa_cache, monkeyp
     assert process_alive(pid)
 
     # status while it runs: progress from the events, the process, health
-    _wait(lambda: (out / "checkpoints" / ".tmp-step-0000010").exists(), 120, "step 10", out / "train.log")
+    wait_for(lambda: (out / "checkpoints" / ".tmp-step-0000010").exists(), 120, "step 10", out / "train.log")
     status = json.loads(_invoke(["runs", "status", "bg", "--json"], env))
     assert status["status"] == "running" and status["alive"] and status["pid"] == pid
     assert status["step"] == 10 and status["total_steps"] == 24 and status["loss"] > 0
@@ -97,7 +98,9 @@ def test_detach_status_stop_resume(tmp_path, tiny_model_dir, xlqa_cache, monkeyp
 
     # resume in the background, to the end
     _invoke(["runs", "resume", "bg"], env)
-    _wait(lambda: _run_json(out)["status"] == "finished", 180, "the resumed run to finish", out / "train.log")
+    wait_for(
+        lambda: _run_json(out)["status"] == "finished", 180, "the resumed run to finish", out / "train.log"
+    )
     assert "resume" in (out / "events.jsonl").read_text()
 
     # a graceful stop and a resume change nothing: same weights as one uninterrupted run

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -18,6 +17,7 @@ import httpx
 import pytest
 
 from serving import start_server
+from test_control import wait_for
 from test_guard import tiny_squad
 from xlqa import jobs
 from xlqa.config import EvalConfig, ServeConfig, TrainConfig
@@ -57,17 +57,6 @@ def env(tmp_path_factory, tiny_model_dir, shared_data):
             yield SimpleNamespace(url=url, client=client, store=store, evals=evals, train=train_run,
                                   tmp=tmp, model=tiny_model_dir, files=files,
                                   files_root=shared_data)  # fmt: skip
-
-
-def _wait(cond, timeout: float, what: str, log: Path | None = None):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = cond()
-        if value:
-            return value
-        time.sleep(0.2)
-    detail = log.read_text()[-3000:] if log is not None and log.exists() else ""
-    raise AssertionError(f"timed out waiting for {what}\n{detail}")
 
 
 def test_list_filter_sort_page(env):
@@ -276,10 +265,10 @@ def test_live_training_stream_and_stop(env):
         assert r.json()["run"]["id"] == run.id and control.process_alive(pid)
         assert c.post(f"/v1/runs/{run.id}/resume").status_code == 409  # already running
         events = f"/v1/runs/{run.id}/events"
-        _wait(lambda: any(e["event"] == "resume" for e in c.get(events).json()["events"]), 60, "the resume",
+        wait_for(lambda: any(e["event"] == "resume" for e in c.get(events).json()["events"]), 60, "the resume",
               run.dir / "train.log")  # fmt: skip
         assert c.post(f"/v1/runs/{run.id}/stop").status_code == 202
-        _wait(
+        wait_for(
             lambda: env.store.get_run(run.id).status == "stopped",
             60,
             "the second stop",
@@ -301,7 +290,7 @@ def test_evaluate_job(env):
     row = c.get(f"/v1/runs/{job['run']['id']}").json()["run"]
     assert row["status"] == "running" and row["kind"] == "eval"
     log = Path(job["run"]["dir"]) / "eval.log"
-    _wait(lambda: c.get(f"/v1/runs/{job['run']['id']}").json()["run"]["status"] != "running", 90,
+    wait_for(lambda: c.get(f"/v1/runs/{job['run']['id']}").json()["run"]["status"] != "running", 90,
           "the evaluation to end", log)  # fmt: skip
     assert env.store.get_run(job["run"]["id"]).status == "finished", log.read_text()[-2000:]
     res = c.get(f"/v1/runs/{job['run']['id']}/results").json()
@@ -317,6 +306,6 @@ def test_evaluate_job_that_fails_early_is_marked_failed(env):
     assert r.status_code == 202, r.text
     rid, log = r.json()["run"]["id"], Path(r.json()["run"]["dir"]) / "eval.log"
     # xlqa evaluate exits before it tracks the run (nothing could be fetched): the watcher records the failure
-    _wait(lambda: env.store.get_run(rid).status == "failed", 60, "the run to be marked failed", log)
+    wait_for(lambda: env.store.get_run(rid).status == "failed", 60, "the run to be marked failed", log)
     assert "nothing to evaluate" in log.read_text()
     assert env.client.get(f"/v1/runs/{rid}").json()["run"]["status"] == "failed"
