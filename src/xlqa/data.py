@@ -1,13 +1,19 @@
-"""Read SQuAD-format JSON (plain or gzip) into validated examples, repairing answer offsets.
+"""Read QA data (SQuAD JSON, SQuAD-style or MRQA JSONL, Parquet, datasets folders) into validated examples.
 
-Policy, applied to every question (counts and examples end up in the :class:`LoadReport`):
+The formats are read by :mod:`xlqa.formats` into the SQuAD shape; the policy below applies to all of them,
+for every question (counts and examples end up in the :class:`LoadReport`):
 
 * Structure errors raise :class:`DataError` naming the file, the question id and the field: not JSON,
   not an object, no ``data`` list, missing or wrong-typed ``paragraphs``/``context``/``qas``/``id``/
   ``question``/``answers``/``text``/``answer_start``/``is_impossible``, an empty question, duplicate ids.
+  The whole file is read first: with more than one problem, :class:`DataProblems` counts them and keeps each.
+* Duplicate question ids are refused (every one named) unless ``dedupe_ids`` (``XLQA_DEDUPE_IDS=1``): then
+  the second use of ``a`` becomes ``a#2``, the third ``a#3``, in file order, with a warning naming each.
 * Answer offsets: the text found at ``answer_start`` is kept; otherwise, if the text occurs in the context,
-  the answer moves to the nearest occurrence (``repaired``); otherwise it is kept for scoring with
-  ``start=-1`` (``unlocatable``) and is never trained on. An out-of-range ``answer_start`` is one more wrong
+  the answer moves to the nearest occurrence (``repaired``); otherwise, if it occurs but for its whitespace
+  (double or non-breaking spaces), it takes the context's characters at the nearest such place
+  (``whitespace_repaired``: the official scorers split on any whitespace, so its score is unchanged);
+  otherwise it is kept for scoring with ``start=-1`` (``unlocatable``) and is never trained on. An out-of-range ``answer_start`` is one more wrong
   offset, not an error. An answerable question without any usable answer is listed in ``untrainable``.
 * Empty answer texts (SQuAD-es and SQuAD-it use them where translation lost the answer) are kept, as the
   official scorers see them, with ``start=-1`` (``empty_answers``); they are never a training span.
@@ -17,106 +23,50 @@ Policy, applied to every question (counts and examples end up in the :class:`Loa
   scorer and the usual training code do (warning, ``unmarked_no_answer``). ``answers`` may be absent only
   when ``is_impossible`` is true.
 * Contexts are never stripped or normalized, so offsets index the exact context string.
+* The language is the caller's, else the file name's, else the text's (:func:`xlqa.languages.resolve_language`).
 """
 
 from __future__ import annotations
 
-import gzip
-import hashlib
-import json
 import logging
-import zlib
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+import re
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 from xlqa.errors import ConfigError, DataError
-from xlqa.languages import guess_language
+from xlqa.formats import DATA_SUFFIXES, SOURCE_KEY, hf_splits, is_hf_dataset, read_source
+from xlqa.languages import resolve_language
+from xlqa.records import (
+    Answer,
+    DataProblems,
+    Example,
+    LoadReport,
+    RenamedId,
+    RepairedAnswer,
+    SquadData,
+    UnlocatableAnswer,
+    WhitespaceRepair,
+)
+from xlqa.settings import get_settings
 
+__all__ = [
+    "Answer",
+    "DataError",
+    "DataProblems",
+    "Example",
+    "LoadReport",
+    "RepairedAnswer",
+    "SquadData",
+    "UnlocatableAnswer",
+    "WhitespaceRepair",
+    "check_files",
+    "data_files",
+    "format_report",
+    "gold_texts",
+    "load_squad",
+]
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class Answer:
-    """A gold answer; ``start`` is its character offset in the context after repair, -1 if not found."""
-
-    text: str
-    start: int
-
-
-@dataclass(slots=True)
-class Example:
-    """One question with its context and all gold answers, in file order."""
-
-    id: str
-    question: str
-    context: str
-    answers: list[Answer]
-    is_impossible: bool = False
-    title: str = ""
-
-    @property
-    def train_answer(self) -> Answer | None:
-        """The first answer located in the context (the training span), or None."""
-        return next((a for a in self.answers if a.start >= 0), None)
-
-
-class RepairedAnswer(NamedTuple):
-    qid: str
-    text: str
-    old_start: int
-    new_start: int
-
-
-class UnlocatableAnswer(NamedTuple):
-    qid: str
-    text: str
-    old_start: int
-
-
-@dataclass
-class LoadReport:
-    """What loading a file found: counts, repaired and unusable answers, warnings."""
-
-    path: str
-    version: str = ""
-    sha256: str = ""
-    n_articles: int = 0
-    n_paragraphs: int = 0
-    n_questions: int = 0
-    n_answers: int = 0
-    n_impossible: int = 0
-    repaired: list[RepairedAnswer] = field(default_factory=list)
-    unlocatable: list[UnlocatableAnswer] = field(default_factory=list)
-    untrainable: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-    empty_answers: list[str] = field(default_factory=list)  # qid per empty-text answer (start -1)
-    impossible_with_answers: list[str] = field(default_factory=list)  # answers ignored
-    unmarked_no_answer: list[str] = field(default_factory=list)  # treated as unanswerable
-    language: str | None = None
-    truncated: bool = False  # stopped at max_examples
-
-    @property
-    def n_trainable(self) -> int:
-        """Answerable questions with a located answer."""
-        return self.n_questions - self.n_impossible - len(self.untrainable)
-
-
-@dataclass
-class SquadData:
-    """The examples of one file, its load report and its (guessed) language."""
-
-    path: str
-    examples: list[Example]
-    report: LoadReport
-    language: str | None = None
-
-    def __len__(self) -> int:
-        return len(self.examples)
-
-    def __iter__(self) -> Iterator[Example]:
-        return iter(self.examples)
 
 
 def _locate(context: str, text: str, start: int) -> int:
@@ -134,6 +84,20 @@ def _locate(context: str, text: str, start: int) -> int:
     return best
 
 
+def _locate_loose(context: str, text: str, start: int) -> tuple[int, str]:
+    """The nearest place where ``text`` occurs but for its whitespace (any run of it matches any other)."""
+    words = text.split()
+    if not words:
+        return -1, text
+    best: re.Match | None = None
+    for match in re.finditer(r"\s+".join(map(re.escape, words)), context):
+        if best is None or abs(match.start() - start) < abs(best.start() - start):
+            best = match
+        if match.start() > start:
+            break
+    return (-1, text) if best is None else (best.start(), best.group())
+
+
 def _short(value: Any, limit: int = 40) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
@@ -144,17 +108,26 @@ class _Full(Exception):
 
 
 class _Parser:
-    """Walks data -> articles -> paragraphs -> qas, validating and collecting examples."""
+    """Walks data -> articles -> paragraphs -> qas, validating and collecting examples and problems."""
 
-    def __init__(self, path: str, report: LoadReport, max_examples: int | None) -> None:
-        self.path, self.report, self.limit = path, report, max_examples
+    def __init__(self, path: str, report: LoadReport, max_examples: int | None, dedupe: bool) -> None:
+        self.path, self.report, self.limit, self.dedupe = path, report, max_examples, dedupe
         self.examples: list[Example] = []
         self.seen: dict[str, str] = {}  # qid -> where first seen
+        self.problems: list[DataError] = []
+        self.duplicates: list[str] = []  # a qid per repeated use
 
     def check_limit(self) -> None:
         """Stop (raise _Full) before reading more once max_examples questions are kept."""
         if self.limit is not None and len(self.examples) >= self.limit:
             raise _Full
+
+    def attempt(self, step, *args) -> None:
+        """Run one article's, paragraph's or question's step; a problem is kept and the walk goes on."""
+        try:
+            step(*args)
+        except DataError as exc:
+            self.problems.append(exc)
 
     def error(self, msg: str, where: str, *, qid: str | None = None, field: str | None = None) -> DataError:
         return DataError(f"{msg} (at {where})", path=self.path, qid=qid, field=field)
@@ -173,35 +146,56 @@ class _Parser:
     def run(self, data: list) -> None:
         for a_idx, article in enumerate(data):
             self.check_limit()
-            where = f"data[{a_idx}]"
-            if not isinstance(article, dict):
-                raise self.error(f"article must be an object, got {type(article).__name__}", where)
-            title = article.get("title")
-            title = "" if title is None else title if isinstance(title, str) else str(title)
-            self.report.n_articles += 1
-            for p_idx, par in enumerate(self.need(article, "paragraphs", list, where)):
-                self.paragraph(par, f"{where}.paragraphs[{p_idx}]", title)
+            self.attempt(self.article, article, f"data[{a_idx}]")
+
+    def article(self, article: Any, where: str) -> None:
+        if not isinstance(article, dict):
+            raise self.error(f"article must be an object, got {type(article).__name__}", where)
+        title = article.get("title")
+        title = "" if title is None else title if isinstance(title, str) else str(title)
+        self.report.n_articles += 1
+        for p_idx, par in enumerate(self.need(article, "paragraphs", list, where)):
+            self.check_limit()
+            self.attempt(self.paragraph, par, f"{where}.paragraphs[{p_idx}]", title)
 
     def paragraph(self, par: Any, where: str, title: str) -> None:
-        self.check_limit()
         if not isinstance(par, dict):
             raise self.error(f"paragraph must be an object, got {type(par).__name__}", where)
+        where = par.get(SOURCE_KEY, where)
         context = self.need(par, "context", str, where)
         qas = self.need(par, "qas", list, where)
         self.report.n_paragraphs += 1
         for q_idx, qa in enumerate(qas):
             self.check_limit()
-            self.examples.append(self.question(qa, f"{where}.qas[{q_idx}]", context, title))
+            at = (
+                qa.get(SOURCE_KEY, f"{where}.qas[{q_idx}]")
+                if isinstance(qa, dict)
+                else f"{where}.qas[{q_idx}]"
+            )
+            self.attempt(self.question, qa, at, context, title)
 
-    def question(self, qa: Any, where: str, context: str, title: str) -> Example:
-        if not isinstance(qa, dict):
-            raise self.error(f"question must be an object, got {type(qa).__name__}", where)
-        qid = str(self.need(qa, "id", (str, int), where))
-        if qid in self.seen:
+    def unique_id(self, qid: str, where: str) -> str:
+        """``qid``, or when seen before a problem, or with ``dedupe`` the next free ``qid#2``, ``qid#3``."""
+        if qid not in self.seen:
+            self.seen[qid] = where
+            return qid
+        self.duplicates.append(qid)
+        if not self.dedupe:
             raise self.error(
                 f"duplicate question id, first seen at {self.seen[qid]}", where, qid=qid, field="id"
             )
-        self.seen[qid] = where
+        number = 2
+        while f"{qid}#{number}" in self.seen:
+            number += 1
+        new_id = f"{qid}#{number}"
+        self.seen[new_id] = where
+        self.report.renamed_ids.append(RenamedId(qid, new_id, where, self.seen[qid]))
+        return new_id
+
+    def question(self, qa: Any, where: str, context: str, title: str) -> None:
+        if not isinstance(qa, dict):
+            raise self.error(f"question must be an object, got {type(qa).__name__}", where)
+        qid = self.unique_id(str(self.need(qa, "id", (str, int), where)), where)
         question = self.need(qa, "question", str, where, qid)
         if not question.strip():
             raise self.error("empty question", where, qid=qid, field="question")
@@ -228,7 +222,7 @@ class _Parser:
         report.n_questions += 1
         report.n_answers += len(answers)
         report.n_impossible += impossible
-        return Example(qid, question, context, answers, impossible, title)
+        self.examples.append(Example(qid, question, context, answers, impossible, title))
 
     def answer(self, ans: Any, where: str, qid: str) -> tuple[str, int]:
         if not isinstance(ans, dict):
@@ -245,33 +239,14 @@ class _Parser:
             return Answer(text, -1)
         found = _locate(context, text, start)
         if found == -1:
+            found, span = _locate_loose(context, text, start)
+            if found != -1:
+                self.report.whitespace_repaired.append(WhitespaceRepair(qid, text, span, found))
+                return Answer(span, found)
             self.report.unlocatable.append(UnlocatableAnswer(qid, text, start))
         elif found != start:
             self.report.repaired.append(RepairedAnswer(qid, text, start, found))
         return Answer(text, found)
-
-
-def _read_json(path: Path) -> tuple[Any, str]:
-    """Parse a plain or gzip-compressed JSON file; returns (object, sha256 of the raw bytes)."""
-    name = str(path)
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise DataError(f"cannot read file: {exc.strerror or exc}", path=name) from exc
-    sha256 = hashlib.sha256(raw).hexdigest()
-    if raw[:2] == b"\x1f\x8b":
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError, zlib.error) as exc:
-            raise DataError(f"corrupt gzip data: {exc}", path=name) from exc
-    try:
-        return json.loads(raw), sha256
-    except json.JSONDecodeError as exc:
-        raise DataError(
-            f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}", path=name
-        ) from exc
-    except UnicodeDecodeError as exc:
-        raise DataError(f"not UTF-8 text: {exc.reason} at byte {exc.start}", path=name) from exc
 
 
 def _summarize(report: LoadReport) -> None:
@@ -282,7 +257,12 @@ def _summarize(report: LoadReport) -> None:
             first = items[0] if isinstance(items[0], str) else items[0][0]
             report.warnings.append(f"{len(items)} {what} (first: question id {first!r})")
 
+    if report.renamed_ids:
+        named = ", ".join(f"{r.qid!r} at {r.where} -> {r.new_id!r}" for r in report.renamed_ids[:20])
+        more = f" and {len(report.renamed_ids) - 20} more" if len(report.renamed_ids) > 20 else ""
+        report.warnings.append(f"{len(report.renamed_ids)} repeated question ids renamed: {named}{more}")
     line(report.repaired, "answers with a wrong answer_start moved to the nearest occurrence of their text")
+    line(report.whitespace_repaired, "answers that differ from the context only in whitespace: placed there")
     line(report.unlocatable, "answers whose text is not in the context: kept for scoring, not trained on")
     line(report.untrainable, "answerable questions without a usable answer: dropped from training")
     line(report.empty_answers, "empty answer texts: kept for scoring with start -1, not trained on")
@@ -291,42 +271,60 @@ def _summarize(report: LoadReport) -> None:
 
 
 def load_squad(
-    path: str | Path, *, language: str | None = None, max_examples: int | None = None
+    path: str | Path,
+    *,
+    language: str | None = None,
+    max_examples: int | None = None,
+    dedupe_ids: bool | None = None,
 ) -> SquadData:
-    """Load a SQuAD-format file (v1.1 or v2.0, plain or .gz) into validated examples.
+    """Load a QA data file (SQuAD v1.1/v2.0 JSON or .gz, JSONL, MRQA, Parquet, datasets folder) into examples.
 
     Args:
-        path: the JSON file; gzip is detected from the content, not the name.
-        language: language code of the contexts; guessed from the file name when None.
+        path: the file (or ``save_to_disk`` folder); its format is read from the content, not the name.
+        language: language code of the contexts; when None, the file name's, else detected from the text.
         max_examples: keep only the first N questions in file order (the rest of the file is not validated).
+        dedupe_ids: rename repeated question ids (``a#2``) instead of refusing the file; None: ``XLQA_DEDUPE_IDS``.
 
     Raises:
-        DataError: unreadable file or invalid structure; the message names file, question id and field.
+        DataError: unreadable file or invalid structure; the message names file, question id and field
+            (:class:`DataProblems` when there is more than one problem).
     """
     if max_examples is not None and max_examples < 0:
         raise ConfigError(f"--max-examples must be >= 0, got {max_examples}")
     path = Path(path)
     name = str(path)
-    obj, sha256 = _read_json(path)
+    source = read_source(path)
+    obj = source.obj
     if not isinstance(obj, dict):
         raise DataError(
             f"top level must be a JSON object with a 'data' list, got {type(obj).__name__}", path=name
         )
-    parser = _Parser(name, LoadReport(name, sha256=sha256), max_examples)
+    dedupe = get_settings().dedupe_ids if dedupe_ids is None else dedupe_ids
+    parser = _Parser(name, LoadReport(name, sha256=source.sha256, format=source.format), max_examples, dedupe)
     data = parser.need(obj, "data", list, "top level")
     version = obj.get("version")
-    language = language if language is not None else guess_language(path)
     report = parser.report
-    report.version, report.language = "" if version is None else str(version), language
+    report.version = "" if version is None else str(version)
     try:
         parser.run(data)
     except _Full:
         report.truncated = True
+    if len(parser.problems) == 1:
+        raise parser.problems[0]
+    if parser.problems:
+        raise DataProblems.of(name, parser.problems, parser.duplicates)
+    if language is not None:
+        report.language, report.language_source = language, "given"
+    else:
+        found = resolve_language(path, (ex.context for ex in parser.examples))
+        report.language, report.language_source = found.language, found.source
+        if found.warning:
+            report.warnings.append(found.warning)
     _summarize(report)
-    logger.info("loaded %d questions from %s", report.n_questions, name)
+    logger.info("loaded %d questions from %s (%s)", report.n_questions, name, report.format)
     for warning in report.warnings:
         logger.warning("%s: %s", name, warning)
-    return SquadData(name, parser.examples, report, language)
+    return SquadData(name, parser.examples, report, report.language)
 
 
 def _trim(text: str, limit: int = 40) -> str:
@@ -336,17 +334,26 @@ def _trim(text: str, limit: int = 40) -> str:
 def format_report(report: LoadReport, max_items: int = 5) -> str:
     """A one-screen summary: counts, repaired and unusable answers with a few examples, warnings."""
     lines = [
-        f"{report.path}  version={report.version!r} language={report.language or '?'} "
-        f"sha256={report.sha256[:12]}",
+        f"{report.path}  format={report.format} version={report.version!r} sha256={report.sha256[:12]}",
+        f"  language={report.language or '?'} (from {report.language_source or '?'})",
         f"  {report.n_articles:,} articles, {report.n_paragraphs:,} paragraphs, {report.n_questions:,} "
         f"questions ({report.n_impossible:,} unanswerable, {report.n_trainable:,} trainable), "
         f"{report.n_answers:,} answers" + ("  [truncated at max_examples]" if report.truncated else ""),
     ]
+    if report.renamed_ids:
+        lines.append(f"  renamed ids: {len(report.renamed_ids):,} repeated question ids")
+        lines += [f"    {r.qid} at {r.where} -> {r.new_id}" for r in report.renamed_ids[:max_items]]
     if report.repaired:
         lines.append(f"  repaired: {len(report.repaired):,} answers moved to the nearest occurrence")
         lines += [
             f"    {r.qid}: {_trim(r.text)} {r.old_start} -> {r.new_start}"
             for r in report.repaired[:max_items]
+        ]
+    if report.whitespace_repaired:
+        lines.append(f"  whitespace: {len(report.whitespace_repaired):,} answers matched but for whitespace")
+        lines += [
+            f"    {w.qid}: {_trim(w.text)} -> {_trim(w.new_text)} at {w.new_start}"
+            for w in report.whitespace_repaired[:max_items]
         ]
     if report.unlocatable:
         lines.append(f"  unlocatable: {len(report.unlocatable):,} answers not in their context (scored only)")
@@ -363,21 +370,36 @@ def format_report(report: LoadReport, max_items: int = 5) -> str:
     return "\n".join(lines)
 
 
-def check_files(paths: Iterable[str | Path]) -> list[LoadReport | DataError]:
-    """Load each file (folders: every ``*.json``/``*.json.gz`` below them, sorted) and report on it.
+def data_files(paths: Iterable[str | Path]) -> list[Path]:
+    """The files to check: each file as given; folders expanded to their data files and datasets folders."""
+    files: list[Path] = []
+    for item in map(Path, paths):
+        if is_hf_dataset(item):
+            files += hf_splits(item)
+        elif item.is_dir():
+            found = []
+            for p in item.rglob("*"):
+                if p.is_dir() and (p / "state.json").is_file():
+                    found.append(p)  # one split of a datasets folder; its own .json files are metadata
+                elif p.is_file() and p.name.lower().endswith(DATA_SUFFIXES) and not is_hf_dataset(p.parent):
+                    found.append(p)
+            files += sorted(found)
+        else:
+            files.append(item)
+    return files
+
+
+def check_files(
+    paths: Iterable[str | Path], *, language: str | None = None, dedupe_ids: bool | None = None
+) -> list[LoadReport | DataError]:
+    """Load each file (folders: every data file below them, sorted; see :func:`data_files`) and report on it.
 
     Never raises on a bad file: its :class:`DataError` takes its place in the returned list.
     """
     results: list[LoadReport | DataError] = []
-    files: list[Path] = []
-    for item in map(Path, paths):
-        if item.is_dir():
-            files += sorted(p for p in item.rglob("*") if p.name.lower().endswith((".json", ".json.gz")))
-        else:
-            files.append(item)
-    for path in files:
+    for path in data_files(paths):
         try:
-            results.append(load_squad(path).report)
+            results.append(load_squad(path, language=language, dedupe_ids=dedupe_ids).report)
         except DataError as exc:
             results.append(exc)
     return results

@@ -1,13 +1,18 @@
-"""Settings from the environment, read in one place: ``XLQA_CACHE``, ``XLQA_RUNS``, ``XLQA_MIRROR``, ``XLQA_API_KEY``.
+"""Settings from the environment, read in one place: ``XLQA_CACHE``, ``XLQA_RUNS``, ``XLQA_MIRROR``, ``XLQA_API_KEY``,
+``XLQA_DEDUPE_IDS``.
 
 ================ ============================================================= =====================
 variable         what                                                          default
 ================ ============================================================= =====================
 ``XLQA_CACHE``   features, converted offline models and downloads               ``~/.cache/xlqa``
-``XLQA_RUNS``    the run store folder (or, later, a database URL)               ``./runs``
+``XLQA_RUNS``    the run store folder (the run folders)                         ``./runs``
+``XLQA_RUNS_DB`` the run index: a SQLite file or a ``postgresql://`` URL        ``$XLQA_RUNS/index.sqlite``
 ``XLQA_MIRROR``  a data mirror folder or URL laid out like the official files   none (download)
 ``XLQA_API_KEY`` the key state-changing API requests must send (Bearer)         none: loopback only
 ================ ============================================================= =====================
+
+``XLQA_DEDUPE_IDS=1`` loads data files whose question ids repeat, renaming the later ones ``id#2``, ``id#3``
+with a warning naming each (default: such a file is refused, naming every repeated id).
 
 An empty variable counts as unset; ``~`` is expanded. :func:`get_settings` reads the environment at each call,
 so a test or a child process that changes it is seen at once.
@@ -28,8 +33,10 @@ class Settings(BaseSettings):
 
     cache: Path = Path("~/.cache/xlqa")
     runs: Path = Path("runs")
+    runs_db: str | None = None
     mirror: str | None = None
     api_key: str | None = None
+    dedupe_ids: bool = False
 
     @field_validator("cache", "runs")
     @classmethod

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated
 
@@ -10,6 +11,9 @@ from rich.table import Table
 
 from xlqa.cli.common import XlqaGroup, out_console
 from xlqa.postprocess import MAX_ANSWER_LENGTH
+
+LANG_CODE = re.compile(r"[a-z]{2,3}(-[A-Za-z0-9]{2,8})?")
+"""A language code as --lang takes it: ISO 639 with an optional region or script (pt-BR, zh-Hant)."""
 
 data_app = typer.Typer(
     cls=XlqaGroup,
@@ -21,22 +25,54 @@ data_app = typer.Typer(
 
 @data_app.command("check")
 def data_check(
-    files: Annotated[list[Path], typer.Argument(help="SQuAD-format files or folders")],
+    files: Annotated[
+        list[Path], typer.Argument(help="data files (SQuAD JSON, JSONL, MRQA, Parquet) or folders")
+    ],
+    dedupe_ids: Annotated[
+        bool,
+        typer.Option(
+            "--dedupe-ids", help="rename repeated question ids id#2, id#3 instead of refusing the file"
+        ),
+    ] = False,
+    lang: Annotated[
+        str | None,
+        typer.Option("--lang", help="context language code for every file (default: from name, else text)"),
+    ] = None,
+    max_problems: Annotated[int, typer.Option(help="list at most this many problems per file")] = 20,
 ) -> None:
-    """Validate files: counts, repaired answer offsets, unusable answers, errors naming file, question and field.
+    """Validate files: format, language, counts, repaired and unusable answers, every problem with counts.
 
+    Exit code 1 when a file cannot be used (or no data file was found), 2 for a bad flag.
     Example: xlqa data check ../shared/data/cmrc2018/cmrc2018_dev.json
     """
-    from xlqa.data import check_files, format_report
-    from xlqa.errors import DataError
+    from rich.markup import escape
 
+    from xlqa.data import DataProblems, check_files, data_files, format_report
+    from xlqa.errors import ConfigError, DataError
+
+    if lang is not None and not LANG_CODE.fullmatch(lang):
+        raise ConfigError(f"--lang must be a language code such as de, ja or pt-BR, got {lang!r}")
+    if not data_files(files):
+        shown = ", ".join(str(f) for f in files)
+        out_console.print(
+            f"[bold red]ERROR[/] no data files in {shown} (looked for *.json, *.json.gz, *.jsonl, *.jsonl.gz, "
+            "*.parquet and datasets folders)",
+            highlight=False,
+        )
+        raise typer.Exit(code=1)
     bad = 0
-    for rep in check_files(files):
+    for rep in check_files(files, language=lang, dedupe_ids=dedupe_ids or None):
         if isinstance(rep, DataError):
             bad += 1
-            out_console.print(f"[bold red]ERROR[/] {rep}")
+            out_console.print(f"[bold red]ERROR[/] {escape(str(rep))}", highlight=False)
+            problems = rep.problems if isinstance(rep, DataProblems) else []
+            for problem in problems[:max_problems]:
+                text = str(problem).removeprefix(f"{problem.path}: ")
+                out_console.print(f"  - {text}", highlight=False, markup=False)
+            if len(problems) > max_problems:
+                out_console.print(f"  ... and {len(problems) - max_problems} more", highlight=False)
         else:
-            out_console.print(format_report(rep), highlight=False)
+            out_console.print(format_report(rep), highlight=False, markup=False)
         out_console.print()
     if bad:
         raise typer.Exit(code=1)
