@@ -1,4 +1,9 @@
-"""Run store: folders + SQLite index, concurrent writers, rollback, and the ``xlqa runs`` commands."""
+"""Run store: folders + index, concurrent writers, rollback, and the ``xlqa runs`` commands.
+
+Every test that takes ``store`` or ``stores`` runs twice: on a SQLite index and on a PostgreSQL one (a schema
+of its own in the test server, see tests/run_index.py); the SQLite file's own features (WAL, user_version,
+the legacy version table, a corrupt file) are tested on SQLite only.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +21,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from run_index import BACKENDS, PgSchemas, need_pg
 from xlqa.cli.runs import runs_app
 from xlqa.errors import RunNotFoundError, RunStoreError
 from xlqa.results import EvalResult
@@ -63,13 +69,41 @@ def make_results(de_f1: float = 60.0, model: str = "runs/e5/best") -> dict:
     }  # fmt: skip
 
 
+class Stores:
+    """Empty stores on one backend; the first made with ``default=True`` is also ``$XLQA_RUNS_DB`` (so the CLI,
+    ``RunStore(root)`` and child processes open the same index)."""
+
+    def __init__(self, kind: str, monkeypatch) -> None:
+        self.kind, self.monkeypatch, self.schemas = kind, monkeypatch, PgSchemas()
+        monkeypatch.delenv("XLQA_RUNS_DB", raising=False)
+
+    def new(self, root: Path, *, default: bool = False) -> RunStore:
+        if self.kind == "sqlite":
+            return RunStore(root)
+        url = self.schemas.new_url()
+        if default:
+            self.monkeypatch.setenv("XLQA_RUNS_DB", url)
+        return RunStore(root, db=url)
+
+
+@pytest.fixture(params=BACKENDS)
+def stores(request, monkeypatch):
+    if request.param == "postgresql":
+        need_pg()
+    made = Stores(request.param, monkeypatch)
+    try:
+        yield made
+    finally:
+        made.schemas.drop_all()
+
+
 @pytest.fixture()
-def store(tmp_path) -> RunStore:
-    return RunStore(tmp_path / "runs")
+def store(stores, tmp_path) -> RunStore:
+    return stores.new(tmp_path / "runs", default=True)
 
 
 def count(store: RunStore, table: str) -> int:
-    with sqlite3.connect(store.db_path) as con:
+    with store.connect() as con:
         return con.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
 
 
@@ -85,6 +119,9 @@ def test_create_run_makes_folder_run_json_and_row(store):
     assert [p.name for p in run.dir.iterdir()] == ["run.json"]  # no temporary file left behind
     assert store.get_run(run.id) == run
     assert store.list_runs() == [run]
+    assert store.schema_version() == SCHEMA_VERSION
+    if store.db_path is None:  # PostgreSQL: the version row, and nothing else to check of the file
+        return
     with sqlite3.connect(store.db_path) as con:
         assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert con.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
@@ -103,8 +140,8 @@ def test_list_runs_newest_first_with_limit_and_kind(store):
         store.list_runs(limit=0)
 
 
-def test_empty_store_reads_without_creating_anything(tmp_path):
-    store = RunStore(tmp_path / "nothing")
+def test_empty_store_reads_without_creating_anything(stores, tmp_path):
+    store = stores.new(tmp_path / "nothing")
     assert store.list_runs() == []
     with pytest.raises(RunNotFoundError, match="no run store in"):
         store.get_run("abc")
@@ -139,7 +176,8 @@ def test_create_run_rejects_bad_input_and_leaves_no_folder(store):
     ):
         with pytest.raises(RunStoreError, match=msg):
             store.create_run(config={}, **kwargs)
-    assert [p.name for p in store.root.iterdir()] == ["index.sqlite"]
+    left = [p.name for p in store.root.iterdir()] if store.root.exists() else []
+    assert left == ([] if store.db_path is None else ["index.sqlite"])
     assert count(store, "runs") == 0
 
 
@@ -177,7 +215,7 @@ def test_run_in_a_folder_is_named_after_it_with_documented_fallbacks(tmp_path, s
     assert inside.name is None  # a run in the store's own folder has no default name
 
 
-def test_resolve_takes_id_prefix_name_or_folder(tmp_path, store):
+def test_resolve_takes_id_prefix_name_or_folder(tmp_path, stores, store):
     run = store.create_run("train", model="m", config={}, dir=tmp_path / "e5")
     inside = store.create_run("eval", model="m", config={}, name="base")
     for ref in (run.id, run.id[:-4], "e5", tmp_path / "e5", str(tmp_path / "e5"), f" {run.id} "):
@@ -188,7 +226,7 @@ def test_resolve_takes_id_prefix_name_or_folder(tmp_path, store):
     assert err.value.candidates == ["e5"]
     with pytest.raises(RunNotFoundError, match=r"is a folder without run\.json"):
         store.resolve(tmp_path)
-    other = RunStore(tmp_path / "other-store")
+    other = stores.new(tmp_path / "other-store")
     other.create_run("eval", model="m", config={})
     with pytest.raises(
         RunNotFoundError, match=f"{tmp_path / 'e5'} holds run {run.id}, which is not in the run"
@@ -381,8 +419,11 @@ def test_import_results_errors_name_the_file_and_leave_nothing(store, tmp_path):
 # -- schema --------------------------------------------------------------------------------------------------
 def test_newer_schema_is_refused_clearly(store):
     store.create_run("train", model="m", config={})
-    with sqlite3.connect(store.db_path) as con:
-        con.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    with store.connect() as con:
+        if store.db_path is None:
+            con.execute("UPDATE xlqa_schema SET version = ?", (SCHEMA_VERSION + 1,))
+        else:
+            con.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     with pytest.raises(RunStoreError, match=f"schema version {SCHEMA_VERSION + 1} is newer"):
         RunStore(store.root).list_runs()
 
@@ -465,7 +506,7 @@ WORKER = textwrap.dedent(
 
 
 def test_concurrent_processes_lose_nothing(store, tmp_path):
-    n_procs, n_runs = 3, 10
+    n_procs, n_runs = 4, 8
     go = tmp_path / "go"
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
     cmd = [sys.executable, "-c", WORKER, str(store.root)]
@@ -492,9 +533,16 @@ def test_concurrent_processes_lose_nothing(store, tmp_path):
     for r in runs:
         assert store.run_metrics(r.id)[0]["f1"] == float(r.config["i"])
         assert json.loads(r.run_json.read_text())["status"] == "finished"
-    with sqlite3.connect(store.db_path) as con:
-        assert con.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
-        assert con.execute("PRAGMA foreign_key_check").fetchall() == []
+    with store.connect() as con:  # every metrics row belongs to an evaluation of a run
+        orphans = con.execute(
+            "SELECT COUNT(*) FROM metrics m LEFT JOIN evaluations e ON e.id = m.evaluation_id"
+            " LEFT JOIN runs r ON r.id = e.run_id WHERE r.id IS NULL"
+        ).fetchone()[0]
+    assert orphans == 0
+    if store.db_path is not None:
+        with sqlite3.connect(store.db_path) as con:
+            assert con.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+            assert con.execute("PRAGMA foreign_key_check").fetchall() == []
 
 
 # -- CLI -----------------------------------------------------------------------------------------------------

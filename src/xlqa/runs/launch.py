@@ -103,7 +103,7 @@ def start_evaluation(
     cfg.progress = False  # a log file, not a terminal
     run = store.create_run("eval", model=cfg.model, config=asdict(cfg), name=name, dir=cfg.output or None)
     cfg.output = str(run.dir)
-    env = {**os.environ, "XLQA_RUNS": str(store.root), "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, **store.child_env(), "PYTHONUNBUFFERED": "1"}  # the same root and index
     with open(run.dir / EVAL_LOG_FILE, "ab") as logf:
         proc = subprocess.Popen(
             [sys.executable, "-m", "xlqa", "evaluate", *evaluate_args(cfg)],

@@ -3,15 +3,16 @@
 A store may hold thousands of runs; a page of the runs table must cost one indexed query, not one per run.
 :func:`page_runs` filters (kind, stored status, text), sorts (created, name, kind, model, status, mean F1 of
 the latest evaluation of each dataset) and pages in one statement, and counts the matches in another. Plain
-functions of an open connection (:meth:`xlqa.runs.store.RunStore.connect`), like :mod:`xlqa.runs.queries`.
+functions of an open connection (:meth:`xlqa.runs.store.RunStore.connect`), like :mod:`xlqa.runs.queries`, in
+the SQL that SQLite and PostgreSQL both run.
 """
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass
 
 SORT_KEYS = ("created", "name", "kind", "model", "status", "best_f1")
+NO_LIMIT = 2**63 - 1  # "all rows" as a LIMIT both databases take (SQLite needs a LIMIT before OFFSET)
 
 # mean F1 over the datasets of each run, each dataset at its newest evaluation (as queries.latest_metrics)
 _F1 = """WITH latest AS (
@@ -57,9 +58,7 @@ def order_by(sort: str) -> str:
     return f" ORDER BY {nulls}{col} {way}, created {way}, id {way}"
 
 
-def page_runs(
-    con: sqlite3.Connection | None, filt: RunFilter, sort: str, limit: int | None, offset: int = 0
-) -> tuple[int, list[dict]]:
+def page_runs(con, filt: RunFilter, sort: str, limit: int | None, offset: int = 0) -> tuple[int, list[dict]]:
     """The number of runs matching ``filt`` and one page of them, sorted.
 
     Args:
@@ -79,11 +78,11 @@ def page_runs(
     total = con.execute(f"SELECT COUNT(*) FROM runs{where}", args).fetchone()[0]
     sql = f"{_F1} SELECT runs.*, f1.best_f1 FROM runs LEFT JOIN f1 ON f1.run_id = runs.id{where}"
     sql += order_by(sort) + " LIMIT ? OFFSET ?"
-    rows = con.execute(sql, [*args, -1 if limit is None else limit, offset]).fetchall()
+    rows = con.execute(sql, [*args, NO_LIMIT if limit is None else limit, offset]).fetchall()
     return total, [dict(r) for r in rows]
 
 
-def evaluations(con: sqlite3.Connection | None, run_id: str) -> list[dict]:
+def evaluations(con, run_id: str) -> list[dict]:
     """A run's evaluations, oldest first: id, created, results_path, precision, datasets (count)."""
     if con is None:
         return []

@@ -2,33 +2,33 @@
 
 Plain functions of an open connection (:meth:`xlqa.runs.store.RunStore.connect`) or of rows already read, so
 they depend on the schema only, never on the store: ``RunStore.run_metrics``, ``.metrics_summary`` and
-``.compare`` resolve the runs and call these. They never write.
+``.compare`` resolve the runs and call these. They never write. The SQL is what SQLite and PostgreSQL both
+run (:mod:`xlqa.runs.database`): ``?`` placeholders, a named subquery, no numbered parameters.
 """
 
 from __future__ import annotations
 
 import difflib
 import json
-import sqlite3
 
 from xlqa.errors import RunStoreError
 from xlqa.runs.schema import Run
 
 
-def find_runs(con: sqlite3.Connection, ref: str) -> tuple[list[sqlite3.Row], list[str]]:
+def find_runs(con, ref: str) -> tuple[list, list[str]]:
     """The ``runs`` rows ``ref`` names, newest first, and close ids and names when none does.
 
     The first rule that matches wins: exact id, exact name, id prefix (several rows: ``ref`` is ambiguous).
     """
-    for where in ("id = ?1", "name = ?1", "substr(id, 1, length(?1)) = ?1"):
-        found = con.execute(f"SELECT * FROM runs WHERE {where} ORDER BY created DESC", (ref,)).fetchall()
+    for where, args in (("id = ?", (ref,)), ("name = ?", (ref,)), ("substr(id, 1, ?) = ?", (len(ref), ref))):
+        found = con.execute(f"SELECT * FROM runs WHERE {where} ORDER BY created DESC", args).fetchall()
         if found:
             return found, []
     keys = [k for row in con.execute("SELECT id, name FROM runs") for k in row if k]
     return [], difflib.get_close_matches(ref, keys, n=5, cutoff=0.5)
 
 
-def list_runs(con: sqlite3.Connection, limit: int | None, kind: str | None) -> list[sqlite3.Row]:
+def list_runs(con, limit: int | None, kind: str | None) -> list:
     """``runs`` rows, newest first: all, or only ``kind``, at most ``limit``."""
     sql, args = "SELECT * FROM runs", []
     if kind is not None:
@@ -37,12 +37,12 @@ def list_runs(con: sqlite3.Connection, limit: int | None, kind: str | None) -> l
     return con.execute(sql, [*args, *([limit] if limit else [])]).fetchall()
 
 
-def name_taken(con: sqlite3.Connection, name: str) -> bool:
+def name_taken(con, name: str) -> bool:
     """True when a run of the index already has this name."""
     return con.execute("SELECT 1 FROM runs WHERE name = ?", (name,)).fetchone() is not None
 
 
-def latest_metrics(con: sqlite3.Connection | None, run_ids: list[str]) -> dict[str, list[dict]]:
+def latest_metrics(con, run_ids: list[str]) -> dict[str, list[dict]]:
     """Per run, the newest evaluation's row for each dataset, in the order they were recorded.
 
     Args:
@@ -60,7 +60,7 @@ def latest_metrics(con: sqlite3.Connection | None, run_ids: list[str]) -> dict[s
         SELECT e.run_id, e.created AS evaluated, e.results_path, m.*, ROW_NUMBER() OVER (
             PARTITION BY e.run_id, m.dataset ORDER BY e.id DESC) AS rn
         FROM metrics m JOIN evaluations e ON e.id = m.evaluation_id WHERE e.run_id IN ({marks}))
-        WHERE rn = 1 ORDER BY evaluation_id, id"""
+        AS latest WHERE rn = 1 ORDER BY evaluation_id, id"""
     rows = [] if con is None or not run_ids else con.execute(sql, run_ids).fetchall()
     for r in map(dict, rows):
         r["metrics"], r["extended"] = (

@@ -1,4 +1,4 @@
-"""Run store: one folder per run (config, checkpoints, events, predictions, metrics) indexed in SQLite.
+"""Run store: one folder per run (config, checkpoints, events, predictions, metrics) and an index of them.
 
 Layout::
 
@@ -6,10 +6,13 @@ Layout::
     <root>/<run_id>/run.json    what the run is: kind, model, config, environment, status
     <root>/<run_id>/...         what it writes: best/, events.jsonl, <dataset>/predictions.json, results.json
 
-``root`` defaults to ``$XLQA_RUNS``, else ``./runs``. A run folder may also live elsewhere (``create_run(dir=)``,
-``import_results``); the index records where, and such a run is named after its folder unless given a name.
-Every write is one ``BEGIN IMMEDIATE`` transaction and files are written under a temporary name then moved
-with ``os.replace``, so several processes can share a store. Users name a run by id, unique id prefix, name or
+``root`` defaults to ``$XLQA_RUNS``, else ``./runs``. The index is ``<root>/index.sqlite`` unless ``db`` or
+``$XLQA_RUNS_DB`` names another SQLite file or a PostgreSQL database (``postgresql://...``: a store shared
+by several machines, whose run folders are on a shared disk; :mod:`xlqa.runs.database`). A run folder may
+also live elsewhere (``create_run(dir=)``, ``import_results``); the index records where, and such a run is
+named after its folder unless given a name. Every write is one transaction holding the index's writer lock
+and files are written under a temporary name then moved with ``os.replace``, so several processes (and,
+with PostgreSQL, machines) can share a store. Users name a run by id, unique id prefix, name or
 folder: :meth:`RunStore.resolve` is the one place that turns any of these into a :class:`Run`.
 
 A command records itself in a couple of calls::
@@ -30,7 +33,6 @@ import os
 import secrets
 import shutil
 import socket
-import sqlite3
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import datetime, timezone
@@ -41,6 +43,7 @@ from xlqa.fileio import environment as package_versions
 from xlqa.fileio import write_json_atomic
 from xlqa.results import EvalResult
 from xlqa.runs import queries, schema
+from xlqa.runs.database import Index, SqliteIndex, open_index
 from xlqa.runs.schema import INDEX_NAME, RUN_FILE, Run, to_json, utc_now
 from xlqa.settings import get_settings
 
@@ -51,73 +54,52 @@ log = logging.getLogger(__name__)
 
 
 class RunStore:
-    """Run folders under ``root`` plus the SQLite index ``root/index.sqlite``.
+    """Run folders under ``root`` plus their index (SQLite ``root/index.sqlite``, or ``db``).
 
     Args:
         root: store folder; default ``$XLQA_RUNS``, else ``./runs``.
+        db: the index: a SQLite file or a ``postgresql://`` URL; default ``$XLQA_RUNS_DB``, else
+            ``<root>/index.sqlite``.
         timeout: seconds a writer waits for another process's transaction before giving up.
     """
 
-    def __init__(self, root: str | Path | None = None, *, timeout: float = 30.0):
-        self.root = (Path(root).expanduser() if root is not None else get_settings().runs).absolute()
-        self.db_path = self.root / INDEX_NAME
+    def __init__(
+        self, root: str | Path | None = None, *, db: str | Path | None = None, timeout: float = 30.0
+    ):
+        settings = get_settings()
+        self.root = (Path(root).expanduser() if root is not None else settings.runs).absolute()
         self.timeout = timeout
-        self._ready_pid: int | None = None  # schema checked in this process (connections never cross a fork)
+        self.index: Index = open_index(db or settings.runs_db or self.root / INDEX_NAME, timeout)
+        # the SQLite file (None for PostgreSQL): what `runs rebuild` moves aside when it is corrupt
+        self.db_path: Path | None = self.index.path if isinstance(self.index, SqliteIndex) else None
 
     def __repr__(self) -> str:
-        return f"RunStore({str(self.root)!r})"
+        return f"RunStore({str(self.root)!r}, db={self.index.where!r})"
+
+    def child_env(self) -> dict[str, str]:
+        """The environment variables that make a child process (a detached job) open this same store."""
+        return {"XLQA_RUNS": str(self.root), "XLQA_RUNS_DB": self.index.setting()}
 
     # -- connections and transactions ------------------------------------------------------------------------
-    @contextlib.contextmanager
-    def connect(self, create: bool = False) -> Iterator[sqlite3.Connection | None]:
+    def connect(self, create: bool = False) -> contextlib.AbstractContextManager:
         """A fresh connection to the index with an up-to-date schema; None when reading a store not made yet.
 
-        Readers (:mod:`xlqa.runs.queries`) take it as it is; writers go through one ``BEGIN IMMEDIATE``
-        transaction of the store's own. SQLite errors (locked past the timeout, corrupt file, disk full)
-        come out as :class:`RunStoreError` naming the index.
+        Readers (:mod:`xlqa.runs.queries`, :mod:`xlqa.runs.listing`) take it as it is; writers go through one
+        transaction of the store's own. Database errors (locked past the timeout, a corrupt file, a server
+        gone, a read-only store written to) come out as :class:`RunStoreError` naming the index.
         """
-        if not self.db_path.exists():
-            if not create:
-                yield None
-                return
-            self.root.mkdir(parents=True, exist_ok=True)
-        try:
-            con = sqlite3.connect(self.db_path, timeout=self.timeout, isolation_level=None)
-        except sqlite3.Error as err:
-            raise RunStoreError(f"cannot open run index {self.db_path}: {err}") from err
-        try:
-            con.row_factory = sqlite3.Row
-            con.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
-            con.execute("PRAGMA foreign_keys = ON")
-            if self._ready_pid != os.getpid():
-                schema.migrate(con, self.db_path)
-                self._ready_pid = os.getpid()
-            yield con
-        except sqlite3.Error as err:
-            raise RunStoreError(f"run index {self.db_path}: {err}") from err
-        finally:
-            con.close()
+        return self.index.reader(create)
 
-    @contextlib.contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction: the write lock is taken at BEGIN, everything commits or nothing does."""
-        with self.connect(create=True) as con:
-            con.execute("BEGIN IMMEDIATE")
-            try:
-                yield con
-            except BaseException:
-                if con.in_transaction:
-                    con.execute("ROLLBACK")
-                raise
-            con.execute("COMMIT")
+    def _transaction(self) -> contextlib.AbstractContextManager:
+        """One write transaction: the writer lock is taken at its start, everything commits or nothing does."""
+        return self.index.writer()
 
     def schema_version(self) -> int:
         """The index's schema version (0 when the store does not exist yet)."""
-        with self.connect() as con:
-            return 0 if con is None else schema.schema_version(con)
+        return self.index.schema_version()
 
     # -- rows <-> objects --------------------------------------------------------------------------------------
-    def _run(self, row: sqlite3.Row) -> Run:
+    def _run(self, row) -> Run:
         return schema.run_from_row(row, self.root)
 
     def _stored_dir(self, folder: Path) -> str:
@@ -146,7 +128,7 @@ class RunStore:
                 continue
         raise RunStoreError(f"{self.root}: could not find a free run id")  # pragma: no cover
 
-    def _check_free(self, con: sqlite3.Connection, folder: Path) -> None:
+    def _check_free(self, con, folder: Path) -> None:
         try:
             other = json.loads((folder / RUN_FILE).read_text(encoding="utf-8")).get("id")
         except (OSError, ValueError, AttributeError):
@@ -240,14 +222,15 @@ class RunStore:
             raise
         self.update_status(run.id, "finished")
 
-    def _insert_evaluation(self, con, run: Run, results: EvalResult, results_path: Path) -> int:
-        cur = con.execute(
+    def _insert_evaluation(
+        self, con, run: Run, results: EvalResult, results_path: Path, created: str | None = None
+    ) -> int:
+        eval_id = con.execute(
             "INSERT INTO evaluations (run_id, created, results_path, precision, config_json, environment_json)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
-            (run.id, utc_now(), str(results_path), results.precision, to_json(results.config),
+            " VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+            (run.id, created or utc_now(), str(results_path), results.precision, to_json(results.config),
              to_json(results.environment)),
-        )  # fmt: skip
-        eval_id = cur.lastrowid
+        ).fetchone()[0]  # fmt: skip
         for i, d in enumerate(results.datasets):
             row = schema.metric_row(d)
             try:
@@ -257,8 +240,11 @@ class RunStore:
                     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (eval_id, *row),
                 )
-            except sqlite3.IntegrityError as err:
-                raise RunStoreError(f"run {run.id}: results datasets[{i}] ({row[0]!r}): {err}") from err
+            except self.index.integrity_errors as err:
+                raise RunStoreError(
+                    f"run {run.id}: results datasets[{i}] ({row[0]!r}): named twice in one evaluation"
+                    f" (UNIQUE evaluation and dataset): {str(err).splitlines()[0]}"
+                ) from err
         con.execute("UPDATE runs SET updated = ? WHERE id = ?", (utc_now(), run.id))
         return eval_id
 

@@ -185,7 +185,7 @@ def start_detached(
         run = store.create_run("train", model=cfg.model, config=asdict(cfg), name=name, dir=cfg.output)
         write_json_atomic(run.dir / LAUNCH_FILE, asdict(cfg))
         args = [str(run.dir), "--run-id", run.id]
-    env = {**os.environ, "XLQA_RUNS": str(store.root), "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, **store.child_env(), "PYTHONUNBUFFERED": "1"}  # the same root and index
     with open(run.dir / LOG_FILE, "ab") as logf:
         proc = subprocess.Popen(
             [sys.executable, "-m", "xlqa.train.control", *args],
