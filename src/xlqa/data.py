@@ -370,9 +370,12 @@ def format_report(report: LoadReport, max_items: int = 5) -> str:
     return "\n".join(lines)
 
 
-def data_files(paths: Iterable[str | Path]) -> list[Path]:
-    """The files to check: each file as given; folders expanded to their data files and datasets folders."""
-    files: list[Path] = []
+def data_files(paths: Iterable[str | Path]) -> list[Path | DataError]:
+    """The files to check: each file as given; folders expanded to their data files and datasets folders.
+
+    A folder without any takes a :class:`DataError` in their place, so it is never passed over in silence.
+    """
+    files: list[Path | DataError] = []
     for item in map(Path, paths):
         if is_hf_dataset(item):
             files += hf_splits(item)
@@ -383,10 +386,15 @@ def data_files(paths: Iterable[str | Path]) -> list[Path]:
                     found.append(p)  # one split of a datasets folder; its own .json files are metadata
                 elif p.is_file() and p.name.lower().endswith(DATA_SUFFIXES) and not is_hf_dataset(p.parent):
                     found.append(p)
-            files += sorted(found)
+            files += sorted(found) or [
+                DataError(f"no data files in this folder ({NO_FILES_HINT})", path=str(item))
+            ]
         else:
             files.append(item)
     return files
+
+
+NO_FILES_HINT = "looked for *.json, *.json.gz, *.jsonl, *.jsonl.gz, *.parquet and datasets folders"
 
 
 def check_files(
@@ -398,6 +406,9 @@ def check_files(
     """
     results: list[LoadReport | DataError] = []
     for path in data_files(paths):
+        if isinstance(path, DataError):
+            results.append(path)
+            continue
         try:
             results.append(load_squad(path, language=language, dedupe_ids=dedupe_ids).report)
         except DataError as exc:

@@ -89,7 +89,8 @@ def read_source(path: Path) -> Source:
     except json.JSONDecodeError as exc:
         if exc.msg != "Extra data":  # else a second JSON value follows the first: JSON Lines
             raise DataError(
-                f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}", path=name
+                f"not valid JSON: {exc.msg.removesuffix(' at')} at line {exc.lineno} column {exc.colno}",
+                path=name,
             ) from exc
     except UnicodeDecodeError as exc:
         raise DataError(f"not UTF-8 text: {exc.reason} at byte {exc.start}", path=name) from exc

@@ -47,19 +47,11 @@ def data_check(
     """
     from rich.markup import escape
 
-    from xlqa.data import DataProblems, check_files, data_files, format_report
+    from xlqa.data import DataProblems, check_files, format_report
     from xlqa.errors import ConfigError, DataError
 
     if lang is not None and not LANG_CODE.fullmatch(lang):
         raise ConfigError(f"--lang must be a language code such as de, ja or pt-BR, got {lang!r}")
-    if not data_files(files):
-        shown = ", ".join(str(f) for f in files)
-        out_console.print(
-            f"[bold red]ERROR[/] no data files in {shown} (looked for *.json, *.json.gz, *.jsonl, *.jsonl.gz, "
-            "*.parquet and datasets folders)",
-            highlight=False,
-        )
-        raise typer.Exit(code=1)
     bad = 0
     for rep in check_files(files, language=lang, dedupe_ids=dedupe_ids or None):
         if isinstance(rep, DataError):

@@ -170,9 +170,9 @@ def format_table(specs: list[BenchmarkSpec], cached: set[str] | None = None) -> 
 
 
 def file_stem(path: str | Path) -> str:
-    """A data file's name without ``.json``/``.gz``: the name of its evaluation entry and predictions folder."""
+    """A data file's name without ``.json``/``.jsonl``/``.parquet``/``.gz``: its evaluation entry's name."""
     name = Path(path).name
-    for suffix in (".gz", ".json"):
+    for suffix in (".gz", ".json", ".jsonl", ".parquet"):
         name = name.removesuffix(suffix)
     return name
 
@@ -184,7 +184,7 @@ def spec_for_file(data) -> BenchmarkSpec:
     benchmark's language and rules. Any other file gets a spec built from its content and name: SQuAD v2.0 rules
     when it has unanswerable questions, MLQA rules for an MLQA file (``*-context-xx-question-yy*``) whose context
     language the MLQA script supports, else SQuAD v1.1 rules (as XTREME scores XQuAD and TyDi QA); its language
-    is the one `xlqa.languages.guess_language` read from the name. Unanswerable questions always mean SQuAD v2.0 rules.
+    is the one the loader resolved (``--lang``, else the file name, else the text: `xlqa.languages.resolve_language`). Unanswerable questions always mean SQuAD v2.0 rules.
 
     Args:
         data: a loaded file (:class:`xlqa.data.SquadData`: ``path``, ``language``, ``report.n_impossible``).
