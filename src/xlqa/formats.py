@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import itertools
 import json
 import logging
 import zlib
@@ -119,6 +120,8 @@ def _read_bytes(path: Path) -> tuple[bytearray, str]:
     try:
         with open(path, "rb") as fh:
             size = path.stat().st_size
+            if size >= PROGRESS_BYTES:
+                logger.info("reading %s (%.0f MB)", name, size / 2**20)
             buf = bytearray(size)
             view, digest, done = memoryview(buf), hashlib.sha256(), 0
             with tqdm(
@@ -163,25 +166,31 @@ def _lines(raw: bytes) -> Iterator[tuple[int, bytes]]:
         start, number = end + 1, number + 1
 
 
-def _read_jsonl(raw: bytes, sha256: str, name: str) -> Source:
-    rows: list[tuple[str, Any]] = []
+def _parsed_lines(raw: bytes, name: str) -> Iterator[tuple[str, Any]]:
+    """(``line N``, parsed value) per non-blank line, one at a time (rows on one context share it at once)."""
     for number, line in _lines(raw):
         if not line.strip():
             continue
         try:
-            rows.append((f"line {number}", json.loads(line)))
+            yield f"line {number}", json.loads(line)
         except json.JSONDecodeError as exc:
             raise DataError(
-                f"line {number}: not valid JSON: {exc.msg} at column {exc.colno}", path=name
+                f"line {number}: not valid JSON: {exc.msg.removesuffix(' at')} at column {exc.colno}",
+                path=name,
             ) from exc
         except UnicodeDecodeError as exc:
             raise DataError(f"line {number}: not UTF-8 text: {exc.reason}", path=name) from exc
-    first = rows[0][1] if rows else None
-    if isinstance(first, dict) and "header" in first:
-        header = first["header"] if isinstance(first["header"], dict) else {}
-        title = str(header.get("dataset") or "")
-        return Source(_mrqa_to_squad(rows[1:], title, name), sha256, "mrqa-jsonl")
-    if isinstance(first, dict) and "qas" in first:
+
+
+def _read_jsonl(raw: bytes, sha256: str, name: str) -> Source:
+    rows = _parsed_lines(raw, name)
+    first = next(rows, None)
+    value = first[1] if first else None
+    if isinstance(value, dict) and "header" in value:
+        header = value["header"] if isinstance(value["header"], dict) else {}
+        return Source(_mrqa_to_squad(rows, str(header.get("dataset") or ""), name), sha256, "mrqa-jsonl")
+    rows = itertools.chain([first] if first else [], rows)
+    if isinstance(value, dict) and "qas" in value:
         return Source(_mrqa_to_squad(rows, "", name), sha256, "mrqa-jsonl")
     return Source(_rows_to_squad(rows, name), sha256, "squad-jsonl")
 
@@ -234,7 +243,7 @@ def _rows_to_squad(rows: Iterable[tuple[str, Any]], name: str) -> dict:
     return {"version": "", "data": built.data}
 
 
-def _mrqa_to_squad(rows: list[tuple[str, Any]], title: str, name: str) -> dict:
+def _mrqa_to_squad(rows: Iterable[tuple[str, Any]], title: str, name: str) -> dict:
     """MRQA: gold texts are the raw ``answers`` (as its official script scores), placed at a detected span.
 
     Where no raw answer occurs in the context, the detected spans' own text stands in, so the question can
