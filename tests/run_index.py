@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Iterator
 from functools import cache
+from pathlib import Path
 
 import pytest
+
+from xlqa.runs.store import RunStore
 
 DEFAULT_PG_URL = "postgresql://xlqa:xlqa@127.0.0.1:5432/xlqa_test"
 BACKENDS = ("sqlite", "postgresql")
@@ -70,3 +74,31 @@ class PgSchemas:
             for name in self.made:
                 con.execute(f"DROP SCHEMA IF EXISTS {name} CASCADE")
         self.made.clear()
+
+
+class Stores:
+    """Empty stores on one backend; the first made with ``default=True`` is also ``$XLQA_RUNS_DB`` (so the CLI,
+    ``RunStore(root)`` and child processes open the same index)."""
+
+    def __init__(self, kind: str, monkeypatch) -> None:
+        self.kind, self.monkeypatch, self.schemas = kind, monkeypatch, PgSchemas()
+        monkeypatch.delenv("XLQA_RUNS_DB", raising=False)
+
+    def new(self, root: Path, *, default: bool = False) -> RunStore:
+        if self.kind == "sqlite":
+            return RunStore(root)
+        url = self.schemas.new_url()
+        if default:
+            self.monkeypatch.setenv("XLQA_RUNS_DB", url)
+        return RunStore(root, db=url)
+
+
+def stores_on(kind: str, monkeypatch) -> Iterator[Stores]:
+    """The body of a test module's ``stores`` fixture (parametrized over :data:`BACKENDS`)."""
+    if kind == "postgresql":
+        need_pg()
+    made = Stores(kind, monkeypatch)
+    try:
+        yield made
+    finally:
+        made.schemas.drop_all()

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from run_index import BACKENDS, PgSchemas, need_pg
+from run_index import BACKENDS, stores_on
 from xlqa.cli.runs import runs_app
 from xlqa.errors import RunNotFoundError, RunStoreError
 from xlqa.results import EvalResult
@@ -69,32 +69,10 @@ def make_results(de_f1: float = 60.0, model: str = "runs/e5/best") -> dict:
     }  # fmt: skip
 
 
-class Stores:
-    """Empty stores on one backend; the first made with ``default=True`` is also ``$XLQA_RUNS_DB`` (so the CLI,
-    ``RunStore(root)`` and child processes open the same index)."""
-
-    def __init__(self, kind: str, monkeypatch) -> None:
-        self.kind, self.monkeypatch, self.schemas = kind, monkeypatch, PgSchemas()
-        monkeypatch.delenv("XLQA_RUNS_DB", raising=False)
-
-    def new(self, root: Path, *, default: bool = False) -> RunStore:
-        if self.kind == "sqlite":
-            return RunStore(root)
-        url = self.schemas.new_url()
-        if default:
-            self.monkeypatch.setenv("XLQA_RUNS_DB", url)
-        return RunStore(root, db=url)
-
-
 @pytest.fixture(params=BACKENDS)
 def stores(request, monkeypatch):
-    if request.param == "postgresql":
-        need_pg()
-    made = Stores(request.param, monkeypatch)
-    try:
-        yield made
-    finally:
-        made.schemas.drop_all()
+    """Stores on SQLite, then on PostgreSQL (tests/run_index.py)."""
+    yield from stores_on(request.param, monkeypatch)
 
 
 @pytest.fixture()
@@ -576,7 +554,8 @@ def test_cli_list_show_compare_import(store, tmp_path):
 
     listed = invoke("list", "--root", root, "--limit", "5")
     assert listed.exit_code == 0, listed.output
-    assert a.id in listed.stdout and "minilm-l6" in listed.stdout and "running" in listed.stdout
+    assert a.id in listed.stdout and "minilm-l6" in listed.stdout
+    assert "dead" in listed.stdout  # a training run stored as running, with no training process (train.pid)
 
     shown = invoke("show", "base", "--root", root)
     assert shown.exit_code == 0, shown.output

@@ -16,14 +16,15 @@ import typer
 from rich.table import Table
 
 from xlqa.cli.common import XlqaGroup, console, fail, out_console
+from xlqa.runs.liveness import live_status
 from xlqa.runs.schema import Run
 from xlqa.runs.store import RunStore
 
 runs_app = typer.Typer(
     cls=XlqaGroup,
     help="Runs: folders of config, checkpoints, events, predictions and metrics, indexed in ROOT/index.sqlite"
-    " (ROOT: --root, else $XLQA_RUNS, else ./runs). A run is named by its id, a unique id prefix, its name"
-    " (by default its folder's name) or its folder.",
+    " (ROOT: --root, else $XLQA_RUNS, else ./runs) or in the SQLite file or postgresql:// URL of $XLQA_RUNS_DB."
+    " A run is named by its id, a unique id prefix, its name (by default its folder's name) or its folder.",
     no_args_is_help=True,
     add_completion=False,
     rich_markup_mode=None,  # plain click help, as the other xlqa commands: wraps cleanly at 80 columns
@@ -70,6 +71,8 @@ def list_(
 ) -> None:
     """List runs, newest first: id, name, kind, model, status, created, mean EM/F1 over their datasets.
 
+    A running run whose process on this host is gone shows as dead, as in `xlqa runs status`.
+
     Example: xlqa runs list --root runs --limit 20
     """
     store = RunStore(root)
@@ -85,7 +88,7 @@ def _runs_table(store: RunStore, runs: list[Run], summary: dict[str, dict]) -> T
         table.add_column(col, justify="right" if col in ("datasets", "mean EM", "mean F1") else "left")
     for r in runs:
         s = summary[r.id]
-        table.add_row(r.id, r.name or "", r.kind, r.model, r.status, _when(r.created), str(s["datasets"] or ""),
+        table.add_row(r.id, r.name or "", r.kind, r.model, live_status(r), _when(r.created), str(s["datasets"] or ""),
                       _num(s["exact_match"]), _num(s["f1"]))  # fmt: skip
     return table
 
@@ -204,6 +207,44 @@ def import_(
     run = store.import_results(results_json, model=model, name=name)
     out_console.print(f"imported {results_json} as run [bold]{run.id}[/]", highlight=False, soft_wrap=True)
     out_console.print(_metrics_table(run, store.run_metrics(run.id)))
+
+
+@runs_app.command("rebuild")
+def rebuild(
+    folders: Annotated[
+        list[Path] | None,
+        typer.Argument(help="more run folders, or folders of run folders, kept outside the store"),
+    ] = None,
+    root: Root = None,
+    as_json: AsJson = False,
+) -> None:
+    """Rebuild the index from the run folders (run.json, results.json, evaluations/) after it was lost or corrupted.
+
+    Runs already indexed stay as they are, so it can run any number of times; a corrupt SQLite index is moved
+    aside first. Folders that cannot be read are named and skipped (exit code 1); the others are indexed.
+
+    Example: xlqa runs rebuild --root runs
+    """
+    from xlqa.runs.rebuild import rebuild as rebuild_index
+
+    report = rebuild_index(RunStore(root), folders or [])
+    if as_json:
+        print(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
+    else:
+        if report.moved_aside:
+            console.print(
+                f"the index was not a readable database: moved to {report.moved_aside}", highlight=False
+            )
+        out_console.print(
+            f"{report.index}: {report.folders} run folders, {len(report.added)} runs added,"
+            f" {len(report.present)} already indexed, {report.evaluations} evaluations added",
+            highlight=False,
+            soft_wrap=True,
+        )
+        for _, problem in report.problems:
+            console.print(f"skipped {problem}", highlight=False, soft_wrap=True)
+    if report.problems:
+        raise typer.Exit(1)
 
 
 # -- run control (issue 5): status, stop, resume -----------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Detached evaluations and the liveness of any run: is the process behind a ``running`` run still there?
+"""Detached evaluations (and, re-exported from :mod:`xlqa.runs.liveness`, the liveness of any run).
 
 :func:`start_evaluation` registers an ``eval`` run first (so a caller, such as the HTTP API, has its id at
 once), then starts ``python -m xlqa evaluate ... --output RUN_DIR`` in a new process session, logging to
@@ -10,7 +10,6 @@ then shows the run as ``dead``, as :func:`xlqa.train.control.run_status` does fo
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import socket
@@ -24,45 +23,15 @@ from pathlib import Path
 from xlqa.config import EvalConfig
 from xlqa.errors import ConfigError
 from xlqa.fileio import write_json_atomic
+from xlqa.runs.liveness import EVAL_PID_FILE
+from xlqa.runs.liveness import live_status as live_status  # re-exported: the API and dashboard import it here
+from xlqa.runs.liveness import run_pid as run_pid
 from xlqa.runs.schema import NAME_RE, Run
 from xlqa.runs.store import RunStore
-from xlqa.train import control
 
 log = logging.getLogger(__name__)
 
-EVAL_PID_FILE = "eval.pid"
 EVAL_LOG_FILE = "eval.log"
-
-
-# -- liveness ------------------------------------------------------------------------------------------------
-def run_pid(run: Run) -> tuple[int | None, str | None]:
-    """``(pid, host)`` of the process working on a run: ``train.pid`` / ``eval.pid`` in its folder, else the
-    process that registered it (an ``xlqa evaluate`` in the foreground)."""
-    for name in (control.PID_FILE, EVAL_PID_FILE):
-        try:
-            info = json.loads((run.dir / name).read_text())
-            return int(info["pid"]), info.get("host")
-        except (OSError, ValueError, KeyError, TypeError):
-            continue
-    if run.kind == "train":  # a training process writes train.pid until it ends; none left means none runs
-        return None, None
-    return run.pid, run.host
-
-
-def live_status(run: Run) -> str:
-    """The run's status, ``dead`` instead of ``running`` when its process on this host is gone.
-
-    A run recorded by a process of another host stays ``running``: there is no way to tell from here. A
-    training run just resumed is ``running`` as soon as its process is, before that process records it.
-    """
-    if run.status != "running":
-        if run.kind == "train" and (run.dir / control.PID_FILE).exists() and control.run_process(run.dir):
-            return "running"
-        return run.status
-    pid, host = run_pid(run)
-    if host is not None and host != socket.gethostname():
-        return "running"
-    return "running" if pid is not None and control.process_alive(pid) else "dead"
 
 
 # -- detached evaluation -------------------------------------------------------------------------------------

@@ -314,6 +314,43 @@ class RunStore:
         log.info("imported %s as run %s", path, run.id)
         return run
 
+    def restore_run(
+        self, run: Run, evaluations: list[tuple[Path, EvalResult, str]]
+    ) -> tuple[bool, int, Path | None]:
+        """Index a run read from its folder, and those of its evaluations the index lacks (``runs rebuild``).
+
+        Args:
+            run: the run as its ``run.json`` has it (``run.dir``: the folder it was read from).
+            evaluations: ``(results file, parsed results, created)``, oldest first.
+
+        Returns:
+            ``(added, evaluations added, other folder)``: ``added`` is False when the run was indexed already;
+            ``other folder`` is where the index has this run when that is another folder (nothing is written).
+        """
+        stored = self._stored_dir(run.dir)
+        with self._transaction() as con:
+            row = con.execute("SELECT * FROM runs WHERE id = ?", (run.id,)).fetchone()
+            if row is not None and self._run(row).dir != run.dir:
+                return False, 0, self._run(row).dir
+            if row is None:
+                con.execute(
+                    "INSERT INTO runs (id, name, kind, model, status, created, updated, dir, config_json,"
+                    " environment_json, host, pid) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (run.id, run.name, run.kind, run.model, run.status, run.created, run.updated, stored,
+                     to_json(run.config), to_json(run.environment), run.host, run.pid),
+                )  # fmt: skip
+            known = {
+                r[0] for r in con.execute("SELECT results_path FROM evaluations WHERE run_id = ?", (run.id,))
+            }
+            added = 0
+            for path, parsed, created in evaluations:
+                if str(path) not in known:
+                    self._insert_evaluation(con, run, parsed, path, created)
+                    added += 1
+            if row is None:  # the run as its folder has it, not as of this rebuild
+                con.execute("UPDATE runs SET updated = ? WHERE id = ?", (run.updated, run.id))
+        return row is None, added, None
+
     # -- reading -----------------------------------------------------------------------------------------------
     def list_runs(self, limit: int | None = None, *, kind: str | None = None) -> list[Run]:
         """Runs, newest first (optionally only ``kind`` and at most ``limit``)."""

@@ -22,52 +22,18 @@ from pathlib import Path
 from xlqa.config import TrainConfig
 from xlqa.errors import RunNotFoundError, RunStoreError
 from xlqa.fileio import write_json_atomic
+from xlqa.runs.liveness import PID_FILE, live_status, process_alive, run_process
+from xlqa.runs.liveness import read_pid as read_pid  # re-exported: its home before liveness had one
 from xlqa.runs.schema import Run
 from xlqa.runs.store import RunStore
 
 log = logging.getLogger(__name__)
 
-PID_FILE = "train.pid"
 LOG_FILE = "train.log"
 LAUNCH_FILE = "launch.json"  # the config of a detached run that has not written config.json yet
 
 
 # -- the run's process ---------------------------------------------------------------------------------------
-def read_pid(run_dir: str | Path) -> dict | None:
-    """``{"pid", "host", "started"}`` of the process training this run, or None."""
-    try:
-        return json.loads((Path(run_dir) / PID_FILE).read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def process_alive(pid: int) -> bool:
-    """True when ``pid`` runs and is not a zombie (and, where /proc exists, is a Python process)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    stat = Path(f"/proc/{pid}/stat")
-    if stat.exists():
-        try:
-            if stat.read_text().rsplit(")", 1)[1].split()[0] == "Z":
-                return False
-            return b"python" in Path(f"/proc/{pid}/cmdline").read_bytes().lower()
-        except (OSError, IndexError):
-            return False
-    return True
-
-
-def run_process(run_dir: str | Path) -> int | None:
-    """The pid of the live process training this run on this host, else None."""
-    info = read_pid(run_dir)
-    if not info or info.get("host") != socket.gethostname():
-        return None
-    return info["pid"] if process_alive(int(info["pid"])) else None
-
-
 def _write_pid(run_dir: Path, pid: int) -> None:
     write_json_atomic(run_dir / PID_FILE, {"pid": pid, "host": socket.gethostname(), "started": time.time()})
 
@@ -251,9 +217,7 @@ def run_status(ref: str | Path, *, store: RunStore | None = None) -> dict:
         last[e["event"]] = e
     starts = [e for e in events if e["event"] in ("start", "resume")]
     step_ev = last.get("step", {})
-    status = run.status
-    if status == "running" and pid is None:
-        status = "dead" if starts else "starting?" if read_pid(run.dir) else "dead"
+    status = live_status(run)  # the rule `runs list`, the API and the dashboard use too
     diag = last.get("diagnosis")
     return {
         "run": run.id,
