@@ -35,7 +35,7 @@ def test_report_table_gap_and_summary(tmp_path):
     cfg = DemoConfig(data_dir="../shared/data", train_examples=5000, langs=["en", "de", "zh"])
     path = write_report(results, {"train": 10.0, "evaluate": 5.0}, cfg, tmp_path)
     text = path.read_text()
-    assert "| de | 1190 | 30.0 | 40.0 | -20.0 |" in text
+    assert "| de | 1190 | 30.0 | 40.0 | +20.0 |" in text  # the report's sign: English F1 minus this F1
     assert "| **average** | | **40.0** | **50.0** | |" in text
     assert "Transfer gap (English F1 minus the average of the other languages): 15.0 F1." in text
     assert "`xlqa demo --data-dir ../shared/data --train-examples 5000 --langs en,de,zh`" in text

@@ -60,11 +60,11 @@ def write_report(results: EvalResult, timings: dict, cfg: DemoConfig, out: Path)
         f"Model `{cfg.model}` fine-tuned on {cfg.train_examples} English SQuAD v1.1 questions, "
         f"evaluated on XQuAD ({len(rows)} languages, SQuAD v1.1 rules). Precision: {results.precision}.",
         "",
-        "| lang | questions | EM | F1 | F1 gap to en |",
+        "| lang | questions | EM | F1 | transfer gap (en F1 minus this F1) |",
         "| --- | ---: | ---: | ---: | ---: |",
     ]
     for d in rows:
-        gap = f"{d.f1 - en.f1:+.1f}" if en is not None and d is not en else ""
+        gap = f"{en.f1 - d.f1:+.1f}" if en is not None and d is not en else ""
         lines.append(f"| {d.language} | {d.n_questions} | {d.em:.1f} | {d.f1:.1f} | {gap} |")
     lines.append(f"| **average** | | **{results.average_em:.1f}** | **{results.average_f1:.1f}** | |")
     if en is not None and len(rows) > 1:

@@ -123,7 +123,7 @@ def _paired_section(runs: list[Run], datasets: list[Scored], seed: int) -> list[
         Paragraph(
             f"F1 difference of each run minus {runs[0].name}, paired over the same questions: 95% CI from a "
             f"paired bootstrap, two-sided p from a paired sign-flip permutation test ({N_PAIRED} resamples "
-            f"each, seed {seed}); significant: p < 0.05. p (Holm) corrects for testing every language of a run."
+            f"each, seed {seed}). p (Holm) corrects for testing every language of a run; significant: p (Holm) < 0.05."
         ),
     ]
     base = runs[0]
@@ -149,11 +149,11 @@ def _paired_section(runs: list[Run], datasets: list[Scored], seed: int) -> list[
                     f"{t['diff']:+.2f}",
                     f"[{t['ci_low']:+.2f}, {t['ci_high']:+.2f}]",
                     _p(t["p_value"]),
-                    "yes" if t["p_value"] < 0.05 else "no",
                 ]
             )
+        # "significant" follows the Holm-adjusted p printed beside it: every language of a run is tested at once
         for row, p_holm in zip(rows, stats.holm(ps)):
-            row.insert(5, _p(p_holm))
+            row += [_p(p_holm), "yes" if p_holm < 0.05 else "no"]
         blocks += [
             Heading(3, f"{other.name} vs {base.name}"),
             Table(["dataset", "n", "ΔF1", "95% CI", "p", "p (Holm)", "significant"], rows)
@@ -176,7 +176,8 @@ def _consistency_section(run: Run, out: Path, figs: dict[str, Path]) -> list[Blo
         f"mean pairwise agreement {_f(cons['agreement'][~np.eye(len(langs), dtype=bool)].mean(), 3)}, "
         f"mean Cohen's kappa {_f(np.nanmean(kappa) if np.isfinite(kappa).any() else np.nan, 3)} (EM)."
     )
-    rows = [[str(k), str(c), _f(100 * c / n)] for k, c in enumerate(cons["counts"])]
+    # only counts that occur: with few questions and many languages most k would be rows of zeros
+    rows = [[str(k), str(c), _f(100 * c / n)] for k, c in enumerate(cons["counts"]) if c]
     return [
         Heading(2, "Cross-lingual consistency"),
         Paragraph(text),
@@ -190,6 +191,9 @@ def _breakdown_section(
 ) -> list[Block]:
     pooled: dict[str, dict[str, dict]] = {}
     first: dict[str, dict] = {}
+    own_words: set[str] = (
+        set()
+    )  # datasets bucketed by their own language's question word (no English reference)
     common = {d.name for d in datasets if all(d.name in r.datasets for r in runs)}
     for run in runs:
         en = {d.family: d.examples for d in run.datasets.values() if d.language == stats.PIVOT}
@@ -200,7 +204,12 @@ def _breakdown_section(
             b = breakdowns(d.examples, d.scores, language=d.language, reference=en.get(d.family))
             if run is runs[0]:
                 first[d.name] = b
+            english_words = d.language == stats.PIVOT or d.family in en
+            if not english_words:
+                own_words.add(d.name)
             for kind, buckets in b.items() if d.name in common else ():
+                if kind == "question" and not english_words:
+                    continue  # "wer" and "who" are not one bucket: only English question words are pooled
                 for label, s in buckets.items():
                     tot = acc[kind].setdefault(label, [0, 0.0])
                     tot[0] += s["n"]
@@ -213,9 +222,16 @@ def _breakdown_section(
     blocks = [
         Heading(2, "Breakdowns"),
         Paragraph(
-            "F1 by question type, gold answer length and context length. For a parallel benchmark the "
-            "buckets come from the English question, so they mean the same in every language; "
-            f"the tables are for {runs[0].name} (F1 and number of questions), the figure pools the datasets "
+            "F1 by question type, gold answer length and context length. For a parallel benchmark evaluated "
+            "with its English member the buckets come from the English question, so they mean the same in "
+            "every language; "
+            + (
+                f"{', '.join(sorted(own_words))} had no English member in the evaluation, so its question "
+                "types are its own language's question words, left out of the pooled figure; "
+                if own_words
+                else ""
+            )
+            + f"the tables are for {runs[0].name} (F1 and number of questions), the figure pools the datasets "
             "that every run has."
         ),
     ]

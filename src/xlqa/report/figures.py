@@ -6,6 +6,7 @@ written. They take the report's types from :mod:`xlqa.report.model`, so they nev
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -36,10 +37,48 @@ def _save(fig: Figure, path: Path) -> Path:
     return path
 
 
+# Scripts of the benchmarks' languages that DejaVu Sans (matplotlib's default) lacks: question words, labels and
+# titles in Chinese, Thai, Arabic or Hindi would be empty boxes. Debian's fonts-noto-core and fonts-noto-cjk
+# provide these families; matplotlib falls back through the list glyph by glyph.
+FALLBACK_FONTS = (
+    "Noto Sans CJK SC",
+    "Noto Sans CJK JP",
+    "Noto Sans Thai",
+    "Noto Sans Arabic",
+    "Noto Sans Devanagari",
+    "Noto Sans Hebrew",
+    "Noto Sans Bengali",
+    "Noto Sans Tamil",
+    "Noto Sans Telugu",
+    "Noto Sans Georgian",
+    "Noto Sans Armenian",
+    "Noto Sans Ethiopic",
+)
+
+
+@functools.cache
+def font_families() -> list[str]:
+    """DejaVu Sans, then each installed fallback family (only installed ones: a missing name would warn)."""
+    from matplotlib import font_manager
+
+    manager = font_manager.fontManager
+    known = {f.fname for f in manager.ttflist}
+    # matplotlib's font list is cached from its first run: fonts installed later (e.g. by CI after the
+    # package) are added here from the system's font folders
+    for path in font_manager.findSystemFonts():
+        if "Noto" in Path(path).name and path not in known:
+            try:
+                manager.addfont(path)
+            except (OSError, RuntimeError, ValueError):  # an unreadable font file: skip it
+                continue
+    installed = {f.name for f in manager.ttflist}
+    return ["DejaVu Sans", *(name for name in FALLBACK_FONTS if name in installed)]
+
+
 def _new(width: float, height: float, nrows: int = 1, ncols: int = 1, **kw):
     import matplotlib
 
-    with matplotlib.rc_context(RC):
+    with matplotlib.rc_context({**RC, "font.family": font_families()}):
         fig = Figure(figsize=(width, height), layout="constrained")
         return fig, fig.subplots(nrows, ncols, squeeze=False, **kw)
 
@@ -187,6 +226,12 @@ def breakdown_figure(pooled: dict[str, dict[str, dict]], out: Path) -> Path:
     fig, ax = _new(9.5, 10.0, 3, 1)
     for axis, kind in zip(ax[:, 0], titles):
         buckets = list(dict.fromkeys(b for per_run in pooled.values() for b in per_run[kind]))
+        if not buckets:  # question types of datasets without an English reference are not pooled
+            axis.text(
+                0.5, 0.5, "no dataset with English question words", ha="center", transform=axis.transAxes
+            )
+            axis.set_axis_off()
+            continue
         series = {
             r: [per_run[kind].get(b, {}).get("f1", float("nan")) for b in buckets]
             for r, per_run in pooled.items()

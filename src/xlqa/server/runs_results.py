@@ -33,7 +33,8 @@ def family(dataset: str, language: str | None) -> str:
 
 
 def _gaps(rows: list[dict]) -> dict[str, float]:
-    """Dataset -> F1 minus the English F1 of its family in the same run (families with English only)."""
+    """Dataset -> transfer gap: the English F1 of its family in the same run minus its F1 (positive: worse than
+    English), the sign :func:`xlqa.report.stats.transfer_gap`, the report and the demo use."""
     out = {}
     fams: dict[str, dict[str, dict]] = {}
     for r in rows:
@@ -42,7 +43,7 @@ def _gaps(rows: list[dict]) -> dict[str, float]:
     for members in fams.values():
         if stats.PIVOT in members and len(members) > 1:
             gap = stats.transfer_gap({lang: r["f1"] for lang, r in members.items()})
-            out.update({members[lang]["dataset"]: -g for lang, g in gap.items()})
+            out.update({members[lang]["dataset"]: g for lang, g in gap.items()})
             out[members[stats.PIVOT]["dataset"]] = 0.0
     return out
 

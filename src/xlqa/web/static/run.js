@@ -167,7 +167,7 @@
       el("td", {class: "num"}, d.n_questions ?? "–"), el("td", {class: "num em"}, num(d.em)),
       el("td", {class: "num f1"}, num(d.f1)), el("td", {class: "num"}, ci(d.ci95 && d.ci95.f1)),
       el("td", {class: "num"}, num(d.ext_em)), el("td", {class: "num"}, num(d.ext_f1)),
-      el("td", {class: `num ${d.gap_f1 < 0 ? "neg" : ""}`}, d.gap_f1 === null || d.gap_f1 === undefined ? "–"
+      el("td", {class: `num ${d.gap_f1 > 0 ? "neg" : ""}`}, d.gap_f1 === null || d.gap_f1 === undefined ? "–"
         : `${d.gap_f1 > 0 ? "+" : ""}${num(d.gap_f1)}`),
       el("td", {}, d.predictions_url ? el("a", {href: d.predictions_url}, "predictions") : "–"))));
     document.getElementById("averages").textContent =
