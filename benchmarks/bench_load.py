@@ -2,8 +2,8 @@
 
 The file is XQuAD (all languages, from ``../shared/data`` or ``$XLQA_SHARED``) repeated with fresh question ids
 until it reaches ``--size-mb``; the same questions are also written as SQuAD-style JSONL. Each measurement runs
-in a fresh Python process (so peaks do not mix), reading ``ru_maxrss`` after the work; ``import`` memory is
-measured first and subtracted. The baseline, in the same run, is the least any JSON loader must do: the
+in a fresh Python process (so peaks do not mix), reading its peak RSS (``VmHWM``) after the work; the peak
+after the imports is measured first and subtracted. The baseline, in the same run, is the least any JSON loader must do: the
 standard library's ``json.load`` of the whole file into Python objects.
 
     python benchmarks/bench_load.py --size-mb 200 --out benchmarks/results/load-cpu-200mb.json
@@ -25,10 +25,13 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("XLQA_SHARED", ROOT.parent / "shared"))
 
 CHILD = r"""
-import json, resource, sys, time
+import json, sys, time
+def high_water_kb():  # VmHWM: this process's peak RSS (ru_maxrss would carry the parent's peak across exec)
+    with open("/proc/self/status") as fh:
+        return next(int(line.split()[1]) for line in fh if line.startswith("VmHWM:"))
 mode, path = sys.argv[1], sys.argv[2]
 from xlqa.data import load_squad  # imported before the baseline reading, in every mode
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+before = high_water_kb()
 t0 = time.perf_counter()
 if mode == "json.load":
     with open(path, "rb") as fh:
@@ -37,7 +40,7 @@ if mode == "json.load":
 else:
     n = len(load_squad(path, language="xx"))
 seconds = time.perf_counter() - t0
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+peak = high_water_kb()
 print(json.dumps({"questions": n, "seconds": seconds, "import_mb": before / 1024, "peak_mb": peak / 1024}))
 """
 

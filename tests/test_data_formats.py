@@ -275,3 +275,16 @@ def test_data_check_lists_every_duplicate_and_dedupe_makes_the_file_usable(tmp_p
     assert "language=fr (from given)" in good.stdout
     usage = xlqa("data", "check", "--lang", "not a code", str(path))
     assert usage.returncode == 2 and "--lang" in usage.stderr and "Traceback" not in usage.stderr
+
+
+def test_jsonl_of_one_row_and_with_a_first_line_too_long_to_sniff(tmp_path, reference):
+    (tmp_path / "one.jsonl").write_text(json.dumps(ROWS[0]), encoding="utf-8")
+    one = load_squad(tmp_path / "one.jsonl")
+    assert one.report.format == "squad-jsonl" and summary(one) == summary(reference)[:1]
+    long_first = [
+        {**ROWS[0], "title": "x" * 70_000},
+        *ROWS[1:],
+    ]  # past the 64 KB sniffed: found on the full read
+    (tmp_path / "long.jsonl").write_text("\n".join(map(json.dumps, long_first)), encoding="utf-8")
+    data = load_squad(tmp_path / "long.jsonl")
+    assert data.report.format == "squad-jsonl" and [e.id for e in data] == ["q1", "q2", "q3", "q4"]

@@ -75,33 +75,81 @@ def read_source(path: Path) -> Source:
         raise DataError(
             "is a folder, not a data file (a Hugging Face datasets folder has state.json)", path=name
         )
-    if _magic(path) == b"PAR1":
+    magic = _magic(path)
+    if magic == b"PAR1":
         return Source(_rows_to_squad(_parquet_rows(path), name), _sha256(path), "parquet")
+    packed = magic[:2] == b"\x1f\x8b"
+    encoding = _jsonl_encoding(path, packed)
+    if encoding:  # JSON Lines: read a line at a time, so memory holds only what the rows become
+        return _stream_jsonl(path, packed, encoding, _sha256(path))
     raw, sha256 = _read_bytes(path)
-    if raw[:2] == b"\x1f\x8b":
+    if packed:
         try:
             raw = gzip.decompress(raw)
         except (OSError, EOFError, zlib.error) as exc:
             raise DataError(f"corrupt gzip data: {exc}", path=name) from exc
-    if not raw or raw.isspace():
+    encoding, text = _decode(raw, name)
+    del raw  # the text alone from here: the bytes would add their size to the peak while JSON is parsed
+    if not text or text.isspace():
         raise DataError("empty file: expected SQuAD JSON, JSONL, Parquet or a datasets folder", path=name)
     try:
-        return Source(json.loads(raw), sha256, "squad-json")
+        obj = json.loads(text)
     except json.JSONDecodeError as exc:
         if exc.msg != "Extra data":  # else a second JSON value follows the first: JSON Lines
             raise DataError(
                 f"not valid JSON: {exc.msg.removesuffix(' at')} at line {exc.lineno} column {exc.colno}",
                 path=name,
             ) from exc
+    else:
+        if isinstance(obj, dict) and "data" not in obj and {"context", "qas"} & obj.keys():
+            return _read_jsonl([(1, text)], sha256, name)  # JSON Lines of a single row
+        return Source(obj, sha256, "squad-json")
+    del text  # JSON Lines after all (a first line too long to sniff): read again a line at a time
+    return _stream_jsonl(path, packed, encoding, sha256)
+
+
+def _jsonl_encoding(path: Path, packed: bool, sniff: int = 1 << 16) -> str | None:
+    """The text encoding when the file's first line is a whole JSON object and more follows, else None."""
+    try:
+        with gzip.open(path, "rb") if packed else open(path, "rb") as fh:
+            head = fh.read(sniff)
+    except (OSError, EOFError, zlib.error):
+        return None  # the full read reports it
+    end = head.find(b"\n")
+    if end == -1 or not head[end:].strip():
+        return None
+    try:
+        encoding = json.detect_encoding(head)
+        first = json.loads(head[:end].decode(encoding))
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return encoding if isinstance(first, dict) else None
+
+
+def _stream_jsonl(path: Path, packed: bool, encoding: str, sha256: str) -> Source:
+    opener = gzip.open if packed else open
+    try:
+        with opener(path, "rt", encoding=encoding, errors="surrogatepass") as fh:
+            return _read_jsonl(enumerate(fh, 1), sha256, str(path))
+    except (OSError, EOFError, zlib.error) as exc:
+        raise DataError(f"cannot read: {exc}", path=str(path)) from exc
+
+
+def _decode(raw: bytes | bytearray, name: str) -> tuple[str, str]:
+    """(encoding, text) of JSON bytes: UTF-8 (a BOM is dropped), or UTF-16/32 recognized as ``json.loads`` does."""
+    encoding = json.detect_encoding(raw)
+    try:
+        return encoding, raw.decode(encoding, "surrogatepass")
     except UnicodeDecodeError as exc:
         raise DataError(f"not UTF-8 text: {exc.reason} at byte {exc.start}", path=name) from exc
-    return _read_jsonl(raw, sha256, name)
 
 
 def _magic(path: Path) -> bytes:
     try:
         with open(path, "rb") as fh:
             return fh.read(4)
+    except IsADirectoryError as exc:
+        raise DataError("is a folder, not a data file", path=str(path)) from exc
     except OSError as exc:
         raise DataError(f"cannot read file: {exc.strerror or exc}", path=str(path)) from exc
 
@@ -154,21 +202,9 @@ def _json_file(path: Path) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------- JSON Lines
-def _lines(raw: bytes) -> Iterator[tuple[int, bytes]]:
-    """(line number, line) without copying the whole buffer into a list of lines."""
-    start, number = 0, 1
-    if raw[:3] == b"\xef\xbb\xbf":
-        start = 3
-    while start < len(raw):
-        end = raw.find(b"\n", start)
-        end = len(raw) if end == -1 else end
-        yield number, bytes(raw[start:end])
-        start, number = end + 1, number + 1
-
-
-def _parsed_lines(raw: bytes, name: str) -> Iterator[tuple[str, Any]]:
+def _parsed_lines(lines: Iterable[tuple[int, str]], name: str) -> Iterator[tuple[str, Any]]:
     """(``line N``, parsed value) per non-blank line, one at a time (rows on one context share it at once)."""
-    for number, line in _lines(raw):
+    for number, line in lines:
         if not line.strip():
             continue
         try:
@@ -178,12 +214,10 @@ def _parsed_lines(raw: bytes, name: str) -> Iterator[tuple[str, Any]]:
                 f"line {number}: not valid JSON: {exc.msg.removesuffix(' at')} at column {exc.colno}",
                 path=name,
             ) from exc
-        except UnicodeDecodeError as exc:
-            raise DataError(f"line {number}: not UTF-8 text: {exc.reason}", path=name) from exc
 
 
-def _read_jsonl(raw: bytes, sha256: str, name: str) -> Source:
-    rows = _parsed_lines(raw, name)
+def _read_jsonl(lines: Iterable[tuple[int, str]], sha256: str, name: str) -> Source:
+    rows = _parsed_lines(lines, name)
     first = next(rows, None)
     value = first[1] if first else None
     if isinstance(value, dict) and "header" in value:
