@@ -288,3 +288,14 @@ def test_jsonl_of_one_row_and_with_a_first_line_too_long_to_sniff(tmp_path, refe
     (tmp_path / "long.jsonl").write_text("\n".join(map(json.dumps, long_first)), encoding="utf-8")
     data = load_squad(tmp_path / "long.jsonl")
     assert data.report.format == "squad-jsonl" and [e.id for e in data] == ["q1", "q2", "q3", "q4"]
+
+
+def test_every_shared_file_gets_the_same_language_from_its_text_as_from_its_name(shared_data):
+    """Real files in 16 languages and 7 scripts (Latin, Arabic, Cyrillic, Devanagari through py3langid)."""
+    files = [p for p in sorted(shared_data.rglob("*.json")) if not p.name.startswith("train")]
+    assert len(files) >= 20
+    for path in files:
+        data = load_squad(path)
+        found = resolve_language("data.json", (e.context for e in data.examples))
+        assert (path.name, found.language) == (path.name, data.language), found.source
+        assert found.source.startswith("text (")
