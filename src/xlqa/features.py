@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import time
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -355,12 +356,17 @@ def cached_features(
     if path.exists():
         try:
             feats = Features.load(path)
-            log.debug("features from cache %s", path)
+            # said to the user: a repeated evaluation or training skips tokenization, and should say so
+            log.info("%d windows of %d questions from the feature cache (tokenization skipped): %s",
+                     len(feats), len(examples), path)  # fmt: skip
             feats.meta["cache"] = "hit"
             return feats
         except (OSError, ValueError, KeyError) as err:  # a damaged entry is rebuilt, never trusted
             log.warning("ignoring unreadable feature cache %s: %s", path, err)
+    t0 = time.perf_counter()
     feats = build_features(examples, tokenizer, params, training=training)
+    log.info("tokenized %d questions into %d windows in %.1f s (cached for the next run)",
+             len(examples), len(feats), time.perf_counter() - t0)  # fmt: skip
     try:
         feats.save(path)
     except OSError as err:
