@@ -298,4 +298,4 @@ def test_every_shared_file_gets_the_same_language_from_its_text_as_from_its_name
         data = load_squad(path)
         found = resolve_language("data.json", (e.context for e in data.examples))
         assert (path.name, found.language) == (path.name, data.language), found.source
-        assert found.source.startswith("text (")
+        assert found.source.startswith("text, ")

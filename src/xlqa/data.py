@@ -335,7 +335,9 @@ def format_report(report: LoadReport, max_items: int = 5) -> str:
     """A one-screen summary: counts, repaired and unusable answers with a few examples, warnings."""
     lines = [
         f"{report.path}  format={report.format} version={report.version!r} sha256={report.sha256[:12]}",
-        f"  language={report.language or '?'} (from {report.language_source or '?'})",
+        f"  language={report.language} (from {report.language_source})"
+        if report.language
+        else f"  language=? ({report.language_source or 'unknown'}; give --lang)",
         f"  {report.n_articles:,} articles, {report.n_paragraphs:,} paragraphs, {report.n_questions:,} "
         f"questions ({report.n_impossible:,} unanswerable, {report.n_trainable:,} trainable), "
         f"{report.n_answers:,} answers" + ("  [truncated at max_examples]" if report.truncated else ""),

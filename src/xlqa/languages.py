@@ -160,11 +160,11 @@ def resolve_language(path: str | Path, texts: Iterable[str]) -> Resolved:
         seen = script_language(sample_text(texts, 4_000))
         if seen.language is not None and seen.language != named:
             why = f"the file name says {named!r} but the text is in {seen.script} script: taken as {seen.language!r}"
-            return Resolved(seen.language, f"text ({seen.script} script)", why)
+            return Resolved(seen.language, f"text, {seen.script} script", why)
         return Resolved(named, "file name")
     found = detect_language(sample_text(texts))
     if found.language is None:
-        return Resolved(None, f"unknown ({found.how})")
+        return Resolved(None, f"name says nothing, text: {found.how}")
     return Resolved(
-        found.language, f"text ({found.script} script)" if found.how == "script" else f"text ({found.how})"
+        found.language, f"text, {found.script} script" if found.how == "script" else f"text, {found.how}"
     )

@@ -92,7 +92,7 @@ class LoadReport:
     language: str | None = None
     truncated: bool = False  # stopped at max_examples
     format: str = "squad-json"  # squad-json, squad-jsonl, mrqa-jsonl, parquet, hf-datasets
-    language_source: str = ""  # "given", "file name", "text (THAI script)", "text (py3langid 0.98)", ...
+    language_source: str = ""  # "given", "file name", "text, THAI script", "text, py3langid 0.98", ...
     whitespace_repaired: list[WhitespaceRepair] = field(default_factory=list)
     renamed_ids: list[RenamedId] = field(default_factory=list)
 
