@@ -68,3 +68,9 @@ class TrainingDiverged(XlqaError):
     def __init__(self, message: str, diagnosis: dict | None = None):
         super().__init__(message)
         self.diagnosis = diagnosis or {}
+
+
+class CheckpointError(XlqaError):
+    """A checkpoint or model export could not be written (disk full, no permission); the previous one is kept."""
+
+    exit_code = 1  # the run was tried and failed

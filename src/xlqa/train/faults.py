@@ -1,4 +1,4 @@
-"""Faults a test injects into a training run: non-finite steps and a slow checkpoint write.
+"""Faults a test injects into a training run: non-finite steps, a slow and a failing checkpoint write.
 
 The guard, the rollback and the kill-while-writing recovery can only be tested by making things go wrong on
 purpose. The faults are an object the caller passes (``train(cfg, faults=Faults(...))``), not config fields a user
@@ -7,7 +7,9 @@ could set or environment variables a production process would read; ``None`` (th
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 import time
 from dataclasses import dataclass
 
@@ -28,11 +30,15 @@ class Faults:
             ``"grad"`` (a NaN in the first gradient, after it; the loss stays finite).
         checkpoint_delay: ``(step, seconds)``: the checkpoint of ``step`` sleeps that long half-written (its model
             files are on disk, its trainer state is not), long enough for a test to kill the process.
+        checkpoint_error: ``(step, errno name)``: the checkpoint of ``step`` fails half-written with that
+            ``OSError`` (``"ENOSPC"``: disk full, ``"EACCES"``: no permission), as a full or read-only disk
+            would make it fail (a test running as root cannot make a folder read-only for itself).
     """
 
     nonfinite_steps: frozenset[int] = frozenset()
     poison: str = "loss"
     checkpoint_delay: tuple[int, float] | None = None
+    checkpoint_error: tuple[int, str] | None = None
 
     def __post_init__(self) -> None:
         if self.poison not in POISONS:
@@ -56,3 +62,9 @@ class Faults:
             seconds = self.checkpoint_delay[1]
             log.warning("faults: sleeping %s s inside the checkpoint of step %d", seconds, step)
             time.sleep(seconds)
+
+    def fail_checkpoint(self, step: int) -> None:
+        """Raise the targeted ``OSError`` inside the checkpoint write of the targeted step."""
+        if self.checkpoint_error is not None and self.checkpoint_error[0] == step:
+            code = getattr(errno, self.checkpoint_error[1])
+            raise OSError(code, os.strerror(code))

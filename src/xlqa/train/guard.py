@@ -5,8 +5,11 @@ One bad batch must not cost a run. The policy, per optimizer step:
 1. **skip**: a non-finite loss or gradient norm skips the update: no weight, optimizer or schedule change
    (the batch is consumed, the data position moves on).
 2. **roll back**: after ``max_consecutive`` such steps in a row, the last good state (model, optimizer,
-   scheduler), copied to CPU memory every ``snapshot_every`` good steps, is restored and the learning rate is
-   multiplied by ``lr_factor`` (cumulatively, and kept: it is part of the scheduler state in checkpoints).
+   scheduler), saved every ``snapshot_every`` good steps, is restored and the learning rate is multiplied by
+   ``lr_factor`` (cumulatively, and kept: it is part of the scheduler state in checkpoints). Where the state
+   is saved is the snapshot store's business: the trainer's (:class:`xlqa.train.checkpoint.StateSnapshots`)
+   saves it the way checkpoints are saved, each process its own shard; :class:`MemorySnapshots` (the default,
+   for a plain model in one process) copies it to CPU memory.
 3. **diverged**: when the steps keep failing after ``max_rollbacks`` rollbacks, training stops.
    :func:`find_overflow` re-runs the failing batch with hooks on every module and names the first module whose
    output (forward) or output gradient (backward) was non-finite; the trainer writes it with a checkpoint.
@@ -21,6 +24,7 @@ import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import torch
 
@@ -65,9 +69,37 @@ def scale_lr(optimizer, scheduler, ratio: float) -> None:
         sched._last_lr = [g["lr"] for g in optimizer.param_groups]
 
 
+class SnapshotStore(Protocol):
+    """Where the guard keeps the last good state: ``save`` it now, ``restore`` the last one saved."""
+
+    def save(self) -> None: ...
+
+    def restore(self) -> None: ...
+
+
+class MemorySnapshots:
+    """Model, optimizer and scheduler state copied to CPU memory: for one process and an unsharded model only."""
+
+    def __init__(self, model, optimizer, scheduler):
+        self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
+        self.saved: dict | None = None
+
+    def save(self) -> None:
+        self.saved = {
+            "model": _cpu_copy(self.model.state_dict()),
+            "optimizer": _cpu_copy(self.optimizer.state_dict()),
+            "scheduler": _cpu_copy(self.scheduler.state_dict()),
+        }
+
+    def restore(self) -> None:
+        self.model.load_state_dict(self.saved["model"])
+        self.optimizer.load_state_dict(self.saved["optimizer"])
+        self.scheduler.load_state_dict(self.saved["scheduler"])
+
+
 @dataclass
 class GuardState:
-    """What the guard carries across checkpoints (the snapshot itself is memory only)."""
+    """What the guard carries across checkpoints (the snapshot itself is not part of them)."""
 
     consecutive: int = 0
     skipped: int = 0
@@ -81,13 +113,14 @@ class NonFiniteGuard:
     """Decides what a training step's outcome means and restores the last good state when needed.
 
     Args:
-        model: the unwrapped model (its ``state_dict`` is what gets copied).
+        model: the unwrapped model (what :class:`MemorySnapshots` copies when no ``snapshots`` are given).
         optimizer: the optimizer (Accelerate's wrapper is fine).
         scheduler: the learning-rate scheduler (Accelerate's wrapper is fine).
         max_consecutive: non-finite steps in a row before a rollback (K).
-        snapshot_every: good steps between two CPU copies of the training state (N).
+        snapshot_every: good steps between two snapshots of the training state (N).
         lr_factor: learning-rate multiplier applied at each rollback.
         max_rollbacks: rollbacks allowed before the run is declared diverged.
+        snapshots: where the last good state is kept (default: :class:`MemorySnapshots` of the three above).
     """
 
     def __init__(
@@ -100,6 +133,7 @@ class NonFiniteGuard:
         snapshot_every: int = 50,
         lr_factor: float = 0.5,
         max_rollbacks: int = 2,
+        snapshots: SnapshotStore | None = None,
     ):
         if max_consecutive < 1 or snapshot_every < 1 or max_rollbacks < 0 or not 0 < lr_factor <= 1:
             raise ValueError(
@@ -111,19 +145,15 @@ class NonFiniteGuard:
         self.lr_factor = lr_factor
         self.max_rollbacks = max_rollbacks
         self.state = GuardState()
-        self._snapshot: dict | None = None
+        self.snapshots = snapshots if snapshots is not None else MemorySnapshots(model, optimizer, scheduler)
+        self._snapshot: dict | None = None  # the step and learning-rate scale of the last saved state
         self._rollbacks_before = 0  # rollbacks of earlier sessions (a resumed run gets its own allowance)
 
     # -- snapshots ----------------------------------------------------------------------------------------
     def take_snapshot(self, step: int) -> None:
-        """Copy model, optimizer and scheduler state to CPU memory (the state rollbacks return to)."""
-        self._snapshot = {
-            "step": step,
-            "lr_scale": self.state.lr_scale,
-            "model": _cpu_copy(self.model.state_dict()),
-            "optimizer": _cpu_copy(self.optimizer.state_dict()),
-            "scheduler": _cpu_copy(self.scheduler.state_dict()),
-        }
+        """Save model, optimizer and scheduler state (the state rollbacks return to)."""
+        self.snapshots.save()
+        self._snapshot = {"step": step, "lr_scale": self.state.lr_scale}
         self.state.good_since_snapshot = 0
 
     @property
@@ -153,9 +183,7 @@ class NonFiniteGuard:
         snap = self._snapshot
         if snap is None:
             raise RuntimeError("guard: no good state to roll back to")
-        self.model.load_state_dict(snap["model"])
-        self.optimizer.load_state_dict(snap["optimizer"])
-        self.scheduler.load_state_dict(snap["scheduler"])
+        self.snapshots.restore()
         self.state.rollbacks += 1
         self.state.consecutive = 0
         self.state.lr_scale *= self.lr_factor

@@ -5,13 +5,17 @@ per epoch the optimizer steps (forward/backward, clip, step or skip, guard, log,
 epoch (evaluate, keep the best, checkpoint). The phases share a :class:`~xlqa.train.state.TrainContext` (built
 once) and a :class:`~xlqa.train.state.TrainState` (what a checkpoint carries).
 
-The loop runs unchanged under ``accelerate launch`` (DDP, FSDP, DeepSpeed): Accelerate places the model, shards
-the batches and reduces gradients; decisions that change control flow (skip a step, roll back, stop) are taken
-on values identical in every process; evaluation and file writing happen on the main process.
+The loop runs unchanged under ``accelerate launch`` (DDP, FSDP, DeepSpeed ZeRO) and ``torchrun``: Accelerate
+places the model, shards the batches and reduces gradients; decisions that change control flow (skip a step,
+roll back, stop) are taken on values identical in every process. The dev evaluation is sharded over the
+processes (every process gets every answer); checkpoints and the guard's snapshots go through Accelerate's own
+state saving, so each process saves what it holds; the exported models and the logs are written by the main
+process.
 
 Resuming (:func:`train` with ``resume_from``) restores weights, optimizer, scheduler, RNG states and the data
 position (epoch, batch within the epoch; the batch order of an epoch is a function of ``seed + epoch``), so a
-resumed run ends with the same weights as an uninterrupted one.
+resumed run ends with the same weights as an uninterrupted one. It needs the number of processes and the
+Accelerate backend the checkpoint was written with, and says so when they differ.
 """
 
 from __future__ import annotations
@@ -35,10 +39,18 @@ from xlqa.data import SquadData, load_squad
 from xlqa.errors import ConfigError, DataError, TrainingDiverged
 from xlqa.evaluate import score_examples
 from xlqa.fileio import environment, write_json_atomic
-from xlqa.modeling import apply_precision_policy, autocast, choose_precision, save_model
+from xlqa.modeling import apply_precision_policy, autocast, choose_precision
 from xlqa.sources.registry import spec_for_file
 from xlqa.tasks import make_optimizer, make_task
-from xlqa.train.checkpoint import latest_checkpoint, load_checkpoint, restore_rng, save_checkpoint
+from xlqa.train.checkpoint import (
+    Progress,
+    StateSnapshots,
+    latest_checkpoint,
+    load_checkpoint,
+    restore_rng,
+    save_best,
+    save_checkpoint,
+)
 from xlqa.train.events import EventLog, GracefulStop, live_eta, num, step_record
 from xlqa.train.faults import Faults
 from xlqa.train.guard import NonFiniteGuard, describe, find_overflow, is_finite
@@ -70,12 +82,15 @@ def train(
     status = "finished"
     bar = tqdm(total=ctx.total_steps, initial=st.step, desc="train", unit="step",
                disable=not (cfg.progress and ctx.main), dynamic_ncols=True)  # fmt: skip
-    with GracefulStop() as stop, bar:
-        while st.epoch < ctx.n_epochs:
-            if _run_epoch(ctx, st, stop, bar):
-                status = "stopped"
-                break
-            _end_epoch(ctx, st)
+    try:
+        with GracefulStop() as stop, bar:
+            while st.epoch < ctx.n_epochs:
+                if _run_epoch(ctx, st, stop, bar):
+                    status = "stopped"
+                    break
+                _end_epoch(ctx, st)
+    finally:
+        ctx.guard.snapshots.discard()
     seconds = round(ctx.seconds(st), 1)
     result = TrainResult(str(ctx.out), st.best_dir, st.best_f1, st.best_em, st.step, seconds, st.history,
                          status, ctx.last_checkpoint, ctx.guard.state_dict())  # fmt: skip
@@ -127,10 +142,13 @@ def _set_up(cfg: TrainConfig, faults: Faults | None) -> TrainContext:
     )
     prepared, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     unwrapped = accelerator.unwrap_model(prepared)
+    # checkpoints and the guard's snapshots: accelerator.save_state, with the run's progress registered
+    progress = Progress()
+    accelerator.register_for_checkpointing(progress)
     guard = NonFiniteGuard(
         unwrapped, optimizer, scheduler, max_consecutive=cfg.guard_max_consecutive,
         snapshot_every=cfg.guard_snapshot_every, lr_factor=cfg.guard_lr_factor,
-        max_rollbacks=cfg.guard_max_rollbacks,
+        max_rollbacks=cfg.guard_max_rollbacks, snapshots=StateSnapshots(accelerator, cfg.output),
     )  # fmt: skip
     run_meta = {"config": asdict(cfg), "precision": precision, "precision_policy": policy, "task": task.name}
     return TrainContext(
@@ -139,7 +157,7 @@ def _set_up(cfg: TrainConfig, faults: Faults | None) -> TrainContext:
         events=events, precision=precision, run_meta=run_meta,
         forward_ctx=(lambda: autocast("fp16", device_type)) if own_autocast else contextlib.nullcontext,
         steps_per_epoch=steps_per_epoch, total_steps=total_steps,
-        n_epochs=math.ceil(total_steps / steps_per_epoch), faults=faults,
+        n_epochs=math.ceil(total_steps / steps_per_epoch), faults=faults, progress=progress,
     )  # fmt: skip
 
 
@@ -322,13 +340,11 @@ def diagnose(ctx: TrainContext, st: TrainState, batch: dict) -> dict:
 # -- end of epoch -----------------------------------------------------------------------------------------------
 def _end_epoch(ctx: TrainContext, st: TrainState) -> None:
     """Evaluate, keep the best model, and checkpoint at the position of the next epoch."""
-    # -- evaluate on the main process; keep the best model
+    # -- evaluate (every process: the dev set is sharded); keep the best model
     ctx.accelerator.wait_for_everyone()
-    if ctx.main:
-        with ctx.eta.timed("eval"):
-            _evaluate_epoch(ctx, st)
-        ctx.model.train()
-    ctx.accelerator.wait_for_everyone()
+    with ctx.eta.timed("eval"):
+        _evaluate_epoch(ctx, st)
+    ctx.model.train()
     # -- checkpoint at the epoch end: resuming starts the next epoch (or nothing, once done)
     st.epoch = st.epoch + 1 if st.step < ctx.total_steps else ctx.n_epochs
     st.batch_in_epoch = 0
@@ -336,23 +352,32 @@ def _end_epoch(ctx: TrainContext, st: TrainState) -> None:
 
 
 def _evaluate_epoch(ctx: TrainContext, st: TrainState) -> None:
-    """Score the dev set (when there is one), append the epoch's record, save ``best/`` when it improved."""
+    """Score the dev set (when there is one), append the epoch's record, save ``best/`` when it improved.
+
+    A collective: every process predicts its shard of the dev set and gets every answer, so every process
+    scores the same and takes the same decision about ``best/``, whose weights are gathered from all of them.
+    """
+    from accelerate.utils import DistributedType
+
     rec = EpochRecord(epoch=st.epoch + 1, step=st.step)
     dev = ctx.dev_set
     if dev is not None:
         spec = spec_for_file(dev)
-        preds = ctx.task.predict(ctx.unwrapped, ctx.tokenizer, dev, ctx.cfg, ctx.precision,
-                                 desc=f"dev epoch {st.epoch + 1}")  # fmt: skip
+        # FSDP and DeepSpeed gather the sharded weights in the wrapped model's forward; DDP's is not needed
+        sharded = ctx.accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
+        preds = ctx.task.predict(ctx.model if sharded else ctx.unwrapped, ctx.tokenizer, dev, ctx.cfg,
+                                 ctx.precision, desc=f"dev epoch {st.epoch + 1}", accelerator=ctx.accelerator)  # fmt: skip
         scored = score_examples(dev.examples, preds, rules=spec.rules, language=spec.language or None)
         rec.f1, rec.em, rec.rules = scored.f1, scored.em, spec.rules
         ctx.events.write("eval", **rec.to_dict())
-        log.info("epoch %d: dev EM %.2f F1 %.2f", rec.epoch, rec.em, rec.f1)
+        if ctx.main:
+            log.info("epoch %d: dev EM %.2f F1 %.2f", rec.epoch, rec.em, rec.f1)
     st.history.append(rec)
     if dev is None or st.best_f1 is None or rec.f1 > st.best_f1:
         st.best_f1, st.best_em = rec.f1, rec.em
         extra = {**ctx.run_meta, "epoch": rec.epoch, "step": st.step, "dev": rec.to_dict(),
                  "environment": environment()}  # fmt: skip
-        st.best_dir = str(save_model(ctx.unwrapped, ctx.tokenizer, ctx.out / "best", extra=extra))
+        st.best_dir = str(save_best(ctx, extra))
         ctx.events.write("best", path=st.best_dir, **rec.to_dict())
 
 
@@ -380,13 +405,27 @@ def _accelerator(**kwargs):
     Accelerate keeps one process-wide state and refuses a different ``mixed_precision`` once it is set. Under
     ``accelerate launch`` a process trains once, so resetting the state between runs on one process is safe;
     in a distributed job the state is left alone.
+
+    Without a GPU, Accelerate turns a process started by ``torchrun`` or ``accelerate launch --multi_gpu`` into
+    a lone single-process run (each process trains alone, silently) unless it is told to use the CPU; so
+    several processes without a GPU get ``cpu=True`` (gloo), and a process count other than the launcher's
+    ``WORLD_SIZE`` is refused rather than trained on.
     """
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState, PartialState
 
-    if AcceleratorState._shared_state and PartialState().num_processes == 1:
+    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    if world > 1 and not torch.cuda.is_available():
+        kwargs["cpu"] = True
+    if AcceleratorState._shared_state and PartialState().num_processes == 1 and world == 1:
         AcceleratorState._reset_state(reset_partial_state=True)
-    return Accelerator(**kwargs)
+    accelerator = Accelerator(**kwargs)
+    if accelerator.num_processes != world:
+        raise ConfigError(
+            f"launched as {world} processes (WORLD_SIZE) but Accelerate runs {accelerator.num_processes}"
+            f" ({accelerator.distributed_type}); check the launcher's configuration"
+        )
+    return accelerator
 
 
 def _data_report(data: SquadData) -> dict:

@@ -135,6 +135,7 @@ class TrainContext:
     t0: float = field(default_factory=time.time)
     start_step: int = 0
     seen0: int = 0
+    progress: Any = None  # xlqa.train.checkpoint.Progress, registered with Accelerate for checkpointing
     pending_rng: dict | None = None  # a resumed process's RNG states, restored right before its first batch
     last_checkpoint: str | None = None
     eta: LiveEta | None = None  # the live ETA this session feeds (xlqa.train.events.live_eta)
