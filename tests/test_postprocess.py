@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from xlqa.postprocess import best_null_threshold, decode, pad_ragged, trim_span
+from xlqa.spans import ENGLISH_TOKENS_PER_CHAR, free_lengths
 
 
 def _brute(start, end, offsets, ex_index, cls, ids, contexts, max_len, null_threshold=None):
@@ -158,3 +159,53 @@ def test_decode_trims_glued_punctuation():
     end = np.array([[0, 5.0, 0, 0]])
     dec = decode(start, end, offsets, np.array([0]), np.array([0]), ["z"], [ctx])
     assert dec.predictions["z"] == "计算问题"
+
+
+def test_trim_span_keeps_a_punctuation_token_of_its_own():
+    """Only what the edge token glued goes: "،" as its own last token was the model's choice (mBERT's)."""
+    text = "الحرب، ثم"
+    assert trim_span(text, 0, 6, start_token_end=5, end_token_start=5) == (0, 6)  # tokens "الحرب" "،"
+    assert trim_span(text, 0, 6, start_token_end=6, end_token_start=0) == (0, 5)  # one token "الحرب،"
+    assert trim_span(" ،x", 0, 3, start_token_end=2, end_token_start=2) == (0, 3)  # leading " ،" token stays
+    assert trim_span(" ،x", 0, 3, start_token_end=3, end_token_start=0) == (2, 3)
+
+
+def test_decode_keeps_punctuation_tokens_and_trims_glued_ones():
+    ctx = "قال إن الحرب، انتهت"
+    # mBERT-like: "الحرب" and "،" are tokens; XLM-R-like: one token "الحرب،"
+    split = np.array([[[-1, -1], [0, 3], [4, 6], [7, 12], [12, 13], [14, 19], [-1, -1]]])
+    glued = np.array([[[-1, -1], [0, 3], [4, 6], [7, 13], [14, 19], [-1, -1], [-1, -1]]])
+    for offsets, end_tok, want in ((split, 4, "الحرب،"), (glued, 3, "الحرب")):
+        start = np.zeros((1, 7))
+        end = np.zeros((1, 7))
+        start[0, 3] = end[0, end_tok] = 9.0
+        dec = decode(start, end, offsets, np.array([0]), np.array([0]), ["a"], [ctx])
+        assert dec.predictions["a"] == want
+
+
+def test_length_penalty_prefers_the_shorter_of_close_spans():
+    """A span longer than its window's free length pays per token: a 2-token span beats a 40-token one
+    whose logits are only slightly higher, unless the penalty is off."""
+    n = 48
+    ctx = " ".join(f"w{i:03d}" for i in range(n))  # 4 characters a word, 1 token a word
+    offsets = np.full((1, n + 2, 2), -1)
+    offsets[0, 1 : n + 1] = [(5 * i, 5 * i + 4) for i in range(n)]
+    start = np.zeros((1, n + 2))
+    end = np.zeros((1, n + 2))
+    start[0, 2] = 5.0
+    end[0, 3], end[0, 41] = 4.0, 4.5  # the 2-token span [2, 3] or the 40-token span [2, 41]
+    args = (start, end, offsets, np.array([0]), np.array([0]), ["a"], [ctx])
+    assert decode(*args, length_penalty=0.0).predictions["a"] == ctx[5:204]
+    assert decode(*args).predictions["a"] == "w001 w002"
+    assert decode(*args).nbest["a"][0].score == 9.0
+
+
+def test_free_length_follows_the_tokenizer_fertility():
+    """Twice the tokens per character (a tokenizer cutting the language finer) gives twice the free length."""
+    coarse = np.full((1, 10, 2), -1)
+    coarse[0, 1:9] = [(10 * i, 10 * i + 9) for i in range(8)]  # 8 tokens over 79 characters
+    fine = np.full((1, 18, 2), -1)
+    fine[0, 1:17] = [(5 * i, 5 * i + 4) for i in range(16)]  # 16 tokens over 79 characters
+    a, b = free_lengths(coarse, 10.0)[0], free_lengths(fine, 10.0)[0]
+    assert b == pytest.approx(2 * a) and a == pytest.approx(10 * 8 / 79 / ENGLISH_TOKENS_PER_CHAR)
+    assert free_lengths(np.full((1, 4, 2), -1), 10.0)[0] == 10.0  # no context: English-like

@@ -20,10 +20,18 @@ import pytest
 
 from xlqa.data import load_squad
 from xlqa.features import FeatureParams, build_features
-from xlqa.postprocess import MAX_ANSWER_LENGTH, Decoded, decode, trim_span, trim_spans
+from xlqa.postprocess import (
+    FREE_ANSWER_TOKENS,
+    LENGTH_PENALTY,
+    MAX_ANSWER_LENGTH,
+    Decoded,
+    decode,
+    trim_span,
+    trim_spans,
+)
 from xlqa.predict import padded_offsets
 from xlqa.results import NBestCandidate
-from xlqa.spans import top_k_columns
+from xlqa.spans import ENGLISH_TOKENS_PER_CHAR, top_k_columns
 
 
 def reference_decode(
@@ -40,6 +48,8 @@ def reference_decode(
     max_answer_length: int = MAX_ANSWER_LENGTH,
     null_threshold: float | None = None,
     trim: bool = True,
+    length_penalty: float = LENGTH_PENALTY,
+    free_answer_tokens: float = FREE_ANSWER_TOKENS,
 ) -> Decoded:
     """The per-example double loop; same arguments and result as :func:`xlqa.postprocess.decode`."""
     if np.asarray(start_logits).size == 0:  # no windows at all: xlqa answers "" with odds 0
@@ -64,6 +74,7 @@ def reference_decode(
             s_cand = np.where(in_context & np.isfinite(s_log), s_log, -np.inf)
             e_cand = np.where(in_context & np.isfinite(e_log), e_log, -np.inf)
             pairs = np.asarray(offsets[w]).tolist()
+            free = _free_tokens(pairs, free_answer_tokens)
             start_map = [o if ok else None for o, ok in zip(pairs, (s_cand > -np.inf).tolist())]
             end_map = [o if ok else None for o, ok in zip(pairs, (e_cand > -np.inf).tolist())]
             start_indexes = np.argsort(-s_cand, kind="stable")[:top_k].tolist()
@@ -81,12 +92,16 @@ def reference_decode(
                         continue
                     if e < s or e - s + 1 > max_answer_length:
                         continue
+                    score = s_log[s] + e_log[e]
+                    if length_penalty > 0 and e - s + 1 - free > 0:  # xlqa: long spans pay per token
+                        score = score - length_penalty * (e - s + 1 - free)
                     prelim_predictions.append(
                         {
                             "offsets": (start_map[s][0], end_map[e][1]),
-                            "score": s_log[s] + e_log[e],
+                            "score": score,
                             "start_logit": s_log[s],
                             "end_logit": e_log[e],
+                            "window": w,
                         }
                     )
         # xlqa: ties ranked by character offsets; one entry per character span (its best window)
@@ -98,17 +113,34 @@ def reference_decode(
             if p["offsets"] not in seen:
                 seen.add(p["offsets"])
                 predictions.append(p)
-        _finish(out, qid, contexts[i], predictions, min_null_score, null_threshold, trim)
+        _finish(out, qid, contexts[i], predictions, min_null_score, null_threshold, offsets if trim else None)
     return out
 
 
-def _finish(out: Decoded, qid, ctx, predictions, null_score, null_threshold, trim) -> None:
-    """One question's n-best list, probabilities, null odds and prediction, written into ``out``."""
+def _free_tokens(window_offsets: list, free_answer_tokens: float) -> float:
+    """The window's free answer length: ``free_answer_tokens`` times its context tokens per character over
+    xlqa's English rate (1.0 for a window without context)."""
+    context = [(a, b) for a, b in window_offsets if a >= 0]
+    if not context:
+        return free_answer_tokens * 1.0
+    chars = max(max(b for _, b in window_offsets) - min(a for a, _ in context), 1)
+    return free_answer_tokens * (len(context) / chars / ENGLISH_TOKENS_PER_CHAR)
+
+
+def _edge_tokens(window_offsets, cs: int, ce: int) -> tuple[int, int]:
+    """The end of the longest context token starting at ``cs`` and the start of the one ending at ``ce``."""
+    pairs = [(a, b) for a, b in np.asarray(window_offsets).tolist() if a >= 0]
+    return max(b for a, b in pairs if a == cs), min(a for a, b in pairs if b == ce)
+
+
+def _finish(out: Decoded, qid, ctx, predictions, null_score, null_threshold, trim_offsets) -> None:
+    """One question's n-best list, probabilities, null odds and prediction, written into ``out``; spans are
+    trimmed when ``trim_offsets`` (the windows' offsets) is given."""
     entries = []
     for pred in predictions:
         cs, ce = pred["offsets"]
-        if trim:
-            cs, ce = trim_span(ctx, cs, ce)
+        if trim_offsets is not None:
+            cs, ce = trim_span(ctx, cs, ce, *_edge_tokens(trim_offsets[pred["window"]], cs, ce))
         entries.append(NBestCandidate(text=ctx[cs:ce], score=float(pred["score"]), start=cs, end=ce))
     if null_threshold is not None and math.isfinite(null_score):
         entries.append(NBestCandidate(text="", score=null_score, start=-1, end=-1))
@@ -152,17 +184,23 @@ _GLUE = [",", "，", "、", "،", ";", ":", ".", "。", ")"]
 
 def _context_tokens(rng, n_words: int, shared: bool) -> tuple[str, list[tuple[int, int]]]:
     """A context and its tokens' character spans: some glue a leading space or trailing punctuation (trimming
-    has work to do), some words split in two, and with ``shared`` some tokens repeat the previous one's span."""
+    has work to do), some make a token of the punctuation alone (as mBERT does: trimming must keep it), some
+    words split in two, and with ``shared`` some tokens repeat the previous one's span."""
     text, spans = "", []
     for _ in range(n_words):
-        word = str(rng.choice(_WORDS)) + (str(rng.choice(_GLUE)) if rng.random() < 0.25 else "")
+        glue = str(rng.choice(_GLUE)) if rng.random() < 0.3 else ""
+        word = str(rng.choice(_WORDS)) + glue
         a = len(text) + (1 if text else 0)
         text = f"{text} {word}" if text else word
         lead = a - 1 if a > 0 and rng.random() < 0.3 else a
-        if len(word) > 3 and rng.random() < 0.3:
-            spans += [(lead, a + 2), (a + 2, a + len(word))]
+        alone = glue and rng.random() < 0.4  # the punctuation is a token of its own
+        stop = a + len(word) - (1 if alone else 0)
+        if stop - a > 3 and rng.random() < 0.3:
+            spans += [(lead, a + 2), (a + 2, stop)]
         else:
-            spans.append((lead, a + len(word)))
+            spans.append((lead, stop))
+        if alone:
+            spans.append((stop, stop + 1))
         if shared and rng.random() < 0.2:
             spans.append(spans[-1])
     return text, spans

@@ -2,8 +2,10 @@
 
 Each gold answer is turned into token labels exactly as for training, the labels become one-hot logits, and
 those logits go through the same span decoding as real predictions. What comes out is scored with the
-official rules. Anything below 100 is lost to the tokenizer (an answer boundary inside a token), to windowing
-(an answer cut by every window) or to ``max_answer_length``; a much lower figure means a bug in offsets,
+official rules. Anything below 100 is lost either to the tokenizer (an answer boundary inside a token, or a gold
+answer cut mid-word in the data) or to the pipeline: windowing (an answer cut by every window),
+``max_answer_length``, or edge trimming (punctuation the rules keep). Each loss is counted under its cause by
+decoding again without the length limit and without trimming; a much lower figure means a bug in offsets,
 windowing or decoding - the kind that makes a run report 0.03% EM.
 """
 
@@ -28,10 +30,21 @@ class Ceiling:
     questions: int
     exact_match: float
     f1: float
-    not_in_window: int  # answerable, but no window holds the whole answer
-    too_long: int  # longer than max_answer_length tokens
-    inexact: int  # decoded text differs from every gold answer after normalization
-    examples: list[tuple[str, str, str]]  # (qid, gold, decoded) for a few inexact ones
+    not_in_window: int  # pipeline: answerable, but no window holds the whole answer
+    too_long: int  # pipeline: exact without max_answer_length, lost with it
+    trimmed: int  # pipeline: exact before edge trimming, lost by it
+    tokenizer: int  # inexact however decoded: the tokenizer's (or the data's) loss
+    trim_gained: int  # inexact before edge trimming, exact after it
+    examples: list[tuple[str, str, str]]  # (qid, gold, decoded) for a few lost ones, pipeline losses first
+
+    @property
+    def inexact(self) -> int:
+        """Decoded text that differs from every gold answer although a window held it within the limit."""
+        return self.trimmed + self.tokenizer
+
+    @property
+    def pipeline(self) -> int:
+        return self.not_in_window + self.too_long + self.trimmed
 
 
 def answer_ceiling(
@@ -52,8 +65,53 @@ def answer_ceiling(
         rules = "squad1"  # unanswerable questions are left out below; the answerable ones score alike
     examples = [ex for ex in data.examples if not ex.is_impossible]
     feats = build_features(examples, tokenizer, params or FeatureParams(), training=False)
-    n = len(feats)
     labelled = feats.start_positions != feats.cls_index
+    ids = [ex.id for ex in examples]
+    gold = gold_texts(examples)
+    inputs = _one_hot_inputs(feats, labelled, examples)
+    seq_len = inputs[0].shape[1] if len(feats) else 1
+
+    def exact(limit: int, trim: bool) -> tuple[dict[str, str], dict[str, tuple[float, float]]]:
+        dec = decode(*inputs, n_best=1, top_k=1, max_answer_length=limit, trim=trim)
+        return dec.predictions, per_question(gold, dec.predictions, rules=rules, lang=data.language)
+
+    predictions, scores = exact(max_answer_length, True)  # the pipeline as it runs
+    _, untrimmed = exact(max_answer_length, False)
+    _, unlimited = exact(seq_len, False)
+    in_window = np.zeros(len(examples), dtype=bool)
+    in_window[feats.example_index[labelled]] = True
+    lost = {q: "" for q in ids if scores[q][0] < 1}
+    for q, held in zip(ids, in_window.tolist()):
+        if q in lost:
+            lost[q] = (
+                "window" if not held
+                else "tokenizer" if unlimited[q][0] < 1
+                else "length" if untrimmed[q][0] < 1
+                else "trim"
+            )  # fmt: skip
+    counts = {cause: sum(1 for c in lost.values() if c == cause) for cause in ("window", "length", "trim")}
+    order = sorted(lost, key=lambda q: lost[q] == "tokenizer")  # pipeline losses first
+    em = 100.0 * np.mean([scores[q][0] for q in ids]) if ids else 0.0
+    f1 = 100.0 * np.mean([scores[q][1] for q in ids]) if ids else 0.0
+    return Ceiling(
+        name=file_stem(data.path),
+        language=data.language,
+        rules=rules,
+        questions=len(examples),
+        exact_match=round(float(em), 2),
+        f1=round(float(f1), 2),
+        not_in_window=counts["window"],
+        too_long=counts["length"],
+        trimmed=counts["trim"],
+        tokenizer=len(lost) - sum(counts.values()),
+        trim_gained=sum(1 for q in ids if untrimmed[q][0] < 1 and scores[q][0] == 1),
+        examples=[(q, gold[q][0] if gold[q] else "", predictions[q]) for q in order[:show]],
+    )
+
+
+def _one_hot_inputs(feats, labelled: np.ndarray, examples: list):
+    """The arguments of :func:`xlqa.postprocess.decode` for a model sure of exactly the labelled tokens."""
+    n = len(feats)
     rows = [np.full(int(L), -np.inf) for L in feats.lengths]
     start = pad_ragged(rows, -np.inf, dtype=np.float64)
     end = start.copy()
@@ -61,39 +119,5 @@ def answer_ceiling(
     start[idx, feats.start_positions[idx]] = 0.0
     end[idx, feats.end_positions[idx]] = 0.0
     offsets = pad_ragged([feats.window(i)["offsets"] for i in range(n)], -1, dtype=np.int64)
-    ids = [ex.id for ex in examples]
-    dec = decode(
-        start,
-        end,
-        offsets,
-        feats.example_index,
-        feats.cls_index,
-        ids,
-        [ex.context for ex in examples],
-        n_best=1,
-        top_k=1,
-        max_answer_length=max_answer_length,
-    )
-    gold = gold_texts(examples)
-    scores = per_question(gold, dec.predictions, rules=rules, lang=data.language)
-    has_label = np.zeros(len(examples), dtype=bool)
-    has_label[feats.example_index[labelled]] = True
-    span_len = feats.end_positions - feats.start_positions + 1
-    fits = np.zeros(len(examples), dtype=bool)
-    fits[feats.example_index[labelled & (span_len <= max_answer_length)]] = True
-    inexact = [(q, gold[q][0] if gold[q] else "", dec.predictions[q]) for q in ids if scores[q][0] < 1]
-    em = 100.0 * np.mean([scores[q][0] for q in ids]) if ids else 0.0
-    f1 = 100.0 * np.mean([scores[q][1] for q in ids]) if ids else 0.0
-    name = file_stem(data.path)
-    return Ceiling(
-        name=name,
-        language=data.language,
-        rules=rules,
-        questions=len(examples),
-        exact_match=round(float(em), 2),
-        f1=round(float(f1), 2),
-        not_in_window=int((~has_label).sum()),
-        too_long=int((has_label & ~fits).sum()),
-        inexact=len(inexact),
-        examples=inexact[:show],
-    )
+    contexts = [ex.context for ex in examples]
+    return start, end, offsets, feats.example_index, feats.cls_index, [ex.id for ex in examples], contexts

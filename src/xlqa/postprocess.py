@@ -11,18 +11,33 @@ threshold, and ``null_odds = null_score - best_span_score`` is written in the fo
 from __future__ import annotations
 
 import functools
+from collections.abc import ItemsView, Iterator, Mapping, ValuesView
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from xlqa.metrics.squad_v2 import threshold_sweep
 from xlqa.results import NBestCandidate
-from xlqa.spans import Candidates, null_scores, rank_per_example, softmax_rows, window_candidates
+from xlqa.spans import (
+    Candidates,
+    free_lengths,
+    null_scores,
+    rank_per_example,
+    softmax_rows,
+    window_candidates,
+)
 
 # Longest answer, in tokens. The SQuAD/XTREME habit of 30 was set for English WordPiece; mBERT cuts Thai, Greek
 # and Arabic into many more pieces, so 30 tokens lose up to 8% of XQuAD th answers before the model is even
 # asked (the answer ceiling in the README). 100 loses none of them.
 MAX_ANSWER_LENGTH = 100
+# ... but real models score higher with short limits (the demo's E5-small: XQuAD F1 43.5 at 15 tokens, 43.0 at
+# 30, 41.8 at 100), as they stretch uncertain spans. So a span longer than FREE_ANSWER_TOKENS English-like
+# tokens (scaled by the tokenizer's fertility on the window, spans.free_lengths) loses LENGTH_PENALTY of its
+# score per token beyond: long answers stay reachable (the ceiling keeps every XQuAD language at 99% EM or
+# more for mBERT and XLM-R), but a model must be sure of them. Measured in benchmarks/bench_answer_length.py.
+FREE_ANSWER_TOKENS = 10.0
+LENGTH_PENALTY = 0.1
 
 
 @dataclass
@@ -30,7 +45,7 @@ class Decoded:
     """The result of :func:`decode`: per question id."""
 
     predictions: dict[str, str]
-    nbest: dict[str, list[NBestCandidate]]  # best first; written with results.nbest_to_json
+    nbest: Mapping[str, list[NBestCandidate]]  # best first; written with results.nbest_to_json
     null_odds: dict[str, float]
     best_span: dict[str, tuple[int, int]] = field(default_factory=dict)  # character span of the best answer
 
@@ -47,9 +62,11 @@ def pad_ragged(rows: list[np.ndarray], fill: float, dtype=np.float32) -> np.ndar
 
 
 # characters a span never starts or ends with: white space and clause punctuation (, ; : and their CJK, Arabic
-# and Greek forms), which sentencepiece tokenizers glue to words ("2014," "丛林，"). Full stops stay (translated
-# gold answers often end with "。" or "।": trimming them costs as much EM on XQuAD as it gains), and so do quotes,
-# brackets and % (gold answers include them).
+# and Greek forms), which sentencepiece tokenizers glue to words ("2014," "▁(2"). Only where a token glues them
+# to the answer: a punctuation token of its own at the span's edge was the model's choice, and the scoring
+# rules may keep it (SQuAD v1.1 removes only ASCII punctuation, so a gold answer ending in "،" needs its "،",
+# which mBERT always makes a token of its own). Full stops stay (translated gold answers often end with "。" or
+# "।": trimming them costs as much EM on XQuAD as it gains), and so do quotes, brackets and %.
 _EDGE_PUNCT = frozenset(",;:、，；：،؛\u037e")
 
 
@@ -57,14 +74,60 @@ def _edge_char(ch: str) -> bool:
     return ch.isspace() or ch in _EDGE_PUNCT
 
 
-def trim_span(context: str, start: int, end: int) -> tuple[int, int]:
-    """Shrink ``[start, end)`` past edge white space and sentence punctuation; never to nothing."""
+def trim_span(
+    context: str,
+    start: int,
+    end: int,
+    start_token_end: int | None = None,
+    end_token_start: int | None = None,
+) -> tuple[int, int]:
+    """Shrink ``[start, end)`` past edge white space and clause punctuation; never to nothing.
+
+    Given the span's edge tokens (the end of its first token, the start of its last), only characters inside
+    them go: a first or last token made of nothing but such characters stays whole.
+    """
     s, e = start, end
     while s < e and _edge_char(context[s]):
         s += 1
     while e > s and _edge_char(context[e - 1]):
         e -= 1
-    return (s, e) if s < e else (start, end)
+    if s >= e:
+        return start, end
+    if start_token_end is not None and s >= start_token_end:
+        s = start
+    if end_token_start is not None and e <= end_token_start:
+        e = end
+    return s, e
+
+
+def inside_edge_tokens(
+    offsets: np.ndarray,
+    win: np.ndarray,
+    start: np.ndarray,
+    end: np.ndarray,
+    new: tuple[np.ndarray, np.ndarray],
+) -> tuple[np.ndarray, np.ndarray]:
+    """Trimmed spans ``new`` of :func:`trim_spans`, undone at an edge whose whole token was trimmed.
+
+    The edge tokens are looked up in window ``win`` (its ``offsets``), only for the spans that were trimmed:
+    the first token is the longest one starting at ``start`` (XLM-R's bare "▁" shares a start with the word
+    after it), the last token the one ending at ``end``.
+    """
+    s, e = new[0].copy(), new[1].copy()
+    moved = np.flatnonzero(s != start)
+    if len(moved):
+        offs = offsets[win[moved]]
+        first_end = np.where(offs[..., 0] == start[moved, None], offs[..., 1], -1).max(axis=1)
+        undo = moved[s[moved] >= first_end]
+        s[undo] = start[undo]
+    moved = np.flatnonzero(e != end)
+    if len(moved):
+        offs = offsets[win[moved]]
+        hit = (offs[..., 1] == end[moved, None]) & (offs[..., 0] >= 0)
+        last_start = np.where(hit, offs[..., 0], np.iinfo(np.int64).max).min(axis=1)
+        undo = moved[e[moved] <= last_start]
+        e[undo] = end[undo]
+    return s, e
 
 
 @functools.cache
@@ -81,7 +144,8 @@ def _edge_table() -> np.ndarray:
 def trim_spans(
     contexts: list[str], example: np.ndarray, start: np.ndarray, end: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`trim_span` for many spans at once: ``[start, end)`` into ``contexts[example]``, same results.
+    """:func:`trim_span` without edge tokens for many spans at once: ``[start, end)`` into ``contexts[example]``,
+    same results (:func:`inside_edge_tokens` then applies the tokens).
 
     ``example`` must be sorted. Only the characters at the spans' edges are looked at, a step at a time for
     the spans whose edge is still white space or punctuation (a few steps: edges are one token's glue).
@@ -130,6 +194,8 @@ def decode(
     max_answer_length: int = MAX_ANSWER_LENGTH,
     null_threshold: float | None = None,
     trim: bool = True,
+    length_penalty: float = LENGTH_PENALTY,
+    free_answer_tokens: float = FREE_ANSWER_TOKENS,
 ) -> Decoded:
     """Decode answers for every example.
 
@@ -147,8 +213,11 @@ def decode(
         max_answer_length: longest answer in tokens.
         null_threshold: None for SQuAD v1 (always answer); a float for v2: answer "" when
             ``null_score - best_span_score > null_threshold``.
-        trim: strip white space and sentence punctuation that a token glued to the span's edges (see
-            :func:`trim_span`).
+        trim: strip white space and clause punctuation that a token glued to the span's edges (see
+            :func:`trim_span`); a token of nothing but punctuation at an edge stays.
+        length_penalty: score taken off a span per token beyond its window's free length (0: none).
+        free_answer_tokens: the free length in English-like tokens, scaled per window by the tokenizer's
+            fertility there (:func:`xlqa.spans.free_lengths`).
 
     Returns:
         Decoded predictions, n-best lists (with probabilities over the kept candidates) and null odds.
@@ -169,11 +238,14 @@ def decode(
         top_k=top_k,
         max_answer_length=max_answer_length,
         n_best=n_best,
+        length_penalty=length_penalty,
+        free_length=free_lengths(offsets, free_answer_tokens) if length_penalty > 0 else None,
     )
     kept, rank = rank_per_example(cands, n_best)
     null = null_scores(start_logits, end_logits, cls_index, example_index, len(example_ids))
     if trim and len(kept.ex):
-        kept.start, kept.end = trim_spans(contexts, kept.ex, kept.start, kept.end)
+        trimmed = trim_spans(contexts, kept.ex, kept.start, kept.end)
+        kept.start, kept.end = inside_edge_tokens(offsets, kept.win, kept.start, kept.end, trimmed)
     return _assemble(kept, rank, null, example_ids, contexts, null_threshold)
 
 
@@ -208,8 +280,8 @@ def _assemble(
 ) -> Decoded:
     """Entries (spans, and the null answer for v2 at its place by score), probabilities, null odds and answers.
 
-    Every number is computed for all questions at once; the only per-entry Python work is slicing the texts
-    and building the :class:`NBestCandidate` objects the result is made of.
+    Every number is computed for all questions at once; the only per-question Python work is slicing the
+    answer text. The n-best lists are :class:`NBestLists`, whose entries are built when a question is read.
     """
     n = len(example_ids)
     n_spans = np.bincount(kept.ex, minlength=n)
@@ -242,27 +314,78 @@ def _assemble(
     padded[ex_e, col] = score_e
     prob_e = softmax_rows(padded)[ex_e, col]
 
-    starts, ends = start_e.tolist(), end_e.tolist()
-    texts = [contexts[i][a:b] for i, a, b in zip(ex_e.tolist(), starts, ends)]  # null: [-1:-1] == ""
-    entries = list(map(NBestCandidate, texts, score_e.tolist(), starts, ends, prob_e.tolist()))
-    bounds = first.tolist()
-    nbest = {q: entries[bounds[i] : bounds[i + 1]] for i, q in enumerate(example_ids)}
-
     with np.errstate(invalid="ignore"):
         odds = np.where(np.isfinite(null), null - best, -np.inf)
     odds = np.where(np.isfinite(odds), odds, np.where(odds > 0, 1e9, -1e9))
     answered = n_spans > 0
     if null_threshold is not None:
         answered &= odds <= null_threshold
-    top = np.where(answered, first[:-1] + (with_null & (null_at == 0)), -1).tolist()
-    predictions = {q: texts[t] if t >= 0 else "" for q, t in zip(example_ids, top)}
-    best_span = {q: (starts[t], ends[t]) for q, t in zip(example_ids, top) if t >= 0}
+    top = np.where(answered, first[:-1] + (with_null & (null_at == 0)), -1)
+    asked = np.flatnonzero(answered).tolist()
+    starts, ends = start_e[top[asked]].tolist(), end_e[top[asked]].tolist()
+    best_span = {example_ids[i]: (a, b) for i, a, b in zip(asked, starts, ends)}
+    predictions = dict.fromkeys(example_ids, "")
+    predictions.update({example_ids[i]: contexts[i][a:b] for i, a, b in zip(asked, starts, ends)})
+    nbest = NBestLists(example_ids, contexts, first, (ex_e, score_e, start_e, end_e, prob_e))
     return Decoded(
         predictions=predictions,
         nbest=nbest,
         null_odds=dict(zip(example_ids, odds.tolist())),
         best_span=best_span,
     )
+
+
+class NBestLists(Mapping[str, list[NBestCandidate]]):
+    """Question id -> n-best list, kept as columns and turned into :class:`NBestCandidate` objects when read.
+
+    A decode keeps about 20 entries per question; building them all as objects took most of a decode's time
+    (about 20 ms of 45 on XQuAD de), while callers mostly read a few questions (the server) or write them
+    all once (``nbest_predictions.json``). Each list is built on first access and then kept.
+    """
+
+    def __init__(self, example_ids: list[str], contexts: list[str], first: np.ndarray, columns) -> None:
+        self._row = {q: i for i, q in enumerate(example_ids)}
+        self._contexts = contexts
+        self._first = first
+        self._columns = columns  # per entry: example, score, start, end, probability
+        self._built: dict[str, list[NBestCandidate]] = {}
+
+    def __getitem__(self, qid: str) -> list[NBestCandidate]:
+        got = self._built.get(qid)
+        if got is None:
+            i = self._row[qid]
+            a, b = int(self._first[i]), int(self._first[i + 1])
+            _, score, start, end, prob = (c[a:b].tolist() for c in self._columns)
+            ctx = self._contexts[i]
+            texts = [ctx[s:e] for s, e in zip(start, end)]  # the null entry: [-1:-1] == ""
+            got = self._built[qid] = list(map(NBestCandidate, texts, score, start, end, prob))
+        return got
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._row)
+
+    def values(self) -> ValuesView[list[NBestCandidate]]:
+        self._build_all()
+        return self._built.values()
+
+    def items(self) -> ItemsView[str, list[NBestCandidate]]:
+        self._build_all()
+        return self._built.items()
+
+    def _build_all(self) -> None:
+        """Every list at once (column-wise, a fraction of the cost of one question at a time), in id order."""
+        if len(self._built) == len(self._row):
+            return
+        ex, score, start, end, prob = (c.tolist() for c in self._columns)
+        texts = [self._contexts[i][a:b] for i, a, b in zip(ex, start, end)]
+        entries = list(map(NBestCandidate, texts, score, start, end, prob))
+        bounds = self._first.tolist()
+        built = {q: entries[bounds[i] : bounds[i + 1]] for q, i in self._row.items()}
+        built.update(self._built)  # lists already handed out stay the same objects
+        self._built = {q: built[q] for q in self._row}
+
+    def __len__(self) -> int:
+        return len(self._row)
 
 
 def best_null_threshold(

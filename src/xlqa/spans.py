@@ -17,18 +17,26 @@ from dataclasses import dataclass
 
 import numpy as np
 
+# English, in the subword tokenizers of multilingual QA: 0.217 mBERT and 0.232 XLM-R tokens per character of
+# the XQuAD en contexts; the unit :func:`free_lengths` measures other languages' fertility against.
+ENGLISH_TOKENS_PER_CHAR = 0.225
+
 
 @dataclass
 class Candidates:
-    """Candidate spans as parallel arrays: example, character start and end, score (start + end logit)."""
+    """Candidate spans as parallel arrays: example, character start and end, score (start + end logit), and a
+    window that holds the span (every window holding it has the same tokens inside it)."""
 
     ex: np.ndarray
     start: np.ndarray
     end: np.ndarray
     score: np.ndarray
+    win: np.ndarray
 
     def take(self, index: np.ndarray) -> Candidates:
-        return Candidates(self.ex[index], self.start[index], self.end[index], self.score[index])
+        return Candidates(
+            self.ex[index], self.start[index], self.end[index], self.score[index], self.win[index]
+        )
 
 
 def top_k_columns(x: np.ndarray, k: int) -> np.ndarray:
@@ -84,30 +92,35 @@ def _multiplicity(char_pos: np.ndarray, usable: np.ndarray) -> np.ndarray:
     return mult
 
 
-def _valid_pairs(s_tok, e_tok, s_ok, e_ok, max_answer_length: int, seq_len: int) -> np.ndarray:
-    """``[W, k, k]``: usable start and end tokens, end not before start, at most ``max_answer_length`` tokens.
+def _valid_pairs(s_tok, e_tok, s_ok, e_ok, max_answer_length, seq_len: int) -> np.ndarray:
+    """``[W, k, k]``: usable start and end tokens, end not before start, at most ``max_answer_length`` tokens
+    (one number, or one per window).
 
     One unsigned subtraction tests it all: an end before its start wraps around to a large number, and so do
     the stand-in positions given to unusable tokens.
     """
-    limit = min(max(max_answer_length, 0), seq_len)
     if seq_len < 2**15:
         s_pos = np.where(s_ok, s_tok, 2**15).astype(np.uint16)
         e_pos = np.where(e_ok, e_tok, 2**16 - 1).astype(np.uint16)
     else:
         s_pos = np.where(s_ok, s_tok, 2**40).astype(np.uint64)
         e_pos = np.where(e_ok, e_tok, 2**41).astype(np.uint64)
+    limit = np.clip(max_answer_length, 0, seq_len).astype(s_pos.dtype)
+    if limit.ndim:
+        limit = limit[:, None, None]
     return (e_pos[:, None, :] - s_pos[:, :, None]) < limit
 
 
-def _best_pairs(s_val: np.ndarray, e_val: np.ndarray, valid: np.ndarray, need: np.ndarray) -> np.ndarray:
+def _best_pairs(
+    s_val: np.ndarray, e_val: np.ndarray, valid: np.ndarray, need: np.ndarray, penalty: np.ndarray | None
+) -> np.ndarray:
     """Flat indices into ``[W, k, k]`` of at least the ``need[w]`` best valid pairs of every window, and of
-    every pair tied with the last of them (exact float64 scores ``s_val + e_val``).
+    every pair tied with the last of them (exact float64 scores ``s_val + e_val - penalty``).
 
     The cut is found on float32 sums (half the memory traffic of float64) and lowered by their worst error,
-    ``16 * 2**-24`` times the largest logit of the window, so that the selection keeps every pair the exact
-    cut keeps (and perhaps a few more, which ranking sorts out). Invalid pairs are pushed down by -3e38
-    (arithmetic: ``np.where`` on a scattered mask costs several times more).
+    ``16 * 2**-24`` times the largest logit (plus the largest penalty) of the window, so that the selection
+    keeps every pair the exact cut keeps (and perhaps a few more, which ranking sorts out). Invalid pairs are
+    pushed down by -3e38 (arithmetic: ``np.where`` on a scattered mask costs several times more).
     """
     n_win, k_s, k_e = valid.shape
     big = np.maximum(
@@ -116,13 +129,59 @@ def _best_pairs(s_val: np.ndarray, e_val: np.ndarray, valid: np.ndarray, need: n
     if (big < 1e30).all():
         approx = s_val.astype(np.float32)[:, :, None] + e_val.astype(np.float32)[:, None, :]
         approx -= (valid.view(np.uint8) ^ np.uint8(1)) * np.float32(3e38)
+        if penalty is not None:
+            approx -= penalty
+            big = big + penalty.reshape(n_win, -1).max(1)
         margin = 16 * 2.0**-24 * big
-    else:  # float32 would overflow: cut on float64
-        approx, margin = np.where(valid, s_val[:, :, None] + e_val[:, None, :], -np.inf), 0.0
+    else:  # float32 would overflow: cut on float64 (less a float32 penalty, within its own margin)
+        exact = s_val[:, :, None] + e_val[:, None, :]
+        margin = 0.0
+        if penalty is not None:
+            exact = exact - penalty
+            margin = 16 * 2.0**-24 * penalty.reshape(n_win, -1).max(1)
+        approx = np.where(valid, exact, -np.inf)
     approx = approx.reshape(n_win, k_s * k_e)
     cut = np.sort(approx, axis=1)[np.arange(n_win), np.maximum(k_s * k_e - need, 0)].astype(np.float64)
     low = np.nextafter((cut - margin).astype(approx.dtype), approx.dtype.type(-np.inf))
     return np.flatnonzero((approx >= low[:, None]) & valid.reshape(n_win, k_s * k_e))
+
+
+def free_lengths(offsets: np.ndarray, free_tokens: float) -> np.ndarray:
+    """Per window, ``free_tokens`` English-like tokens in the window's own tokens: ``free_tokens`` times the
+    tokens per character of its context over :data:`ENGLISH_TOKENS_PER_CHAR`.
+
+    A tokenizer cuts some languages far finer than English (mBERT: Thai 2.8x, Greek 1.8x the tokens per
+    character), so an answer of the same content is that many more tokens. Characters include spaces; for
+    scripts that pack a word into one or two characters (Chinese) this gives more room than the content needs,
+    which costs little: the penalty only demotes long spans, it never drops them.
+    """
+    in_context = offsets[..., 0] >= 0
+    n_tokens = np.count_nonzero(in_context, axis=1)
+    first = np.where(in_context, offsets[..., 0], np.iinfo(np.int32).max).min(
+        axis=1, initial=np.iinfo(np.int32).max
+    )
+    last = offsets[..., 1].max(axis=1, initial=0)
+    chars = np.maximum(last - first, 1)
+    fertility = np.where(n_tokens > 0, n_tokens / chars / ENGLISH_TOKENS_PER_CHAR, 1.0)
+    return free_tokens * fertility
+
+
+def _length_penalty(s_tok, e_tok, free: np.ndarray, per_token: float) -> np.ndarray:
+    """``[W, k, k]`` float32: about ``per_token`` for every token of a pair's span beyond the window's free
+    length (for the cut in :func:`_best_pairs`; kept pairs get the exact float64 figure from
+    :func:`_exact_penalty`)."""
+    e_pos = e_tok.astype(np.float32)
+    s_pos = s_tok.astype(np.float32) - np.float32(1) + free.astype(np.float32)[:, None]
+    over = e_pos[:, None, :] - s_pos[:, :, None]
+    np.maximum(over, np.float32(0), out=over)
+    over *= np.float32(per_token)
+    return over
+
+
+def _exact_penalty(score: np.ndarray, length: np.ndarray, free: np.ndarray, per_token: float) -> np.ndarray:
+    """``score`` less ``per_token`` times the tokens of ``length`` beyond ``free``, where there are some."""
+    over = length - free
+    return np.where(over > 0, score - per_token * over, score)
 
 
 def window_candidates(
@@ -134,11 +193,14 @@ def window_candidates(
     top_k: int,
     max_answer_length: int,
     n_best: int,
+    length_penalty: float = 0.0,
+    free_length: np.ndarray | None = None,
 ) -> Candidates:
     """The pairs of every window's ``top_k`` start x ``top_k`` end context tokens that can make the n-best list.
 
     A pair is valid when both tokens are context tokens with finite logits, the end is not before the start and
-    the span has at most ``max_answer_length`` tokens. Each n-best span of a question is the best pair of some
+    the span has at most ``max_answer_length`` tokens. Its score is the start plus the end logit, less
+    ``length_penalty`` for every token beyond the window's ``free_length`` (when both are given). Each n-best span of a question is the best pair of some
     window, with fewer than ``n_best`` other distinct spans ranked above it there; a span occurs at most
     ``m`` times among a window's pairs (``m``: how many of its candidate tokens share a start offset, times the
     same for ends), so a window only needs its ``n_best * m`` best pairs (and any tied with the last of them).
@@ -156,14 +218,20 @@ def window_candidates(
     s_ok, e_ok = s_val > -np.inf, e_val > -np.inf
     valid = _valid_pairs(s_tok, e_tok, s_ok, e_ok, max_answer_length, seq_len)  # all k x k pairs: [W, k, k]
     need = n_best * _multiplicity(char_start, s_ok) * _multiplicity(char_end, e_ok)
-    keep = _best_pairs(s_val, e_val, valid, need)
+    penalized = length_penalty > 0 and free_length is not None
+    penalty = _length_penalty(s_tok, e_tok, free_length, length_penalty) if penalized else None
+    keep = _best_pairs(s_val, e_val, valid, need, penalty)
     k_s, k_e = valid.shape[1:]
     win, si, ei = keep // (k_s * k_e), keep // k_e % k_s, keep % k_e
+    score = s_val[win, si] + e_val[win, ei]
+    if penalty is not None:
+        score = _exact_penalty(score, e_tok[win, ei] - s_tok[win, si] + 1, free_length[win], length_penalty)
     return Candidates(
         ex=example_index[win],
         start=char_start[win, si],
         end=char_end[win, ei],
-        score=s_val[win, si] + e_val[win, ei],
+        score=score,
+        win=win,
     )
 
 
@@ -188,7 +256,7 @@ def rank_per_example(cands: Candidates, n_best: int) -> tuple[Candidates, np.nda
     if int(cands.ex.max() + 1) * n_ranks * width * width < 2**62:
         order = np.argsort(
             (cands.ex * n_ranks + score_rank) * (width * width) + span
-        )  # equal keys: equal rows
+        )  # equal keys: the same span, in windows that hold the same tokens there
     else:
         order = np.lexsort((cands.end, cands.start, score_rank, cands.ex))
     cands = cands.take(order)

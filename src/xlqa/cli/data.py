@@ -131,12 +131,14 @@ def data_ceiling(
         for f in files
     ]
     table = Table(title=f"answer ceiling ({tokenizer})")
-    for col in ("data", "lang", "rules", "questions", "EM", "F1", "not in window", "too long", "inexact"):
+    losses = ("not in window", "too long", "trimmed", "tokenizer")  # the pipeline's, then the tokenizer's
+    cols = ("data", "lang", "rules", "questions", "EM", "F1", *losses)
+    for col in cols:
         table.add_column(col, justify="left" if col in ("data", "rules") else "right")
     for c in rows:
         table.add_row(
             c.name, c.language or "?", c.rules, str(c.questions), f"{c.exact_match:.2f}", f"{c.f1:.2f}",
-            str(c.not_in_window), str(c.too_long), str(c.inexact),
+            str(c.not_in_window), str(c.too_long), str(c.trimmed), str(c.tokenizer),
         )  # fmt: skip
     out_console.print(table)
     for c in rows:
