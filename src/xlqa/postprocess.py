@@ -124,7 +124,7 @@ def inside_edge_tokens(
     if len(moved):
         offs = offsets[win[moved]]
         hit = (offs[..., 1] == end[moved, None]) & (offs[..., 0] >= 0)
-        last_start = np.where(hit, offs[..., 0], np.iinfo(np.int64).max).min(axis=1)
+        last_start = np.where(hit, offs[..., 0], np.iinfo(offs.dtype).max).min(axis=1)  # no wrap-around
         undo = moved[e[moved] <= last_start]
         e[undo] = end[undo]
     return s, e
