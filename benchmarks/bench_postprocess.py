@@ -13,7 +13,9 @@ Logits are real: a QA model's forward pass over XQuAD (computed once, cached as 
         --data ../shared/data/xquad/xquad.de.json --out benchmarks/results/postprocess-cpu-de.json
 
 Each decoder runs ``--repeats`` times (median reported) as SQuAD v1 (always answer) and as SQuAD v2 (null
-answer against the CLS score, threshold 0).
+answer against the CLS score, threshold 0). ``decode`` builds a question's n-best objects when they are read;
+the "+n-best" column times decode plus building every list, as the loop does (what writing
+``nbest_predictions.json`` costs). Run it under the torch lock: a concurrent model run skews the medians.
 """
 
 from __future__ import annotations

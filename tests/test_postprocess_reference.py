@@ -74,7 +74,7 @@ def reference_decode(
             s_cand = np.where(in_context & np.isfinite(s_log), s_log, -np.inf)
             e_cand = np.where(in_context & np.isfinite(e_log), e_log, -np.inf)
             pairs = np.asarray(offsets[w]).tolist()
-            free = _free_tokens(pairs, free_answer_tokens)
+            free = _free_tokens(pairs, free_answer_tokens) if length_penalty > 0 else math.inf
             start_map = [o if ok else None for o, ok in zip(pairs, (s_cand > -np.inf).tolist())]
             end_map = [o if ok else None for o, ok in zip(pairs, (e_cand > -np.inf).tolist())]
             start_indexes = np.argsort(-s_cand, kind="stable")[:top_k].tolist()
@@ -139,7 +139,7 @@ def _finish(out: Decoded, qid, ctx, predictions, null_score, null_threshold, tri
     entries = []
     for pred in predictions:
         cs, ce = pred["offsets"]
-        if trim_offsets is not None:
+        if trim_offsets is not None and trim_span(ctx, cs, ce) != (cs, ce):  # edge tokens only when needed
             cs, ce = trim_span(ctx, cs, ce, *_edge_tokens(trim_offsets[pred["window"]], cs, ce))
         entries.append(NBestCandidate(text=ctx[cs:ce], score=float(pred["score"]), start=cs, end=ce))
     if null_threshold is not None and math.isfinite(null_score):
