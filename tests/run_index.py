@@ -29,8 +29,10 @@ def pg_url() -> str:
 @cache
 def pg_problem() -> str | None:
     """Why the test server cannot be used (None: it can)."""
-    import psycopg
-
+    try:
+        import psycopg
+    except ImportError:
+        return "psycopg is not installed (pip install 'psycopg[binary]')"
     try:
         with psycopg.connect(pg_url(), connect_timeout=3) as con:
             con.execute("SELECT 1")

@@ -22,6 +22,7 @@ import pytest
 
 from run_index import BACKENDS, stores_on
 from test_runs import count, invoke, make_results
+from xlqa.errors import RunStoreError
 from xlqa.runs.store import RunStore
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -230,3 +231,49 @@ def test_list_and_status_agree_that_a_killed_run_is_dead(store):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+# -- one writer at a time ----------------------------------------------------------------------------------------
+def test_a_writer_waits_for_the_writer_lock_then_gives_up_clearly(store):
+    """While one transaction writes, another waits (SQLite's busy timeout, PostgreSQL's lock_timeout on the
+    advisory lock) and then fails naming the index, instead of writing beside it."""
+    store.create_run("eval", model="m", config={})
+    impatient = RunStore(store.root, db=store.index.setting(), timeout=0.5)
+    with store.index.writer() as con:
+        con.execute("UPDATE runs SET model = ?", ("held",))
+        start = time.monotonic()
+        with pytest.raises(RunStoreError, match=r"run index .*(locked|lock timeout)"):
+            impatient.create_run("eval", model="m", config={})
+        assert time.monotonic() - start >= 0.4
+    assert impatient.create_run("eval", model="m", config={}).model == "m"  # the lock is free again
+    assert sorted(r.model for r in store.list_runs()) == ["held", "m"]
+
+
+# -- the API's paged listing: the same SQL answers the same on both backends ------------------------------------------
+def test_paged_listing_filters_sorts_and_pages_in_sql(store):
+    from xlqa.runs import listing
+
+    made = []
+    for i, (kind, model) in enumerate([("train", "bert_base"), ("eval", "e5%small"), ("eval", "bert-large")]):
+        run = store.create_run(kind, model=model, config={}, name=f"r{i}")
+        if kind == "eval":
+            store.record_evaluation(run.id, make_results(de_f1=50.0 + 10 * i))
+        made.append(run)
+    with store.connect() as con:
+        total, rows = listing.page_runs(con, listing.RunFilter(), "-best_f1", limit=2)
+        assert total == 3 and [r["name"] for r in rows] == ["r2", "r1"]  # runs without F1 last
+        assert rows[0]["best_f1"] == pytest.approx((70.0 + 73.5 + 48.25) / 3)
+        _, rows = listing.page_runs(con, listing.RunFilter(), "-best_f1", limit=None, offset=2)
+        assert [r["name"] for r in rows] == ["r0"] and rows[0]["best_f1"] is None
+        for text, names in (
+            ("%", ["r1"]),
+            ("_", ["r0"]),
+            ("bert", ["r0", "r2"]),
+        ):  # LIKE wildcards are literal
+            found = listing.page_runs(con, listing.RunFilter(text=text), "name", limit=10)[1]
+            assert [r["name"] for r in found] == names, text
+        assert (
+            listing.page_runs(con, listing.RunFilter(kind="eval", statuses=("running",)), "-name", 10)[0] == 2
+        )
+        evals = listing.evaluations(con, made[1].id)
+        assert [(e["datasets"], e["precision"]) for e in evals] == [(3, "fp32")]

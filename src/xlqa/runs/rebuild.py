@@ -138,6 +138,8 @@ def rebuild(store: RunStore, folders: list[str | Path] = ()) -> RebuildReport:
     report = RebuildReport(index=store.index.where)
     moved = set_aside_corrupt(store.db_path)
     report.moved_aside = str(moved) if moved else None
+    with store.connect(create=True):  # a usable (if empty) index even when no run folder is found
+        pass
     for folder in run_folders(store, [Path(f) for f in folders]):
         report.folders += 1
         try:
