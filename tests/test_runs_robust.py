@@ -277,3 +277,18 @@ def test_paged_listing_filters_sorts_and_pages_in_sql(store):
         )
         evals = listing.evaluations(con, made[1].id)
         assert [(e["datasets"], e["precision"]) for e in evals] == [(3, "fp32")]
+
+
+def test_a_child_process_opens_the_same_store(stores, tmp_path, monkeypatch):
+    """Detached trainings and evaluations get ``store.child_env()``: the same run folders and the same index,
+    whatever the parent's own environment says."""
+    store = stores.new(tmp_path / "runs")  # not the environment's store
+    monkeypatch.setenv("XLQA_RUNS", str(tmp_path / "elsewhere"))
+    monkeypatch.delenv("XLQA_RUNS_DB", raising=False)
+    run = store.create_run("eval", model="m", config={}, name="mine")
+    child = subprocess.run(
+        [sys.executable, "-c", "from xlqa.runs.store import RunStore; s = RunStore(); print(s.get_run('mine').dir)"],
+        capture_output=True, text=True, timeout=60, env={**os.environ, **store.child_env()},
+    )  # fmt: skip
+    assert child.returncode == 0, child.stderr
+    assert child.stdout.strip() == str(run.dir)
