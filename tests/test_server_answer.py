@@ -34,6 +34,7 @@ def _cfg(model_dir: Path | None, tmp: Path, **kw) -> ServeConfig:
     base = {
         "model": [str(model_dir)] if model_dir else [],
         "runs": str(tmp / "runs"),
+        "allow_path": [str(tmp.parent)],  # the tests' models and files lie in pytest's folders
         "max_seq_length": SEQ,
         "doc_stride": STRIDE,
         "batch_size": 8,

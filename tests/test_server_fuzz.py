@@ -1,4 +1,4 @@
-"""Never a 500 for bad input: schemathesis generates requests from the app's own OpenAPI schema (valid and
+"""Never a 500 for bad input, and never a response that breaks the schema: schemathesis generates requests from the app's own OpenAPI schema (valid and
 invalid bodies, queries and paths for every operation) and sends them to the real server with a loaded model.
 
 State-changing operations are exercised too: the server has an API key that the generated requests do not
@@ -18,6 +18,7 @@ schemathesis = pytest.importorskip("schemathesis")
 
 SCHEMA = schemathesis.openapi.from_dict(create_app(ServeConfig()).openapi())
 OPERATIONS = {op.label: op for op in (result.ok() for result in SCHEMA.get_all_operations())}
+CONFORMANCE = [schemathesis.checks.response_schema_conformance, schemathesis.checks.content_type_conformance]
 POSITIVE, NEGATIVE = schemathesis.GenerationMode.POSITIVE, schemathesis.GenerationMode.NEGATIVE
 # invalid requests can be made only where there is a body or a query to break (a bare path takes any string)
 CASES = [(label, POSITIVE) for label in sorted(OPERATIONS)] + [
@@ -64,6 +65,8 @@ def test_no_server_error_for_any_generated_request(url, label, mode):
             f"{case.method} {case.formatted_path} -> {response.status_code}: {response.text[:400]}\n"
             f"body {str(case.body)[:300]!r} query {case.query!r}"
         )
+        # and what comes back is what the schema says: a body of the declared shape and content type
+        case.validate_response(response, checks=CONFORMANCE)
 
     check()
     if mode is NEGATIVE:  # invalid requests were made, and refused as the client's fault

@@ -52,7 +52,8 @@ def env(tmp_path_factory, tiny_model_dir, shared_data):
         train_run, _ = control.run_training(
             _train_cfg(tmp, tiny_model_dir, tmp / "trained"), store=store, name="trained"
         )
-        app = create_app(ServeConfig(runs=str(store.root)), store=store)
+        cfg = ServeConfig(runs=str(store.root), allow_path=[str(tmp.parent), str(shared_data)])
+        app = create_app(cfg, store=store)
         with start_server(app) as url, httpx.Client(base_url=url, timeout=60) as client:
             yield SimpleNamespace(url=url, client=client, store=store, evals=evals, train=train_run,
                                   tmp=tmp, model=tiny_model_dir, files=files,

@@ -19,6 +19,7 @@ from xlqa.runs.store import RunStore
 from xlqa.server import errors
 from xlqa.server.metrics import Metrics
 from xlqa.server.middleware import RequestContext
+from xlqa.server.paths import allowed_roots
 from xlqa.server.routes import answer, health, hf, jobs, models, pages, runs
 from xlqa.server.state import ServerState
 from xlqa.settings import get_settings
@@ -68,6 +69,7 @@ def create_app(cfg: ServeConfig | None = None, *, store: RunStore | None = None)
         description="Zero-shot cross-lingual question answering: answers, runs, results, jobs and a dashboard.",
         lifespan=lifespan,
     )
+    state.roots = allowed_roots(state.store.root, settings.cache, cfg.allow_path)
     app.state.xlqa = state
     errors.install(app)
     for module in (health, models, answer, hf, runs, jobs, pages):

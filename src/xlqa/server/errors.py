@@ -7,6 +7,7 @@ malformed JSON, wrong types     422     FastAPI's validation, with ``loc`` namin
 :class:`LimitExceeded`          413     a context, question or batch beyond a ``ServeConfig`` limit
 :class:`QueueFull`              429     the batcher's queue is full (``Retry-After`` says when to retry)
 :class:`NotReady`               503     the models are still loading (``Retry-After``)
+:class:`PathNotAllowed`         403     a model or data path outside the folders the server reads
 ``RunNotFoundError``            404     no run matches the reference
 other ``XlqaError``             400     a user error of the library (bad config, bad data)
 =============================== ======= ===========================================================
@@ -20,6 +21,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from xlqa.errors import RunNotFoundError, XlqaError
+from xlqa.server.paths import PathNotAllowed
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +61,10 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(NotReady)
     async def _not_ready(request: Request, err: NotReady):
         return JSONResponse(_body(request, str(err)), status_code=503, headers={"Retry-After": "5"})
+
+    @app.exception_handler(PathNotAllowed)
+    async def _forbidden_path(request: Request, err: PathNotAllowed):
+        return JSONResponse(_body(request, str(err)), status_code=403)
 
     @app.exception_handler(RunNotFoundError)
     async def _not_found(request: Request, err: RunNotFoundError):

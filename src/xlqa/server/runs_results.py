@@ -20,6 +20,7 @@ from xlqa.report.loading import load_runs
 from xlqa.results import RESULTS_FILE, EvalResult
 from xlqa.runs.schema import Run
 from xlqa.runs.store import RunStore
+from xlqa.server.paths import within
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +67,9 @@ def predictions_file(store: RunStore, run: Run, dataset: str) -> Path:
     """The ``predictions.json`` of one evaluated dataset of a run (the newest evaluation of it)."""
     for m in store.run_metrics(run.id):
         if m["dataset"] == dataset and m["results_path"]:
-            path = Path(m["results_path"]).parent / dataset / "predictions.json"
-            if path.is_file():
+            folder = Path(m["results_path"]).parent
+            path = folder / dataset / "predictions.json"
+            if path.is_file() and within(path, folder):  # never a link out of the evaluation's folder
                 return path
             raise RunNotFoundError(f"run {run.id}: no predictions file for {dataset!r} ({path})")
     names = ", ".join(m["dataset"] for m in store.run_metrics(run.id)) or "none"

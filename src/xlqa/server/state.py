@@ -26,3 +26,5 @@ class ServerState:
     # models being loaded on request right now (start-up loads are counted from cfg.model)
     loading: set[str] = field(default_factory=set)
     loading_lock: threading.Lock = field(default_factory=threading.Lock)
+    # folders the API may read models and data from (:mod:`xlqa.server.paths`)
+    roots: list = field(default_factory=list)

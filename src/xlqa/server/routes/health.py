@@ -29,6 +29,16 @@ def readyz(state: State) -> JSONResponse:
     return JSONResponse(body)
 
 
-@router.get("/metrics", summary="Prometheus metrics: requests, latency, batch sizes, queue length")
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics: requests, latency, batch sizes, queue length",
+    response_class=Response,
+    responses={
+        200: {
+            "description": "Prometheus text format",
+            "content": {"text/plain": {"schema": {"type": "string"}}},
+        }
+    },
+)
 def metrics(state: State) -> Response:
     return Response(state.metrics.render(), media_type=CONTENT_TYPE_LATEST)

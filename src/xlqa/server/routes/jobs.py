@@ -17,7 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from xlqa.config import EvalConfig
 from xlqa.runs.launch import check_evaluation, start_evaluation
 from xlqa.runs.schema import NAME_RE
-from xlqa.server.deps import Store, Writer
+from xlqa.server.deps import State, Store, Writer
+from xlqa.server.paths import check_path
 
 router = APIRouter(tags=["jobs"])
 
@@ -59,9 +60,21 @@ def config_of(req: EvaluateRequest) -> EvalConfig:
     "/v1/jobs/evaluate",
     status_code=202,
     dependencies=[Writer],
+    responses={
+        401: {"description": "XLQA_API_KEY is set and the request has no or a wrong Bearer key"},
+        403: {
+            "description": "no XLQA_API_KEY is set and the client is not on loopback, or a model or data"
+            " path is outside the folders the server reads (--allow-path)"
+        },
+    },
     summary="Start a detached evaluation (xlqa evaluate), recorded in the run store",
 )
-def evaluate(req: EvaluateRequest, store: Store) -> dict:
+def evaluate(req: EvaluateRequest, store: Store, state: State) -> dict:
+    check_path(req.model, state.roots, "model")
+    for i, path in enumerate(req.data):
+        check_path(path, state.roots, f"data.{i}")
+    if req.mirror and "://" not in req.mirror:
+        check_path(req.mirror, state.roots, "mirror")
     cfg = config_of(req)
     problems = check_evaluation(cfg)
     if problems:

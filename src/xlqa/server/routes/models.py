@@ -11,6 +11,7 @@ from fastapi import APIRouter, HTTPException, Response
 from xlqa.errors import XlqaError
 from xlqa.server.deps import State, Writer
 from xlqa.server.engine import load_into, loading
+from xlqa.server.paths import check_path
 from xlqa.server.schemas import LoadRequest, ModelInfo, ModelsResponse
 
 log = logging.getLogger(__name__)
@@ -37,12 +38,16 @@ def list_models(state: State) -> dict:
         200: {"description": "already loaded"},
         400: {"description": "the model cannot be loaded (not found, not extractive)"},
         401: {"description": "XLQA_API_KEY is set and the request has no or a wrong Bearer key"},
-        403: {"description": "no XLQA_API_KEY is set and the client is not on loopback"},
+        403: {
+            "description": "no XLQA_API_KEY is set and the client is not on loopback, or the model path is"
+            " outside the folders the server reads (--allow-path)"
+        },
     },
     summary="Load a model",
 )
 async def load_model(req: LoadRequest, state: State, response: Response) -> dict:
     """Load a model folder, hub id or offline source and serve it (201; 200 when it was loaded already)."""
+    check_path(req.model, state.roots, "model")
     if req.model in state.models:
         response.status_code = 200
         return state.models[req.model].info()
