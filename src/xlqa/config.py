@@ -274,6 +274,9 @@ class ServeConfig:
     max_question_chars: int = _f(2_000, "longest question in characters (413 beyond)")
     max_body_bytes: int = _f(10_000_000, "largest request body in bytes (413 beyond)")
     cors: list[str] = _f([], "allowed CORS origin (repeatable; none by default)")  # noqa: RUF009
+    allow_path: list[str] = _f(  # noqa: RUF009
+        [], "more folders the API may read models and data files from (repeatable)"
+    )
     precision: str = _f(
         "auto", "auto: bf16 where the hardware computes it natively, else fp32", choices=PRECISIONS
     )
