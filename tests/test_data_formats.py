@@ -299,3 +299,31 @@ def test_every_shared_file_gets_the_same_language_from_its_text_as_from_its_name
         found = resolve_language("data.json", (e.context for e in data.examples))
         assert (path.name, found.language) == (path.name, data.language), found.source
         assert found.source.startswith("text, ")
+
+
+def test_a_japanese_jsonl_file_with_repeated_ids_is_evaluated_with_its_language(
+    tmp_path, tiny_model_dir, monkeypatch, xlqa_cache
+):
+    """The user's case end to end: no language in the name, ids used twice, JSONL; evaluate scores it."""
+    from xlqa import jobs
+    from xlqa.config import EvalConfig
+    from xlqa.errors import DataError
+
+    monkeypatch.setenv("XLQA_RUNS", str(tmp_path / "store"))
+    context = TEXTS["ja"]
+    rows = [
+        {"id": qid, "title": "t", "context": context, "question": "首都は?",
+         "answers": {"text": ["東京"], "answer_start": [0]}}
+        for qid in ("a", "b", "a", "b")
+    ]  # fmt: skip
+    path = tmp_path / "questions.jsonl"
+    path.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows), encoding="utf-8")
+    cfg = EvalConfig(model=str(tiny_model_dir), data=[str(path)], output=str(tmp_path / "ev"), progress=False)
+    with pytest.raises(DataError, match=r"2 question ids used more than once \('a' x2, 'b' x2\)"):
+        jobs.evaluate(cfg)
+    monkeypatch.setenv("XLQA_DEDUPE_IDS", "1")
+    [result] = jobs.evaluate(cfg).result.datasets
+    assert (result.language, result.rules, result.n_questions) == ("ja", "squad1", 4)
+    assert result.ext_f1 is not None  # xlqa-ext beside the official numbers, as for any non-English file
+    predictions = json.loads((tmp_path / "ev" / "questions" / "predictions.json").read_text())
+    assert sorted(predictions) == ["a", "a#2", "b", "b#2"]
