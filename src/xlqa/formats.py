@@ -356,9 +356,11 @@ def _read_hf_folder(path: Path) -> Source:
 
     name = str(path)
     if (path / "dataset_dict.json").is_file():
-        splits = ", ".join(p.name for p in hf_splits(path))
+        splits = hf_splits(path)
+        example = f", e.g. {splits[0]}" if splits else ""
         raise DataError(
-            f"a DatasetDict with splits {splits}: give one split's folder, e.g. {path / 'validation'}",
+            f"a DatasetDict with splits {', '.join(p.name for p in splits) or 'none'}: give one split's "
+            f"folder{example}",
             path=name,
         )
     state = _json_file(path / "state.json")
