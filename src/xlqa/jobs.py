@@ -107,6 +107,7 @@ def train(
     name: str | None = None,
     detach: bool = False,
     store: RunStore | None = None,
+    num_processes: int = 1,
 ) -> TrainJob:
     """Fine-tune as a run of the run store, in this process or detached; or resume a run (id, name or folder).
 
@@ -120,8 +121,15 @@ def train(
     if cfg is not None and resume is None:
         cfg.validate()
     if detach:
-        run, pid = control.start_detached(cfg, resume=resume, store=store, name=name)
+        run, pid = control.start_detached(
+            cfg, resume=resume, store=store, name=name, num_processes=num_processes
+        )
         return TrainJob(run, None, pid)
+    if num_processes != 1:  # in the foreground the launcher starts the processes, not xlqa
+        raise ConfigError(
+            f"--num-processes {num_processes} starts processes with --detach only; in the foreground run under"
+            f" a launcher: accelerate launch --multi_gpu --num_processes {num_processes} -m xlqa.cli.main train ..."
+        )
     run, result = control.run_training(cfg, resume=resume, store=store, name=name)
     return TrainJob(run, result)
 

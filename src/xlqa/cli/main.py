@@ -75,12 +75,17 @@ def _train(
     config: str | None,
     resume: str | None,
     detach: bool,
+    num_processes: int,
     name: str | None,
     **values: Any,
 ) -> None:
+    from xlqa.train.control import main_rank
+
     cfg = None if resume is not None else build_config(TrainConfig, values, config, ctx)
-    job = jobs.train(cfg, resume=resume, name=name, detach=detach)
+    job = jobs.train(cfg, resume=resume, name=name, detach=detach, num_processes=num_processes)
     run, result = job.run, job.result
+    if not main_rank():  # another process of `accelerate launch`/`torchrun`: the main one reports
+        return
     if job.pid is not None:
         print(f"{run.id}\t{run.dir}")
         console.print(f"run {run.id} started in the background (pid {job.pid}); log {run.dir / 'train.log'}")
@@ -103,13 +108,16 @@ config_command(
         option("config", str | None, None, "JSON config file; flags typed here override it"),
         option("resume", str | None, None, "continue a run (id, name or folder) from its newest checkpoint"),
         option("detach", bool, False, "run in the background; log in OUTPUT/train.log", "--detach"),
+        option("num_processes", int, 1, "with --detach: processes `accelerate launch` starts (one per GPU)"),
         option("name", str | None, None, "a readable name for the run (default: the output folder's name)"),
     ],
     help="""Fine-tune an extractive or generative (mT5) QA model; keeps the best checkpoint by dev F1 in OUTPUT/best.
 
     --model, --train and --output are required, unless --config gives them or --resume continues a run.
     Resumable checkpoints go to OUTPUT/checkpoints/step-N (each a model folder `xlqa evaluate --model` takes);
-    `--resume RUN` continues where a run stopped; `--detach` returns at once (see `xlqa runs status`).
+    `--resume RUN` continues where a run stopped; `--detach` returns at once (see `xlqa runs status`);
+    `--detach --num-processes N` trains on N processes started by `accelerate launch`. Several GPUs or
+    machines in the foreground: accelerate launch [--config_file FILE] -m xlqa.cli.main train ...
 
     Example: xlqa train --model minilm-l6 --train train-v1.1.json --dev dev-v1.1.json --output runs/minilm
     --max-train-examples 2000 --epochs 1""",

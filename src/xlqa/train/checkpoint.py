@@ -292,7 +292,7 @@ def _write_files(ctx: TrainContext, st: TrainState, folder: Path, state_dict: di
     meta = {"step": st.step, **ctx.run_meta, "epoch": st.epoch, "environment": environment()}
     write_json_atomic(folder / META_FILE, meta)
     marker = {"format": FORMAT, "step": st.step, "num_processes": ctx.n_proc,
-              "distributed_type": str(ctx.accelerator.distributed_type)}  # fmt: skip
+              "distributed_type": ctx.accelerator.distributed_type.value}  # fmt: skip
     torch.save(marker, folder / STATE_FILE)
 
 
@@ -373,7 +373,7 @@ def load_checkpoint(path: str | Path, ctx: TrainContext) -> TrainState:
             f" {marker['num_processes']}): the data order of each process and the sharded optimizer and RNG"
             " states depend on it"
         )
-    backend = str(acc.distributed_type)
+    backend = acc.distributed_type.value
     if marker["distributed_type"] != backend:
         raise ConfigError(
             f"{path}: written under {marker['distributed_type']}, resumed under {backend}; resume with the"

@@ -3,7 +3,12 @@
 A training process writes its pid to ``RUN/train.pid`` (with the host) while it runs. ``stop`` sends it SIGTERM:
 the loop finishes its step, writes a checkpoint and exits with status ``stopped``; ``resume`` continues from the
 newest complete checkpoint. A detached run is a new process session (it survives the terminal) logging to
-``RUN/train.log``; it is ``python -m xlqa.train.control RUN_DIR [--resume]``.
+``RUN/train.log``; it is ``accelerate launch [--multi_gpu --num_processes N] -m xlqa.train.control RUN_DIR
+[--resume]``, so one or several processes start the same way a user would start them by hand.
+
+Under a launcher (``accelerate launch``, ``torchrun``) every process runs :func:`run_training`; only rank 0
+talks to the run store and writes the pid file, and a stop request reaches the others through the loop (it
+asks every process whether a stop was requested at each step).
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from dataclasses import asdict, fields
 from pathlib import Path
 
 from xlqa.config import TrainConfig
-from xlqa.errors import RunNotFoundError, RunStoreError
+from xlqa.errors import ConfigError, RunNotFoundError, RunStoreError
 from xlqa.fileio import write_json_atomic
 from xlqa.runs.liveness import PID_FILE, live_status, process_alive, run_process
 from xlqa.runs.liveness import read_pid as read_pid  # re-exported: its home before liveness had one
@@ -36,6 +41,54 @@ LAUNCH_FILE = "launch.json"  # the config of a detached run that has not written
 # -- the run's process ---------------------------------------------------------------------------------------
 def _write_pid(run_dir: Path, pid: int) -> None:
     write_json_atomic(run_dir / PID_FILE, {"pid": pid, "host": socket.gethostname(), "started": time.time()})
+
+
+def _record_trainer(run_dir: Path) -> None:
+    """Rank 0's pid in the pid file: beside its launcher's (a detached start), else as the run's process.
+
+    ``pid`` stays the launcher while it lives (it ends when every process has); ``train_pid`` is the process
+    that ``stop`` signals, since a launcher that receives SIGTERM kills its processes before they checkpoint.
+    """
+    info = read_pid(run_dir)
+    if info and info.get("host") == socket.gethostname() and info.get("pid") == os.getppid():
+        write_json_atomic(run_dir / PID_FILE, {**info, "train_pid": os.getpid()})
+    else:
+        _write_pid(run_dir, os.getpid())
+
+
+def main_rank() -> bool:
+    """True in the process that talks to the run store: the only one, or rank 0 of a launcher's processes."""
+    return int(os.environ.get("RANK", "0") or 0) == 0
+
+
+def launch_command(num_processes: int, module_args: list[str]) -> list[str]:
+    """``accelerate launch`` of ``python -m MODULE ARGS`` with ``num_processes`` processes on this machine.
+
+    Several processes get ``--multi_gpu`` (one per GPU; without a GPU the loop runs them on gloo) and a free
+    port (``--main_process_port 0``), so two runs on one machine do not collide on the default port. Each
+    process gets ``OMP_NUM_THREADS`` threads where it is set, else its share of the cores (Accelerate's own
+    default is one thread, which would make a one-process detached run slower than the same run in the
+    foreground, and numerically different from it).
+    """
+    threads = os.environ.get("OMP_NUM_THREADS") or str(max(1, (os.cpu_count() or 1) // num_processes))
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(num_processes),
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+           "--num_cpu_threads_per_process", threads]  # fmt: skip
+    if num_processes > 1:
+        cmd += ["--multi_gpu", "--main_process_port", "0"]
+    return [*cmd, "-m", *module_args]
+
+
+def checkpoint_processes(run_dir: str | Path) -> int:
+    """The number of processes the run's newest checkpoint was written by (1 without one)."""
+    import torch
+
+    from xlqa.train.checkpoint import STATE_FILE, latest_checkpoint
+
+    ckpt = latest_checkpoint(run_dir)
+    if ckpt is None:
+        return 1
+    return int(torch.load(ckpt / STATE_FILE, map_location="cpu", weights_only=True).get("num_processes", 1))
 
 
 # -- configs and runs ------------------------------------------------------------------------------------------
@@ -77,6 +130,7 @@ def run_training(
     from xlqa.train.loop import train
 
     store = store or RunStore()
+    main = main_rank()
     run: Run | None = None
     if resume is not None:
         try:
@@ -86,20 +140,25 @@ def run_training(
             out = Path(resume)
             if not (out / "config.json").exists():
                 raise
-            log.warning("%s is not in the run store %s: resuming without tracking it", out, store.root)
+            if main:
+                log.warning("%s is not in the run store %s: resuming without tracking it", out, store.root)
         cfg = config_of_run(out)
         cfg.output = str(out)
     elif run_id is not None:
         run = store.get_run(run_id)
     else:
         cfg.validate()
-        run = store.create_run("train", model=cfg.model, config=asdict(cfg), name=name, dir=cfg.output)
+        if main:  # the other processes of a launcher train into the same --output, untracked
+            run = store.create_run("train", model=cfg.model, config=asdict(cfg), name=name, dir=cfg.output)
+    if run is not None:
+        cfg.output = str(run.dir)
+        run = run if main else None
     if run is not None:
         store.update_status(run.id, "running")
-        cfg.output = str(run.dir)
     out = Path(cfg.output)
     out.mkdir(parents=True, exist_ok=True)
-    _write_pid(out, os.getpid())
+    if main:
+        _record_trainer(out)
     # until the loop installs its graceful handler, SIGTERM stops the run as an interrupt would
     old = signal.signal(signal.SIGTERM, _raise_interrupt) if _main_thread() else None
     status = "failed"
@@ -109,13 +168,29 @@ def run_training(
     except KeyboardInterrupt:
         status = "stopped"
         raise
+    except Exception as err:  # the reason goes where `runs status` and the dashboard read: the event log
+        _record_failure(out, err)
+        raise
     finally:
         if old is not None:
             signal.signal(signal.SIGTERM, old)
         if run is not None:
             store.update_status(run.id, status)
-        (out / PID_FILE).unlink(missing_ok=True)
+        if main:
+            (out / PID_FILE).unlink(missing_ok=True)
     return run, result
+
+
+def _record_failure(out: Path, err: Exception) -> None:
+    """Append an ``error`` event naming why the run failed (a detached run has no terminal to say it on)."""
+    from xlqa.errors import XlqaError
+    from xlqa.train.events import EventLog
+
+    message = str(err) if isinstance(err, XlqaError) else f"{type(err).__name__}: {err}"
+    try:
+        EventLog(out / "events.jsonl").write("error", message=message.splitlines()[0] if message else "")
+    except OSError as write_err:  # the run is failing anyway; the log file still has the traceback
+        log.warning("could not record the failure in %s: %s", out / "events.jsonl", write_err)
 
 
 def _raise_interrupt(signum, frame):
@@ -134,17 +209,22 @@ def start_detached(
     resume: str | Path | None = None,
     store: RunStore | None = None,
     name: str | None = None,
+    num_processes: int = 1,
 ) -> tuple[Run, int]:
-    """Start training (or resume) in a new background process session; returns ``(run, pid)`` at once.
+    """Start training (or resume) with ``accelerate launch`` in a new background process session.
 
-    The process logs to ``RUN/train.log``; follow it with ``xlqa runs status RUN``.
+    Returns ``(run, pid)`` (the launcher's pid) at once. The processes log to ``RUN/train.log``; follow them
+    with ``xlqa runs status RUN``. A resumed run starts as many processes as its checkpoint was written by.
     """
     store = store or RunStore()
+    if num_processes < 1:
+        raise ConfigError(f"--num-processes must be at least 1, got {num_processes}")
     if resume is not None:
         run = store.resolve(resume)
         if run_process(run.dir):
             raise RunStoreError(f"run {run.id} is already running (pid {run_process(run.dir)})")
         args = [str(run.dir), "--resume"]
+        num_processes = checkpoint_processes(run.dir)
     else:
         cfg.validate()
         cfg.progress = False  # a log file, not a terminal
@@ -154,7 +234,7 @@ def start_detached(
     env = {**os.environ, **store.child_env(), "PYTHONUNBUFFERED": "1"}  # the same root and index
     with open(run.dir / LOG_FILE, "ab") as logf:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "xlqa.train.control", *args],
+            launch_command(num_processes, ["xlqa.train.control", *args]),
             stdin=subprocess.DEVNULL,
             stdout=logf,
             stderr=subprocess.STDOUT,
@@ -162,7 +242,8 @@ def start_detached(
             env=env,
         )
     _write_pid(run.dir, proc.pid)  # at once, so that `stop` works before the process writes it itself
-    log.info("run %s started in the background (pid %d), log %s", run.id, proc.pid, run.dir / LOG_FILE)
+    log.info("run %s started in the background (pid %d, %d process(es)), log %s", run.id, proc.pid,
+             num_processes, run.dir / LOG_FILE)  # fmt: skip
     return run, proc.pid
 
 
@@ -176,7 +257,8 @@ def stop_run(ref: str | Path, *, store: RunStore | None = None, wait: float = 12
     pid = run_process(run.dir)
     if pid is None:
         raise RunStoreError(f"run {run.id} has no live training process on this host (status {run.status})")
-    os.kill(pid, signal.SIGTERM)
+    trainer = (read_pid(run.dir) or {}).get("train_pid")
+    os.kill(trainer if trainer and process_alive(int(trainer)) else pid, signal.SIGTERM)
     deadline = time.time() + wait
     while time.time() < deadline and process_alive(pid):
         time.sleep(0.2)
@@ -205,7 +287,8 @@ def run_status(ref: str | Path, *, store: RunStore | None = None) -> dict:
     """Progress and health of a training run from its events and the run store.
 
     Returns ``{"run", "status", "alive", "pid", "step", "total_steps", "epoch", "loss", "examples_per_s",
-    "elapsed", "eta", "eta_range", "last_eval", "checkpoint", "health": {"nonfinite", "rollbacks", "diagnosis"}}``.
+    "elapsed", "eta", "eta_range", "last_eval", "checkpoint", "health": {"nonfinite", "rollbacks", "diagnosis",
+    "error"}}``; ``error`` is why a failed run failed (its last ``error`` event).
     """
     store = store or RunStore()
     run = store.resolve(ref)
@@ -242,6 +325,7 @@ def run_status(ref: str | Path, *, store: RunStore | None = None) -> dict:
             "nonfinite": sum(e["event"] == "nonfinite" for e in events),
             "rollbacks": sum(e["event"] == "rollback" for e in events),
             "diagnosis": diag.get("message") if diag else None,
+            "error": last.get("error", {}).get("message") if status == "failed" else None,
         },
     }
 
@@ -257,7 +341,7 @@ def runs_status(ref: str | Path | None = None, *, store: RunStore | None = None)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of a detached run: ``python -m xlqa.train.control RUN_DIR [--resume | --run-id ID]``."""
+    """Entry point of a detached run's processes: ``xlqa.train.control RUN_DIR [--resume | --run-id ID]``."""
     import argparse
 
     from xlqa.errors import TrainingDiverged

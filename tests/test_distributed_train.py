@@ -1,0 +1,157 @@
+"""Training on more than one process (gloo on this CPU), and checkpoints that fail or must be shared.
+
+Two real processes under ``torchrun`` and under ``accelerate launch --multi_gpu`` (which ``xlqa train --detach
+--num-processes 2`` starts itself) train a tiny model: both ranks must have taken part (each writes its own RNG
+state into every checkpoint, which only a process with that rank index does), the loss must go down, the
+guard's rollback must work across the processes, and resuming with another process count must be refused with
+the count to use. ``accelerate launch --cpu --num_processes 2`` is not used: it starts one process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from test_control import wait_for
+from test_guard import events_of, tiny_config, tiny_squad
+from xlqa.errors import CheckpointError, ConfigError
+from xlqa.runs.store import RunStore
+from xlqa.train.checkpoint import STATE_DIR, latest_checkpoint, list_checkpoints
+
+# imported first by every training process (a sitecustomize on its PYTHONPATH): steps 3-5 are non-finite, so
+# the guard (3 in a row) rolls back to its snapshot under two processes
+NONFINITE = """
+import functools
+import xlqa.train.loop
+from xlqa.train.faults import Faults
+
+xlqa.train.loop.train = functools.partial(xlqa.train.loop.train, faults=Faults(nonfinite_steps={3, 4, 5}))
+"""
+FLAGS = ["--max-steps", "16", "--batch-size", "4", "--lr", "5e-3", "--save-every", "6", "--log-every", "1",
+         "--warmup-ratio", "0", "--max-seq-length", "64", "--max-query-length", "32", "--doc-stride", "32",
+         "--precision", "fp32", "--guard-snapshot-every", "2", "--no-progress"]  # fmt: skip
+
+
+def _env(tmp_path: Path, faults: bool) -> dict:
+    env = {**os.environ, "XLQA_RUNS": str(tmp_path / "store"), "OMP_NUM_THREADS": "1", "COLUMNS": "200"}
+    if faults:
+        hooks = tmp_path / "hooks"
+        hooks.mkdir(exist_ok=True)
+        (hooks / "sitecustomize.py").write_text(NONFINITE)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(hooks), env.get("PYTHONPATH")]))
+    return env
+
+
+def _data_flags(tmp_path: Path, model: Path, out: Path) -> list[str]:
+    train = tiny_squad(tmp_path / "train.json")
+    dev = tiny_squad(tmp_path / "dev.json", n=16, offset=100)
+    return ["--model", str(model), "--train", str(train), "--dev", str(dev), "--output", str(out), *FLAGS]
+
+
+def _assert_two_ranks_trained(out: Path, *, rollback: bool) -> None:
+    """Both ranks wrote their state, the loss went down, and the run ended where it should."""
+    ckpt = latest_checkpoint(out)
+    assert ckpt is not None and ckpt.name == "step-0000016"
+    states = sorted(p.name for p in (ckpt / STATE_DIR).glob("random_states_*.pkl"))
+    assert states == ["random_states_0.pkl", "random_states_1.pkl"]  # one per rank: two ranks took part
+    marker = torch.load(ckpt / "trainer_state.pt", weights_only=True)
+    assert marker["num_processes"] == 2 and marker["distributed_type"] == "MULTI_CPU"
+    events = events_of(out)
+    assert events[-1]["event"] == "end" and events[-1]["steps"] == 16
+    assert [e["event"] for e in events].count("eval") >= 3  # the sharded dev evaluation ran each epoch
+    losses = [e["loss"] for e in events if e["event"] == "step" and e.get("loss") is not None]
+    assert sum(losses[-3:]) / 3 < 0.7 * sum(losses[:3]) / 3, losses  # it learns
+    rollbacks = [e for e in events if e["event"] == "rollback"]
+    assert [(e["step"], e["to_step"]) for e in rollbacks] == ([(5, 2)] if rollback else [])
+    assert not (
+        out / "checkpoints" / ".guard-snapshot"
+    ).exists()  # the guard's snapshot is removed at the end
+    assert (out / "best" / "model.safetensors").is_file()
+
+
+def test_torchrun_two_processes_train_roll_back_and_refuse_a_one_process_resume(
+    tmp_path, tiny_model_dir, xlqa_cache
+):
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "xlqa.cli.main", "train", *_data_flags(tmp_path, tiny_model_dir, out)]  # fmt: skip
+    done = subprocess.run(cmd, env=_env(tmp_path, faults=True), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
+    _assert_two_ranks_trained(out, rollback=True)
+    (run,) = RunStore(tmp_path / "store").list_runs(kind="train")  # registered by rank 0, not once per rank
+    assert run.status == "finished" and Path(run.dir) == out
+
+    from xlqa.train.loop import train
+
+    cfg = tiny_config(tmp_path, tiny_model_dir, output=str(out), max_query_length=32, max_steps=20)
+    with pytest.raises(ConfigError, match=r"written by 2 process\(es\), resumed with 1; resume with 2"):
+        train(cfg, resume_from=out)
+
+
+def test_detach_num_processes_starts_accelerate_launch(tmp_path, tiny_model_dir, xlqa_cache):
+    from xlqa.train.control import read_pid
+
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "xlqa.cli.main", "train", *_data_flags(tmp_path, tiny_model_dir, out),
+           "--detach", "--num-processes", "2", "--name", "two"]  # fmt: skip
+    started = subprocess.run(
+        cmd, env=_env(tmp_path, faults=False), capture_output=True, text=True, timeout=60
+    )
+    assert started.returncode == 0, started.stdout + started.stderr
+    pid = read_pid(out)["pid"]
+    try:
+        wait_for(lambda: json.loads((out / "run.json").read_text())["status"] != "running", 300,
+                 "the detached two-process run to end", out / "train.log")  # fmt: skip
+        log = (out / "train.log").read_text()
+        assert json.loads((out / "run.json").read_text())["status"] == "finished", log[-3000:]
+    finally:
+        with contextlib.suppress(ProcessLookupError):  # the launcher leads its own session: kill all of it
+            os.killpg(pid, signal.SIGKILL)
+    _assert_two_ranks_trained(out, rollback=False)
+
+
+def _modes(folder: Path) -> set[tuple[str, int]]:
+    return {
+        ("d" if p.is_dir() else "f", stat.S_IMODE(p.stat().st_mode)) for p in [folder, *folder.rglob("*")]
+    }
+
+
+def test_checkpoints_follow_the_umask_and_a_failed_write_keeps_the_previous_one(tmp_path, tiny_model_dir):
+    from xlqa.train.faults import Faults
+    from xlqa.train.loop import train
+
+    cfg = tiny_config(tmp_path, tiny_model_dir, max_query_length=32, max_steps=6, save_every=2)
+    old = os.umask(0o002)  # group-writable: neither the default 022 nor the 077 of private temporary files
+    try:
+        with pytest.raises(CheckpointError, match=r"step-0000004 failed.*No space left on device") as info:
+            train(cfg, faults=Faults(checkpoint_error=(4, "ENOSPC")))
+    finally:
+        os.umask(old)
+    assert info.value.exit_code == 1
+    out = Path(cfg.output)
+    # the previous checkpoint is intact and nothing half-written is left behind
+    assert [p.name for p in list_checkpoints(out)] == ["step-0000002"]
+    assert not list((out / "checkpoints").glob(".tmp-*"))
+    ckpt = out / "checkpoints" / "step-0000002"
+    assert _modes(ckpt) == {("d", 0o775), ("f", 0o664)}, sorted(_modes(ckpt))
+    assert {"model.safetensors", "config.json", "trainer_state.pt", "xlqa.json", STATE_DIR} <= {
+        p.name for p in ckpt.iterdir()
+    }
+    # and the run resumes from it to the end; the best model is shared as the umask says too
+    old = os.umask(0o022)
+    try:
+        result = train(cfg, resume_from=out)
+    finally:
+        os.umask(old)
+    assert result.status == "finished" and result.steps == 6
+    assert _modes(out / "best") == {("d", 0o755), ("f", 0o644)}
+    assert _modes(latest_checkpoint(out)) == {("d", 0o755), ("f", 0o644)}
