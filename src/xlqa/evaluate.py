@@ -11,6 +11,7 @@ in its place.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict
@@ -21,6 +22,7 @@ import numpy as np
 from xlqa import metrics
 from xlqa.config import EvalConfig
 from xlqa.data import Example, SquadData, gold_texts, load_squad
+from xlqa.distributed import is_distributed, is_main
 from xlqa.errors import ConfigError
 from xlqa.features import FeatureParams
 from xlqa.fileio import environment, write_json_atomic
@@ -91,15 +93,30 @@ def confidence_intervals(
 
 
 def evaluate_targets(
-    cfg: EvalConfig, targets: list[Target], predict: Predict, *, precision: str, extra: dict | None = None
+    cfg: EvalConfig,
+    targets: list[Target],
+    predict: Predict,
+    *,
+    precision: str,
+    extra: dict | None = None,
+    state=None,
 ) -> EvalResult:
     """The evaluation loop shared by the extractive and generative paths.
 
     For each file: ``predict``, official scores with confidence intervals, and ``predictions.json``,
     ``nbest_predictions.json``, ``null_odds.json`` under ``<output>/<name>/``; then ``<output>/results.json``
-    embedding the config, precision, package versions and data checksums.
+    embedding the config, precision, package versions and data checksums. Every file is written atomically,
+    so a killed evaluation leaves complete files or none; temporary files a killed writer left are removed.
+
+    ``state`` (Accelerate's, several processes): every process predicts its share and scores the gathered
+    answers; only the main process writes.
     """
     out_dir = Path(cfg.output)
+    writer = is_main(state)
+    if is_distributed(state):  # provenance: how many processes shared the work
+        extra = {**(extra or {}), "processes": state.num_processes}
+    if writer:
+        remove_stale_temporaries(out_dir)
     result = EvalResult(
         config={**asdict(cfg), **(extra or {})}, precision=precision, environment=environment(), datasets=[]
     )
@@ -118,22 +135,55 @@ def evaluate_targets(
             name=name, path=str(Path(data.path).resolve()), sha256=data.report.sha256, language=language,
             n_questions=len(data.examples), seconds=round(seconds, 2), null_threshold=threshold,
         ))  # fmt: skip
-        ddir = out_dir / name
-        write_json_atomic(ddir / "predictions.json", dec.predictions)
-        write_json_atomic(ddir / "nbest_predictions.json", nbest_to_json(dec.nbest))
-        write_json_atomic(ddir / "null_odds.json", dec.null_odds)
+        if writer:
+            ddir = out_dir / name
+            write_json_atomic(ddir / "predictions.json", dec.predictions)
+            write_json_atomic(ddir / "nbest_predictions.json", nbest_to_json(dec.nbest))
+            write_json_atomic(ddir / "null_odds.json", dec.null_odds)
+            log.info("%s: EM %.2f F1 %.2f (%s, %.1fs)", name, entry.em, entry.f1, spec.rules, seconds)
         result.datasets.append(entry)
-        log.info("%s: EM %.2f F1 %.2f (%s, %.1fs)", name, entry.em, entry.f1, spec.rules, seconds)
-    result.write(out_dir / "results.json")
+    if writer:
+        result.write(out_dir / "results.json")
     return result
 
 
+def remove_stale_temporaries(folder: Path) -> list[Path]:
+    """Remove the temporary files (:func:`xlqa.fileio.atomic_open`) of writers that no longer run.
+
+    A writer killed with SIGKILL cannot clean up; its ``.<name>.<pid>.<hex>.tmp`` would stay beside the
+    results forever. Files of a live process are left alone.
+    """
+    removed = []
+    for tmp in folder.rglob(".*.tmp") if folder.is_dir() else []:
+        parts = tmp.name.split(".")
+        pid = int(parts[-3]) if len(parts) >= 4 and parts[-3].isdigit() else None
+        if pid is None or pid_alive(pid):
+            continue
+        tmp.unlink(missing_ok=True)
+        removed.append(tmp)
+    if removed:
+        log.info("removed %d temporary file(s) left by a killed evaluation in %s", len(removed), folder)
+    return removed
+
+
+def pid_alive(pid: int) -> bool:
+    """True when a process ``pid`` exists on this machine (another user's counts too)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def evaluate_model(
-    cfg: EvalConfig, *, model=None, tokenizer=None, targets: list[Target] | None = None
+    cfg: EvalConfig, *, model=None, tokenizer=None, targets: list[Target] | None = None, state=None
 ) -> EvalResult:
     """Extractive evaluation of every file in ``cfg.data`` into ``cfg.output`` (see :func:`evaluate_targets`).
 
-    ``model``/``tokenizer``: an already loaded model; ``targets``: the files already loaded by `load_targets`.
+    ``model``/``tokenizer``: an already loaded model; ``targets``: the files already loaded by `load_targets`;
+    ``state``: Accelerate's state when several processes share the evaluation (each on its own device).
     """
     from xlqa.modeling import choose_precision, load_qa_model
     from xlqa.predict import predict_examples
@@ -141,6 +191,8 @@ def evaluate_model(
     targets = targets if targets is not None else load_targets(cfg.data, cfg.max_examples)  # fail early
     if model is None:
         model, tokenizer = load_qa_model(cfg.model)
+    if is_distributed(state):
+        model.to(state.device)  # each process its own GPU (or the CPU under gloo)
     params = FeatureParams(cfg.max_seq_length, cfg.doc_stride, cfg.max_query_length)
     precision = choose_precision(cfg.precision, next(model.parameters()).device)
 
@@ -148,7 +200,7 @@ def evaluate_model(
         return predict_examples(
             model, tokenizer, data.examples, params=params, batch_size=cfg.batch_size, n_best=cfg.n_best,
             max_answer_length=cfg.max_answer_length, null_threshold=threshold, cache_dir=cfg.cache_dir,
-            progress=cfg.progress, desc=name, precision=precision,
+            progress=cfg.progress, desc=name, precision=precision, accelerator=state,
         )  # fmt: skip
 
-    return evaluate_targets(cfg, targets, predict, precision=precision)
+    return evaluate_targets(cfg, targets, predict, precision=precision, state=state)

@@ -254,7 +254,7 @@ def pick_answers(
 
 
 # -- evaluation ----------------------------------------------------------------------------------------------------
-def evaluate_generative(cfg, *, model=None, tokenizer=None, targets=None):
+def evaluate_generative(cfg, *, model=None, tokenizer=None, targets=None, state=None):
     """:func:`xlqa.evaluate.evaluate_model` for a seq2seq model: same files, same results format.
 
     Args:
@@ -263,16 +263,21 @@ def evaluate_generative(cfg, *, model=None, tokenizer=None, targets=None):
         model: an already loaded model (else ``cfg.model`` is loaded).
         tokenizer: its tokenizer.
         targets: the files already loaded by :func:`xlqa.evaluate.load_targets`.
+        state: Accelerate's state under ``accelerate launch``/``torchrun``: generation is not sharded yet, so
+            every process generates every answer (the same ones) and only the main process writes.
 
     Returns:
         the :class:`xlqa.results.EvalResult`, also written to ``<output>/results.json``.
     """
+    from xlqa.distributed import is_distributed
     from xlqa.evaluate import evaluate_targets, load_targets
     from xlqa.modeling import apply_precision_policy, choose_precision, load_seq2seq_model
 
     targets = targets if targets is not None else load_targets(cfg.data, cfg.max_examples)  # fail early
     if model is None:
         model, tokenizer = load_seq2seq_model(cfg.model)
+    if is_distributed(state):
+        model.to(state.device)
     precision = choose_precision(cfg.precision, next(model.parameters()).device)
     if precision == "fp16":
         apply_precision_policy(model, precision)  # refuses fp16 for the T5 family
@@ -285,4 +290,6 @@ def evaluate_generative(cfg, *, model=None, tokenizer=None, targets=None):
             desc=name,
         )  # fmt: skip
 
-    return evaluate_targets(cfg, targets, predict, precision=precision, extra={"task": "generative"})
+    return evaluate_targets(
+        cfg, targets, predict, precision=precision, extra={"task": "generative"}, state=state
+    )

@@ -17,6 +17,7 @@ Nothing here prints or exits: errors a user can fix are :class:`xlqa.errors.Xlqa
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -39,6 +40,7 @@ class EvalJob:
     run: Run
     result: EvalResult
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (benchmark name, reason)
+    main: bool = True  # False on the other processes of a distributed evaluation (they print nothing)
 
 
 def resolve_files(cfg: EvalConfig) -> tuple[list[str], list[tuple[str, str]]]:
@@ -66,29 +68,42 @@ def evaluate(cfg: EvalConfig, *, name: str | None = None, store: RunStore | None
 
     The run folder is ``cfg.output`` (a folder evaluated before stays the same run) or a new folder in the
     store. Encoder-decoder models are evaluated generatively, others extractively; both write the same files.
+    Under ``accelerate launch`` or ``torchrun`` every process evaluates a share of the windows
+    (:mod:`xlqa.distributed`); only the main process registers the run and writes, the others wait for it.
     """
+    from xlqa.distributed import broadcast, is_main, main_first, process_state, wait_for_everyone
     from xlqa.evaluate import evaluate_model, load_targets
     from xlqa.modeling import is_seq2seq
 
     cfg.validate()
-    files, skipped = resolve_files(cfg)
+    state = process_state()
+    main = is_main(state)
+    with main_first(state):  # benchmarks are fetched once, by the main process
+        files, skipped = resolve_files(cfg)
     cfg.data = files
     targets = load_targets(files, cfg.max_examples)  # a bad file fails before any run or model exists
-    store = store or RunStore()
-    if cfg.output and (Path(cfg.output) / "run.json").exists():  # evaluated before: the same run again
-        run = store.resolve(cfg.output)
-    else:
-        run = store.create_run("eval", model=cfg.model, config=asdict(cfg), name=name, dir=cfg.output or None)
+    run = None
+    if main:  # the other processes never touch the store
+        store = store or RunStore()
+        if cfg.output and (Path(cfg.output) / "run.json").exists():  # evaluated before: the same run again
+            run = store.resolve(cfg.output)
+        else:
+            run = store.create_run(
+                "eval", model=cfg.model, config=asdict(cfg), name=name, dir=cfg.output or None
+            )
+    run = broadcast(state, run)
     cfg.output = str(run.dir)
-    with store.tracking(run.id):
+    with store.tracking(run.id) if main else contextlib.nullcontext():
         if is_seq2seq(cfg.model):
             from xlqa.generative import evaluate_generative
 
-            result = evaluate_generative(cfg, targets=targets)
+            result = evaluate_generative(cfg, targets=targets, state=state)
         else:
-            result = evaluate_model(cfg, targets=targets)
-        store.record_evaluation(run.id, result.to_json(), results_path=run.dir / "results.json")
-    return EvalJob(run, result, skipped)
+            result = evaluate_model(cfg, targets=targets, state=state)
+        if main:
+            store.record_evaluation(run.id, result.to_json(), results_path=run.dir / "results.json")
+    wait_for_everyone(state)  # no process reports done before the results are written and indexed
+    return EvalJob(run, result, skipped, main=main)
 
 
 @dataclass

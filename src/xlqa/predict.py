@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 
 from xlqa.batching import Collator, WindowDataset, sorted_batches
 from xlqa.data import Example
+from xlqa.distributed import gather_windows, is_main, main_first, shard_batches
 from xlqa.features import FeatureParams, Features, cached_features
 from xlqa.modeling import autocast
 from xlqa.postprocess import MAX_ANSWER_LENGTH, Decoded, decode, pad_ragged
@@ -44,14 +45,18 @@ def predict_logits(
     progress: bool = True,
     desc: str = "predict",
     precision: str = "fp32",
+    accelerator=None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Start and end logits for every window: two ``[n_windows, max_len]`` float32 arrays (-inf padded).
 
     ``precision`` bf16/fp16 runs the forward pass under autocast (logits are returned as float32).
+    ``accelerator`` (an ``Accelerator`` or ``PartialState`` of several processes): each process computes its
+    share of the batches and every process gets all windows' logits (:mod:`xlqa.distributed`); a collective,
+    so every process must call it with the same features.
     """
     device = torch.device(device) if device is not None else next(model.parameters()).device
     model.eval()
-    batches = sorted_batches(features.lengths, batch_size)
+    batches = shard_batches(sorted_batches(features.lengths, batch_size), accelerator)
     loader = DataLoader(
         WindowDataset(features, with_labels=False),
         batch_sampler=batches,
@@ -60,16 +65,28 @@ def predict_logits(
     starts: list[np.ndarray | None] = [None] * len(features)
     ends: list[np.ndarray | None] = [None] * len(features)
     lengths = features.lengths
-    bar = tqdm(loader, total=len(batches), desc=desc, unit="batch", disable=not progress, dynamic_ncols=True)
+    show = progress and is_main(accelerator)
+    bar = tqdm(loader, total=len(batches), desc=desc, unit="batch", disable=not show, dynamic_ncols=True)
     for batch in bar:
         with autocast(precision, device):
             out = model(**{k: v.to(device) for k, v in model_inputs(batch, model).items()})
-        s = out.start_logits.float().cpu().numpy()
-        e = out.end_logits.float().cpu().numpy()
-        for r, (i, sh) in enumerate(zip(batch["index"].tolist(), batch["shift"].tolist())):
+        rows, index = gather_windows(
+            accelerator, torch.stack([out.start_logits, out.end_logits], dim=1), batch["index"].to(device),
+            pad_first=pad_left,
+        )  # fmt: skip
+        width = rows.shape[2]
+        for r, i in enumerate(index.tolist()):
+            if (
+                i < 0 or starts[i] is not None
+            ):  # padding, or a copy from the processes' topped-up last batches
+                continue
             L = int(lengths[i])
-            starts[i] = s[r, sh : sh + L]
-            ends[i] = e[r, sh : sh + L]
+            # a window's tokens are the first L of its row, or the last L with left padding
+            cols = slice(width - L, width) if pad_left else slice(0, L)
+            starts[i], ends[i] = rows[r, 0, cols], rows[r, 1, cols]
+    missing = sum(s is None for s in starts)
+    if missing:  # a sharding bug must never pass as a silently empty answer
+        raise RuntimeError(f"{missing} of {len(starts)} windows got no logits")
     return pad_ragged(starts, -np.inf), pad_ragged(ends, -np.inf)
 
 
@@ -94,9 +111,16 @@ def predict_examples(
     desc: str = "predict",
     device=None,
     precision: str = "fp32",
+    accelerator=None,
 ) -> Decoded:
-    """Answers for ``examples``: features (cached), batched logits, vectorized decoding."""
-    feats = cached_features(examples, tokenizer, params, training=False, cache_dir=cache_dir)
+    """Answers for ``examples``: features (cached), batched logits, vectorized decoding.
+
+    ``accelerator`` (an ``Accelerator`` or ``PartialState``): with several processes this is a collective
+    (every process calls it with the same examples); each computes a share of the windows and every process
+    returns the full, identical answers. The feature cache is filled by the main process first.
+    """
+    with main_first(accelerator):
+        feats = cached_features(examples, tokenizer, params, training=False, cache_dir=cache_dir)
     start, end = predict_logits(
         model,
         feats,
@@ -107,6 +131,7 @@ def predict_examples(
         desc=desc,
         device=device,
         precision=precision,
+        accelerator=accelerator,
     )
     return decode(
         start,

@@ -59,9 +59,13 @@ class Task(Protocol):
         ...
 
     def predict(
-        self, model, tok, data: SquadData, cfg: TrainConfig, precision: str, desc: str
+        self, model, tok, data: SquadData, cfg: TrainConfig, precision: str, desc: str, accelerator=None
     ) -> dict[str, str]:
-        """Answers to the dev questions, by question id."""
+        """Answers to the dev questions, by question id.
+
+        With an ``accelerator`` of several processes this is a collective: every process calls it, and every
+        process gets all the answers.
+        """
         ...
 
 
@@ -89,7 +93,7 @@ class ExtractiveTask:
         ).loss
 
     def predict(
-        self, model, tok, data: SquadData, cfg: TrainConfig, precision: str, desc: str
+        self, model, tok, data: SquadData, cfg: TrainConfig, precision: str, desc: str, accelerator=None
     ) -> dict[str, str]:
         threshold = 0.0 if spec_for_file(data).rules == "squad2" else None
         dec = predict_examples(
@@ -97,6 +101,7 @@ class ExtractiveTask:
             params=FeatureParams(cfg.max_seq_length, cfg.doc_stride, cfg.max_query_length),
             batch_size=cfg.eval_batch_size, max_answer_length=cfg.max_answer_length, cache_dir=cfg.cache_dir,
             progress=cfg.progress, null_threshold=threshold, desc=desc, precision=precision,
+            accelerator=accelerator,
         )  # fmt: skip
         return dec.predictions
 
@@ -126,8 +131,9 @@ class GenerativeTask:
         ).loss
 
     def predict(
-        self, model, tok, data: SquadData, cfg: TrainConfig, precision: str, desc: str
+        self, model, tok, data: SquadData, cfg: TrainConfig, precision: str, desc: str, accelerator=None
     ) -> dict[str, str]:
+        # generation is not sharded: every process generates every answer (the same ones)
         return generate_answers(
             model, tok, data.examples, max_seq_length=cfg.max_seq_length, doc_stride=cfg.doc_stride,
             max_query_length=cfg.max_query_length, max_answer_length=cfg.max_answer_length,

@@ -145,6 +145,8 @@ def results_table(result: EvalResult) -> Table:
 
 def _evaluate(*, name: str | None, **values: Any) -> None:
     job = jobs.evaluate(build_config(EvalConfig, values), name=name)
+    if not job.main:  # another process of `accelerate launch`/`torchrun`: the main one reports
+        return
     for bench, reason in job.skipped:
         console.print(f"[yellow]skipped[/] {bench}: {reason}")
     out_console.print(results_table(job.result))
