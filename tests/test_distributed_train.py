@@ -155,3 +155,38 @@ def test_checkpoints_follow_the_umask_and_a_failed_write_keeps_the_previous_one(
     assert result.status == "finished" and result.steps == 6
     assert _modes(out / "best") == {("d", 0o755), ("f", 0o644)}
     assert _modes(latest_checkpoint(out)) == {("d", 0o755), ("f", 0o644)}
+
+
+# -- the documented recipes ----------------------------------------------------------------------------------------
+RECIPES = Path(__file__).resolve().parents[1] / "docs" / "distributed"
+
+
+@pytest.mark.parametrize(
+    "name, backend, machines",
+    [("multi-gpu.yaml", "MULTI_GPU", 1), ("multi-node.yaml", "MULTI_GPU", 2), ("fsdp.yaml", "FSDP", 1),
+     ("deepspeed-zero2.yaml", "DEEPSPEED", 1), ("deepspeed-zero3.yaml", "DEEPSPEED", 1)],
+)  # fmt: skip
+def test_recipe_configs_load_with_accelerates_own_loader(name, backend, machines):
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    from xlqa.config import TrainConfig
+
+    cfg = load_config_from_file(str(RECIPES / name))
+    assert cfg.distributed_type.value == backend and cfg.num_machines == machines
+    assert cfg.num_processes % machines == 0
+    if backend == "FSDP":  # each process saves its own shards; the exported model is gathered separately
+        assert cfg.fsdp_config["fsdp_state_dict_type"] == "SHARDED_STATE_DICT"
+    if backend == "DEEPSPEED":  # DeepSpeed takes these from its config: they must be xlqa's defaults
+        ds, defaults = cfg.deepspeed_config, TrainConfig()
+        assert ds["zero_stage"] == int(name[-6])
+        assert (ds["gradient_accumulation_steps"], ds["gradient_clipping"]) == (
+            defaults.grad_accum,
+            defaults.max_grad_norm,
+        )
+
+
+def test_slurm_recipe_is_valid_bash_that_launches_xlqa_with_accelerate():
+    script = RECIPES / "slurm.sbatch"
+    assert subprocess.run(["bash", "-n", str(script)], capture_output=True).returncode == 0
+    text = script.read_text()
+    assert "accelerate launch" in text and "-m xlqa.cli.main" in text and "--machine_rank" in text

@@ -140,6 +140,9 @@ def _set_up(cfg: TrainConfig, faults: Faults | None) -> TrainContext:
     scheduler = get_linear_schedule_with_warmup(
         optimizer, int(cfg.warmup_ratio * total_steps) * n_proc, total_steps * n_proc
     )
+    if accelerator.state.deepspeed_plugin is not None:
+        # DeepSpeed reads its micro-batch from a data loader given to prepare(); ours are made per epoch
+        accelerator.state.deepspeed_plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = cfg.batch_size
     prepared, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     unwrapped = accelerator.unwrap_model(prepared)
     # checkpoints and the guard's snapshots: accelerator.save_state, with the run's progress registered
