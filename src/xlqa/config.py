@@ -103,7 +103,7 @@ class TrainConfig:
     save_every: int = _f(500, "write a resumable checkpoint every N optimizer steps (and at each epoch end)")
     keep_checkpoints: int = _f(2, "resumable checkpoints kept (older ones are removed; 0 keeps all)")
     guard_max_consecutive: int = _f(3, "non-finite steps in a row before rolling back to the last good state")
-    guard_snapshot_every: int = _f(50, "good steps between two in-memory copies of the last good state")
+    guard_snapshot_every: int = _f(50, "good steps between two snapshots of the last good state (on disk)")
     guard_lr_factor: float = _f(0.5, "learning-rate multiplier applied at each rollback")
     guard_max_rollbacks: int = _f(2, "rollbacks before training stops with a diagnosis")
 
