@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from run_index import BACKENDS, stores_on
+from run_index import BACKENDS, need_pg, pg_url, stores_on
 from test_runs import count, invoke, make_results
 from xlqa.errors import RunStoreError
 from xlqa.runs.store import RunStore
@@ -292,3 +292,19 @@ def test_a_child_process_opens_the_same_store(stores, tmp_path, monkeypatch):
     )  # fmt: skip
     assert child.returncode == 0, child.stderr
     assert child.stdout.strip() == str(run.dir)
+
+
+def test_an_unreachable_postgresql_index_is_named_without_its_password(tmp_path, monkeypatch):
+    need_pg()
+    wrong = pg_url().replace("://xlqa:xlqa@", "://xlqa:not-the-password@")
+    if wrong == pg_url():
+        pytest.skip(f"the test server's URL {pg_url()} has no password to get wrong")
+    monkeypatch.setenv("XLQA_RUNS_DB", wrong)
+    result = invoke("list", "--root", str(tmp_path / "runs"))
+    assert result.exit_code == 2 and result.stdout == "", result.output
+    message = " ".join(result.stderr.split())
+    assert (
+        "cannot reach run index postgresql://xlqa:***@" in message
+        and "password authentication failed" in message
+    )
+    assert "not-the-password" not in result.output and "Traceback" not in result.output

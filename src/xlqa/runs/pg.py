@@ -105,7 +105,13 @@ class PostgresIndex:
     """The run index in a PostgreSQL database (see the module docstring)."""
 
     def __init__(self, url: str, timeout: float):
-        import psycopg
+        try:
+            import psycopg
+        except ImportError as err:  # a dependency of xlqa; missing only from a hand-made environment
+            raise RunStoreError(
+                f"the run index {hide_password(url)} is a PostgreSQL database, and psycopg is not installed:"
+                " pip install 'psycopg[binary]'"
+            ) from err
 
         self.url = url
         self.where = hide_password(url)

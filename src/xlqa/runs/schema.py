@@ -1,5 +1,8 @@
 """The run store's data: the SQLite schema and its migrations, the ``Run`` row, results -> rows, helpers.
 
+The PostgreSQL form of each migration is in :mod:`xlqa.runs.pg` (same tables and columns, PostgreSQL's types);
+a new migration is added to both.
+
 Kept apart from :mod:`xlqa.runs.store` (the ``RunStore`` that reads and writes them) so the schema can be read
 on its own and the helpers imported without the store.
 
