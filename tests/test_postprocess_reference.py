@@ -123,7 +123,7 @@ def _free_tokens(window_offsets: list, free_answer_tokens: float) -> float:
     context = [(a, b) for a, b in window_offsets if a >= 0]
     if not context:
         return free_answer_tokens * 1.0
-    chars = max(max(b for _, b in window_offsets) - min(a for a, _ in context), 1)
+    chars = max(max(b for _, b in window_offsets) - context[0][0], 1)  # from the first context token
     return free_answer_tokens * (len(context) / chars / ENGLISH_TOKENS_PER_CHAR)
 
 

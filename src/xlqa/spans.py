@@ -112,38 +112,46 @@ def _valid_pairs(s_tok, e_tok, s_ok, e_ok, max_answer_length, seq_len: int) -> n
 
 
 def _best_pairs(
-    s_val: np.ndarray, e_val: np.ndarray, valid: np.ndarray, need: np.ndarray, penalty: np.ndarray | None
+    s_val: np.ndarray, e_val: np.ndarray, valid: np.ndarray, need: np.ndarray, shift: tuple | None
 ) -> np.ndarray:
     """Flat indices into ``[W, k, k]`` of at least the ``need[w]`` best valid pairs of every window, and of
-    every pair tied with the last of them (exact float64 scores ``s_val + e_val - penalty``).
+    every pair tied with the last of them.
 
+    A pair scores ``s_val + e_val``, or with a length penalty (``shift``: start and end shifts ``[W, k]`` and
+    a bound ``[W]`` of their size) the smaller of that and ``(s_val + s_shift) + (e_val + e_shift)``, which is
+    the score less the penalty for the span's tokens beyond the free length (a line in the span's length).
     The cut is found on float32 sums (half the memory traffic of float64) and lowered by their worst error,
-    ``16 * 2**-24`` times the largest logit (plus the largest penalty) of the window, so that the selection
-    keeps every pair the exact cut keeps (and perhaps a few more, which ranking sorts out). Invalid pairs are
-    pushed down by -3e38 (arithmetic: ``np.where`` on a scattered mask costs several times more).
+    ``16 * 2**-24`` times the largest logit (plus the shifts) of the window, so that the selection keeps every
+    pair the exact cut keeps (and perhaps a few more, which ranking sorts out). Invalid pairs are pushed down
+    by -3e38 (arithmetic: ``np.where`` on a scattered mask costs several times more).
     """
     n_win, k_s, k_e = valid.shape
     big = np.maximum(
         np.abs(np.where(s_val > -np.inf, s_val, 0)).max(1), np.abs(np.where(e_val > -np.inf, e_val, 0)).max(1)
     )
+    if shift is not None:
+        big = big + shift[2]
     if (big < 1e30).all():
         approx = s_val.astype(np.float32)[:, :, None] + e_val.astype(np.float32)[:, None, :]
+        if shift is not None:
+            s2, e2 = (s_val + shift[0]).astype(np.float32), (e_val + shift[1]).astype(np.float32)
+            np.minimum(approx, s2[:, :, None] + e2[:, None, :], out=approx)
         approx -= (valid.view(np.uint8) ^ np.uint8(1)) * np.float32(3e38)
-        if penalty is not None:
-            approx -= penalty
-            big = big + penalty.reshape(n_win, -1).max(1)
         margin = 16 * 2.0**-24 * big
-    else:  # float32 would overflow: cut on float64 (less a float32 penalty, within its own margin)
-        exact = s_val[:, :, None] + e_val[:, None, :]
+    else:  # float32 would overflow: cut on float64
+        approx = s_val[:, :, None] + e_val[:, None, :]
         margin = 0.0
-        if penalty is not None:
-            exact = exact - penalty
-            margin = 16 * 2.0**-24 * penalty.reshape(n_win, -1).max(1)
-        approx = np.where(valid, exact, -np.inf)
+        if shift is not None:
+            approx = np.minimum(approx, (s_val + shift[0])[:, :, None] + (e_val + shift[1])[:, None, :])
+            margin = 16 * 2.0**-52 * big
+        approx = np.where(valid, approx, -np.inf)
     approx = approx.reshape(n_win, k_s * k_e)
     cut = np.sort(approx, axis=1)[np.arange(n_win), np.maximum(k_s * k_e - need, 0)].astype(np.float64)
     low = np.nextafter((cut - margin).astype(approx.dtype), approx.dtype.type(-np.inf))
-    return np.flatnonzero((approx >= low[:, None]) & valid.reshape(n_win, k_s * k_e))
+    chosen = approx >= low[:, None]
+    if (low < -1e38).any():  # a window with fewer valid pairs than it needs: its cut fell among invalid ones
+        chosen &= valid.reshape(n_win, k_s * k_e)
+    return np.flatnonzero(chosen)
 
 
 def free_lengths(offsets: np.ndarray, free_tokens: float) -> np.ndarray:
@@ -157,25 +165,21 @@ def free_lengths(offsets: np.ndarray, free_tokens: float) -> np.ndarray:
     """
     in_context = offsets[..., 0] >= 0
     n_tokens = np.count_nonzero(in_context, axis=1)
-    first = np.where(in_context, offsets[..., 0], np.iinfo(np.int32).max).min(
-        axis=1, initial=np.iinfo(np.int32).max
-    )
+    rows = np.arange(len(offsets))
+    first = offsets[rows, in_context.argmax(axis=1), 0]  # offsets grow along the context
     last = offsets[..., 1].max(axis=1, initial=0)
     chars = np.maximum(last - first, 1)
     fertility = np.where(n_tokens > 0, n_tokens / chars / ENGLISH_TOKENS_PER_CHAR, 1.0)
     return free_tokens * fertility
 
 
-def _length_penalty(s_tok, e_tok, free: np.ndarray, per_token: float) -> np.ndarray:
-    """``[W, k, k]`` float32: about ``per_token`` for every token of a pair's span beyond the window's free
-    length (for the cut in :func:`_best_pairs`; kept pairs get the exact float64 figure from
-    :func:`_exact_penalty`)."""
-    e_pos = e_tok.astype(np.float32)
-    s_pos = s_tok.astype(np.float32) - np.float32(1) + free.astype(np.float32)[:, None]
-    over = e_pos[:, None, :] - s_pos[:, :, None]
-    np.maximum(over, np.float32(0), out=over)
-    over *= np.float32(per_token)
-    return over
+def _length_shift(s_tok, e_tok, free: np.ndarray, per_token: float, seq_len: int) -> tuple:
+    """The shifts of :func:`_best_pairs` for a penalty of ``per_token`` per token beyond ``free``: a span
+    ``[s, e]`` beyond it loses ``per_token * (e - s + 1 - free)``, which is ``per_token * (s - 1 + free)`` on
+    the start and ``-per_token * e`` on the end; their size is below ``per_token * (seq_len + free)``."""
+    s_shift = per_token * (s_tok - 1 + free[:, None])
+    e_shift = -per_token * e_tok.astype(np.float64)
+    return s_shift, e_shift, per_token * (seq_len + np.abs(free))
 
 
 def _exact_penalty(score: np.ndarray, length: np.ndarray, free: np.ndarray, per_token: float) -> np.ndarray:
@@ -200,10 +204,11 @@ def window_candidates(
 
     A pair is valid when both tokens are context tokens with finite logits, the end is not before the start and
     the span has at most ``max_answer_length`` tokens. Its score is the start plus the end logit, less
-    ``length_penalty`` for every token beyond the window's ``free_length`` (when both are given). Each n-best span of a question is the best pair of some
-    window, with fewer than ``n_best`` other distinct spans ranked above it there; a span occurs at most
-    ``m`` times among a window's pairs (``m``: how many of its candidate tokens share a start offset, times the
-    same for ends), so a window only needs its ``n_best * m`` best pairs (and any tied with the last of them).
+    ``length_penalty`` for every token beyond the window's ``free_length`` (when both are given). Each n-best
+    span of a question is the best pair of some window, with fewer than ``n_best`` other distinct spans ranked
+    above it there; a span occurs at most ``m`` times among a window's pairs (``m``: how many of its candidate
+    tokens share a start offset, times the same for ends), so a window only needs its ``n_best * m`` best pairs
+    (and any tied with the last of them).
     """
     n_win, seq_len = start_logits.shape
     s_masked, e_masked = _masked(start_logits, end_logits, offsets)
@@ -219,12 +224,12 @@ def window_candidates(
     valid = _valid_pairs(s_tok, e_tok, s_ok, e_ok, max_answer_length, seq_len)  # all k x k pairs: [W, k, k]
     need = n_best * _multiplicity(char_start, s_ok) * _multiplicity(char_end, e_ok)
     penalized = length_penalty > 0 and free_length is not None
-    penalty = _length_penalty(s_tok, e_tok, free_length, length_penalty) if penalized else None
-    keep = _best_pairs(s_val, e_val, valid, need, penalty)
+    shift = _length_shift(s_tok, e_tok, free_length, length_penalty, seq_len) if penalized else None
+    keep = _best_pairs(s_val, e_val, valid, need, shift)
     k_s, k_e = valid.shape[1:]
     win, si, ei = keep // (k_s * k_e), keep // k_e % k_s, keep % k_e
     score = s_val[win, si] + e_val[win, ei]
-    if penalty is not None:
+    if penalized:
         score = _exact_penalty(score, e_tok[win, ei] - s_tok[win, si] + 1, free_length[win], length_penalty)
     return Candidates(
         ex=example_index[win],
