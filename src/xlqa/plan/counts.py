@@ -51,29 +51,64 @@ def step_budget(n_windows: int, cfg: TrainConfig, n_proc: int = 1) -> tuple[int,
     return steps_per_epoch, total_steps, math.ceil(total_steps / steps_per_epoch)
 
 
-def count_training(lengths: np.ndarray, questions: int, cfg: TrainConfig) -> TrainCounts:
-    """Walk the loop's epochs over the exact batches and count steps, epochs and checkpoints."""
-    steps_per_epoch, total_steps, n_epochs = step_budget(len(lengths), cfg)
-    step, epochs, checkpoints = 0, 0, 0
+@dataclass
+class RemainingWork:
+    """What a run still has to do from its position: one token count per batch round, and the phase counts.
+
+    A round is the batch each process trains on at the same time (one batch with a single process); its tokens
+    are the largest of its batches', since the slowest process sets the pace.
+    """
+
+    tokens: np.ndarray
+    epoch_ends: int  # each ends with the dev evaluation (and best-model save) and a checkpoint
+    periodic_checkpoints: int
+    step: int = 0  # the optimizer step the run reaches at the end
+    batches: list[list[int]] = field(default_factory=list, repr=False)  # every batch trained, in order
+    batches_per_epoch: int = 0  # of the last epoch entered
+
+
+def remaining_work(
+    lengths: np.ndarray, cfg: TrainConfig, *, epoch: int = 0, batch_in_epoch: int = 0, step: int = 0,
+    total_steps: int, n_epochs: int, n_proc: int = 1, multiple: int = 1,
+) -> RemainingWork:  # fmt: skip
+    """Walk the loop's epochs from ``(epoch, batch_in_epoch, step)`` as :mod:`xlqa.train.loop` does.
+
+    The one walk of the loop's step rule: the planner's counts are the remaining work from step 0 with one
+    process (:func:`count_training`), the live ETA's from the run's position. Each epoch's batches come from
+    :func:`~xlqa.batching.shuffled_batches` with the loop's seed; a process syncs its gradients (an
+    optimizer step) every ``grad_accum`` of its batches and at the end of its loader.
+    """
+    tokens: list[np.ndarray] = []
     trained: list[list[int]] = []
-    n_batches = 0
-    for epoch in range(n_epochs):
+    epoch_ends = periodic = n_batches = 0
+    for e in range(epoch, n_epochs):
         if step >= total_steps:
             break
-        batches = shuffled_batches(lengths, cfg.batch_size, seed=cfg.seed + epoch)
+        batches = shuffled_batches(lengths, cfg.batch_size, seed=cfg.seed + e)
         n_batches = len(batches)
-        epochs += 1
-        for k, batch in enumerate(batches, 1):
-            trained.append(batch)
-            if k % cfg.grad_accum == 0 or k == len(batches):
+        batches = batches[batch_in_epoch * n_proc :] if e == epoch else batches
+        epoch_ends += 1
+        per_batch = batch_tokens(lengths, batches, multiple) if batches else np.zeros(0, dtype=np.int64)
+        rounds = [per_batch[i : i + n_proc].max() for i in range(0, len(per_batch), n_proc)]
+        for k, t in enumerate(rounds, 1):
+            tokens.append(t)
+            trained += batches[(k - 1) * n_proc : k * n_proc]
+            if k % cfg.grad_accum == 0 or k == len(rounds):
                 step += 1
-                checkpoints += step % cfg.save_every == 0
+                periodic += step % cfg.save_every == 0
                 if step >= total_steps:
                     break
-        checkpoints += 1  # at the end of every epoch
+    return RemainingWork(np.asarray(tokens, dtype=np.int64), epoch_ends, periodic, step, trained, n_batches)
+
+
+def count_training(lengths: np.ndarray, questions: int, cfg: TrainConfig) -> TrainCounts:
+    """The whole run: its remaining work from step 0 with one process, as counts."""
+    steps_per_epoch, total_steps, n_epochs = step_budget(len(lengths), cfg)
+    work = remaining_work(lengths, cfg, total_steps=total_steps, n_epochs=n_epochs)
     return TrainCounts(
-        questions, len(lengths), n_batches, steps_per_epoch, step, epochs, checkpoints, trained
-    )
+        questions, len(lengths), work.batches_per_epoch, steps_per_epoch, work.step, work.epoch_ends,
+        work.epoch_ends + work.periodic_checkpoints, work.batches,
+    )  # fmt: skip
 
 
 def batch_tokens(lengths: np.ndarray, batches: list[list[int]], multiple: int = 1) -> np.ndarray:

@@ -15,56 +15,13 @@ import contextlib
 import time
 from collections import deque
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import numpy as np
 
-from xlqa.batching import shuffled_batches
-from xlqa.config import TrainConfig
-from xlqa.plan.counts import batch_tokens
+from xlqa.plan.counts import RemainingWork, remaining_work
 from xlqa.plan.measure import Range, Samples, fit
 
-
-@dataclass
-class RemainingWork:
-    """What a run still has to do from its position: one token count per batch round, and the phase counts.
-
-    A round is the batch each process trains on at the same time (one batch with a single process); its tokens
-    are the largest of its batches', since the slowest process sets the pace.
-    """
-
-    tokens: np.ndarray
-    epoch_ends: int  # each ends with the dev evaluation (and best-model save) and a checkpoint
-    periodic_checkpoints: int
-
-
-def remaining_work(
-    lengths: np.ndarray, cfg: TrainConfig, *, epoch: int, batch_in_epoch: int, step: int, total_steps: int,
-    n_epochs: int, n_proc: int = 1, multiple: int = 1,
-) -> RemainingWork:  # fmt: skip
-    """Walk the loop's epochs from ``(epoch, batch_in_epoch, step)`` as :mod:`xlqa.train.loop` does.
-
-    Each epoch's batches come from :func:`~xlqa.batching.shuffled_batches` with the loop's seed; a process
-    syncs its gradients (an optimizer step) every ``grad_accum`` of its batches and at the end of its loader.
-    """
-    tokens: list[np.ndarray] = []
-    epoch_ends = periodic = 0
-    for e in range(epoch, n_epochs):
-        if step >= total_steps:
-            break
-        batches = shuffled_batches(lengths, cfg.batch_size, seed=cfg.seed + e)
-        batches = batches[batch_in_epoch * n_proc :] if e == epoch else batches
-        epoch_ends += 1
-        per_batch = batch_tokens(lengths, batches, multiple) if batches else np.zeros(0, dtype=np.int64)
-        rounds = [per_batch[i : i + n_proc].max() for i in range(0, len(per_batch), n_proc)]
-        for k, t in enumerate(rounds, 1):
-            tokens.append(t)
-            if k % cfg.grad_accum == 0 or k == len(rounds):
-                step += 1
-                periodic += step % cfg.save_every == 0
-                if step >= total_steps:
-                    break
-    return RemainingWork(np.asarray(tokens, dtype=np.int64), epoch_ends, periodic)
+__all__ = ["LiveEta", "RemainingWork", "remaining_work"]  # the walk lives in counts, shared with the planner
 
 
 class LiveEta:
