@@ -39,6 +39,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from benchlib import sync, train_step
+
 PEAK_SHAPES = ((4096, 4096, 4096), (3200, 384, 1536))
 GROUPS = ("matmul", "attention", "elementwise+norm", "optimizer", "other")
 MATMUL_OPS = ("mm", "addmm", "bmm", "baddbmm", "addbmm", "matmul", "linear", "_mkldnn", "mkldnn_", "onednn")
@@ -96,12 +98,6 @@ ELEMENTWISE_OPS = (
     "eq",
     "ne",
 )
-
-
-def sync(device: torch.device) -> None:
-    """Wait for queued device work (a no-op on the CPU)."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def matmul_tflops(
@@ -258,8 +254,6 @@ def _train_rows(model, tok, feats, args, device, precision) -> tuple[dict, dict]
     from torch.utils.data import DataLoader
 
     from xlqa.batching import Collator, WindowDataset, shuffled_batches
-    from xlqa.modeling import autocast
-    from xlqa.predict import model_inputs
 
     batches = shuffled_batches(feats.lengths, args.batch_size, seed=0)
     loader = DataLoader(
@@ -272,16 +266,7 @@ def _train_rows(model, tok, feats, args, device, precision) -> tuple[dict, dict]
     model.train()
 
     def step(batch):
-        with autocast(precision, device):
-            inputs = {k: v.to(device) for k, v in model_inputs(batch, model).items()}
-            out = model(
-                **inputs,
-                start_positions=batch["start_positions"].to(device),
-                end_positions=batch["end_positions"].to(device),
-            )
-        out.loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        train_step(model, batch, opt, device=device, precision=precision)
 
     for _ in range(args.warmup):
         step(next(it))

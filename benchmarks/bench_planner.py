@@ -97,6 +97,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--shared", default=str(ROOT.parent / "shared"))
     ap.add_argument("--quick", action="store_true", help="half the data (a smoke run, not the figures)")
+    ap.add_argument("--out", default=None, help="default benchmarks/results/planner-<host>-<date>.json")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-planner-"))
     os.environ["XLQA_CACHE"] = str(work / "cache")
@@ -136,7 +137,10 @@ def main() -> None:
     report = {"benchmark": "planner", "host": platform.node(), "cpu": platform.processor() or platform.machine(),
               "threads": torch.get_num_threads(), "torch": torch.__version__, "quick": args.quick,
               "date": time.strftime("%Y-%m-%d %H:%M"), "summary": summary, "configs": rows}  # fmt: skip
-    out = ROOT / "benchmarks" / "results" / f"planner-{platform.node()}-{time.strftime('%Y%m%d-%H%M')}.json"
+    default = (
+        ROOT / "benchmarks" / "results" / f"planner-{platform.node()}-{time.strftime('%Y%m%d-%H%M')}.json"
+    )
+    out = Path(args.out) if args.out else default
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))
     print(

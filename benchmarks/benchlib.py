@@ -1,0 +1,92 @@
+"""What the benchmarks share: one training step, device sync, peak resident memory, machine facts, results.
+
+Every benchmark that trains times the same step (:func:`train_step`), so a ratio between two of them never
+hides a difference in what a step does. Peak memory is the process's resident set (``VmHWM``), reset between
+phases through ``/proc/self/clear_refs`` where Linux allows it, so one process can report each phase's own
+peak; elsewhere it falls back to ``ru_maxrss`` (monotonic: only the first phase is its own).
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import re
+import resource
+from pathlib import Path
+
+import torch
+
+from xlqa.modeling import autocast
+from xlqa.predict import model_inputs
+
+
+def sync(device: torch.device) -> None:
+    """Wait for queued device work (a no-op on the CPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def train_step(model, batch: dict, opt: torch.optim.Optimizer, *, device, precision: str,
+               max_grad_norm: float | None = None) -> float:  # fmt: skip
+    """Forward (under ``precision``'s autocast) + backward + optional clipping + optimizer step; the loss."""
+    with autocast(precision, device):
+        inputs = {k: v.to(device) for k, v in model_inputs(batch, model).items()}
+        out = model(
+            **inputs,
+            start_positions=batch["start_positions"].to(device),
+            end_positions=batch["end_positions"].to(device),
+        )
+    out.loss.backward()
+    if max_grad_norm is not None:
+        torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], max_grad_norm)
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    return float(out.loss.detach())
+
+
+def _status_kb(field: str) -> int | None:
+    try:
+        text = Path("/proc/self/status").read_text()
+    except OSError:
+        return None
+    m = re.search(rf"^{field}:\s+(\d+) kB", text, re.M)
+    return int(m.group(1)) if m else None
+
+
+def reset_peak_rss() -> bool:
+    """Start a new peak-RSS period (Linux ``clear_refs`` 5); False where the kernel does not allow it."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process since the last :func:`reset_peak_rss` (else since it started)."""
+    kb = _status_kb("VmHWM")
+    if kb is None:  # not Linux: ru_maxrss (kB on Linux, bytes on macOS)
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        kb = rss / 1024 if platform.system() == "Darwin" else rss
+    return kb / 1024
+
+
+def machine() -> dict:
+    """The facts a figure depends on: CPU or GPU name, threads, torch version."""
+    gpu = torch.cuda.is_available()
+    return {
+        "device": torch.cuda.get_device_name() if gpu else platform.processor() or platform.machine(),
+        "device_type": "cuda" if gpu else "cpu",
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "host": platform.node(),
+    }
+
+
+def write_result(out: str | Path, summary: dict) -> Path:
+    """Write a benchmark's JSON (folders made) and say where."""
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(summary, indent=2))
+    print(f"written {path}")
+    return path

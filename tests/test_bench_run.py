@@ -1,0 +1,45 @@
+"""The benchmark runner runs its benchmarks one after another on a tiny model and collects one JSON and table."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_runner_quick_on_a_tiny_model(tmp_path, shared_data, tiny_model_dir):
+    out = tmp_path / "cpu.json"
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--quick", "--only", "batching", "eval", "memory",
+           "--model", str(tiny_model_dir), "--out", str(out)]  # fmt: skip
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="", XLQA_CACHE=str(tmp_path / "cache"))
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert list(report["benchmarks"]) == ["batching", "eval", "memory"]
+    assert all(b["rc"] == 0 for b in report["benchmarks"].values())
+    measures = {(r["benchmark"], r["measure"].split(",")[0]) for r in report["table"]}
+    assert ("batching", "training windows/s") in measures and ("memory", "training peak RSS (2 steps)") in measures
+    assert "FAILED" not in proc.stdout and "benchmark  measure" in proc.stdout  # the table was printed
+
+    batching = report["benchmarks"]["batching"]["result"]
+    assert batching["speedup"]["train"] > 0 and batching["speedup"]["eval"] > 0
+    loss = batching["loss_curve"]
+    assert loss["steps"] == 3 and loss["mean_abs_diff_baseline_seed1_vs_seed0"] >= 0
+    # the two baseline seeds train on the same batches from the same weights: their first losses agree closely
+    base0, base1 = batching["train"]["baseline_seed0"]["losses"], batching["train"]["baseline_seed1"]["losses"]
+    assert abs(base0[0] - base1[0]) < 0.5
+
+    ev = report["benchmarks"]["eval"]["result"]
+    assert set(ev["languages"]) == {"en", "de"} and ev["questions"] == 40
+    assert all(r["cache"] == "miss" for r in ev["languages"].values())  # a fresh cache: tokenized the first time
+    second = ev["second_run"]
+    assert second["all_hits"] and second["evaluate_says_cached"]  # ... and skipped the second, and said so
+    assert "tokenization skipped" in second["evaluate_says"][0]
+    assert ev["peak_rss_mb"] > 100
+
+    mem = report["benchmarks"]["memory"]["result"]
+    assert mem["train"]["steps"] == 2 and mem["train"]["peak_rss_mb"] > mem["imports_rss_mb"] * 0.5
