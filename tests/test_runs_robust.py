@@ -198,6 +198,10 @@ def test_read_only_store_is_listed_and_shown_and_a_write_is_refused_clearly(tmp_
         assert f"run index {store.db_path} is read-only for this user" in message
         assert "recording runs needs write access" in message and "Traceback" not in message
         assert sorted(p.name for p in store.root.iterdir()) == files  # nothing written beside the index
+        store.root.chmod(0o777)  # the folder writable, the index not: still no -wal/-shm files of this user's
+        listed = xlqa("runs", "list", "--root", str(store.root), as_nobody=as_nobody)
+        assert listed.returncode == 0 and run.id in listed.stdout, listed.stderr
+        assert sorted(p.name for p in store.root.iterdir()) == files
     finally:
         for path in [top, *top.rglob("*")]:
             path.chmod(0o755 if path.is_dir() else 0o644)

@@ -95,14 +95,24 @@ class SqliteIndex:
         """A connection: read-write (``mode`` None), ``ro`` or ``immutable`` (a read-only folder, see below)."""
         if mode is None:
             return sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None)
-        # A WAL database read by someone who cannot create its -shm file opens only as immutable: SQLite
-        # then reads the file as it is, which is what a read-only copy or mount holds.
         query = "mode=ro" if mode == "ro" else "immutable=1"
         uri = f"file:{quote(str(self.path))}?{query}"
         return sqlite3.connect(uri, uri=True, timeout=self.timeout, isolation_level=None)
 
     def _connect(self, read_only: bool) -> sqlite3.Connection:
-        modes = ("ro", "immutable") if read_only else (None,)
+        """Read-write; or, for a reader who may not write, without creating or changing any file.
+
+        With no ``-wal`` file beside it (no writer at work, the last one checkpointed) the database file is
+        complete, and ``immutable`` reads it without locks or a ``-shm`` file: a read-only (``mode=ro``)
+        connection would leave ``-wal``/``-shm`` files of this user's in the store's folder when it may write
+        there, which the store's owner could then not write. Only when a writer's WAL is there is it read
+        through ``mode=ro`` (immutable would miss its latest commits); SQLite refusing that too (it cannot
+        make the ``-shm``), the file is read as it is.
+        """
+        if not read_only:
+            modes: tuple[str | None, ...] = (None,)
+        else:
+            modes = ("ro", "immutable") if Path(f"{self.path}-wal").exists() else ("immutable",)
         for mode in modes:
             con = self._open(mode)
             try:
