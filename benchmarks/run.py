@@ -116,7 +116,7 @@ BENCHES: dict[str, Bench] = {
                       ["--steps", "2", "--warmup", "1", "--max-examples", "60", "--batch-size", "4",
                        "--max-seq-length", "192", "--eval-windows", "16", "--eval-batch-size", "8"],
                       batching_rows),
-    "eval": Bench("bench_eval.py", [], ["--langs", "en,de", "--max-examples", "20", "--lever-examples", "10",
+    "eval": Bench("bench_eval.py", ["--lever-batch-sizes", "64,16"], ["--langs", "en,de", "--max-examples", "20", "--lever-examples", "10",
                                         "--lever-rounds", "1", "--lever-batch-sizes", "64,16"], eval_rows),
     "memory": Bench("bench_memory.py", [], ["--steps", "2", "--max-train-examples", "30", "--max-eval-examples",
                                             "20", "--batch-size", "4"], memory_rows),
