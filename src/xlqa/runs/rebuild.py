@@ -25,6 +25,7 @@ import sqlite3
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from urllib.parse import quote
 
 from xlqa.errors import RunStoreError
 from xlqa.results import RESULTS_FILE
@@ -64,7 +65,7 @@ def set_aside_corrupt(db_path: Path | None) -> Path | None:
     if db_path is None or not db_path.exists() or db_path.stat().st_size == 0:
         return None
     try:
-        con = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+        con = sqlite3.connect(f"file:{quote(str(db_path))}?mode=ro", uri=True)
         try:
             sound = con.execute("PRAGMA quick_check").fetchall() == [("ok",)]
         finally:
@@ -75,10 +76,15 @@ def set_aside_corrupt(db_path: Path | None) -> Path | None:
         return None
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     target = db_path.with_name(f"{db_path.name}.corrupt-{stamp}")
-    for suffix in ("", "-wal", "-shm"):
-        src = Path(f"{db_path}{suffix}")
-        if src.exists():
-            os.replace(src, Path(f"{target}{suffix}"))
+    try:
+        for suffix in ("", "-wal", "-shm"):
+            src = Path(f"{db_path}{suffix}")
+            if src.exists():
+                os.replace(src, Path(f"{target}{suffix}"))
+    except OSError as err:
+        raise RunStoreError(
+            f"run index {db_path} is not a readable database and cannot be moved aside: {err}"
+        ) from err
     log.debug("run index %s is not a readable database: moved to %s", db_path, target)
     return target
 
