@@ -92,7 +92,7 @@ class SqliteIndex:
         )
 
     def _open(self, mode: str | None) -> sqlite3.Connection:
-        """A connection: read-write (``mode`` None), ``ro`` or ``immutable`` (a read-only folder, see below)."""
+        """A connection: read-write (``mode`` None), ``ro`` or ``immutable`` (see :meth:`_connect`)."""
         if mode is None:
             return sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None)
         query = "mode=ro" if mode == "ro" else "immutable=1"
