@@ -119,6 +119,19 @@ def test_detach_num_processes_starts_accelerate_launch(tmp_path, tiny_model_dir,
     _assert_two_ranks_trained(out, rollback=False)
 
 
+def test_num_processes_in_the_foreground_names_the_launcher_command(tmp_path, tiny_model_dir):
+    from typer.testing import CliRunner
+
+    from xlqa.cli.main import app
+
+    out = tmp_path / "run"
+    args = ["train", *_data_flags(tmp_path, tiny_model_dir, out), "--num-processes", "2"]
+    result = CliRunner().invoke(app, args, env={"XLQA_RUNS": str(tmp_path / "store"), "COLUMNS": "200"})
+    assert result.exit_code == 2, result.output
+    assert "accelerate launch --multi_gpu --num_processes 2 -m xlqa.cli.main train" in result.output
+    assert not out.exists() and not (tmp_path / "store").exists()  # refused before anything was registered
+
+
 def _modes(folder: Path) -> set[tuple[str, int]]:
     return {
         ("d" if p.is_dir() else "f", stat.S_IMODE(p.stat().st_mode)) for p in [folder, *folder.rglob("*")]
