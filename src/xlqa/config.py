@@ -5,11 +5,16 @@ metadata is its help text, its default the option's default, ``flag`` renames th
 field out of the command line (set by code only), ``choices`` lists the valid values. CLI flags override a
 config file, which overrides the defaults here. Every run saves its config next to its outputs, with package
 versions, so results describe themselves.
+
+Numeric fields carry their range (``ge``/``gt``/``le``/``lt``), checked by :func:`check_fields` in each config's
+``validate``, so the command line, the HTTP API and library calls refuse the same values with the same message
+(naming the flag and the value) before anything is registered, loaded or written.
 """
 
 from __future__ import annotations
 
 import json
+import operator
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -27,22 +32,63 @@ def _f(
     flag: str | None = None,
     cli: bool = True,
     choices: tuple[str, ...] | None = None,
+    ge: float | None = None,
+    gt: float | None = None,
+    le: float | None = None,
+    lt: float | None = None,
     **kw,
 ) -> Any:
-    """A config field with its help text and command-line metadata (see the module docstring)."""
-    meta = {"help": help, "flag": flag, "cli": cli, "choices": choices}
+    """A config field with its help text, command-line metadata and range (see the module docstring)."""
+    bounds = {k: v for k, v in (("ge", ge), ("gt", gt), ("le", le), ("lt", lt)) if v is not None}
+    meta = {"help": help, "flag": flag, "cli": cli, "choices": choices, "bounds": bounds}
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=meta, **kw)
     return field(default=default, metadata=meta, **kw)
 
 
-def check_choices(cfg: Any) -> None:
-    """Raise :class:`ConfigError` for a field whose value is not one of its ``choices``."""
+_BOUND_WORDS = {"ge": "at least", "gt": "above", "le": "at most", "lt": "below"}
+_BOUND_TESTS = {"ge": operator.ge, "gt": operator.gt, "le": operator.le, "lt": operator.lt}
+
+
+def flag_of(cfg: Any, name: str) -> str:
+    """The command-line flag of field ``name`` (``--max-seq-length``)."""
+    meta = next((f.metadata for f in fields(cfg) if f.name == name), {})
+    return "--" + (meta.get("flag") or name.replace("_", "-"))
+
+
+def check_fields(cfg: Any) -> None:
+    """Raise :class:`ConfigError` for the first field out of its ``choices`` or its range, naming the flag.
+
+    NaN fails every bound; None (an optional value left unset) and lists (several candidates) are not checked.
+    """
     for f in fields(cfg):
+        value, flag = getattr(cfg, f.name), flag_of(cfg, f.name)
         valid = f.metadata.get("choices")
-        if valid and getattr(cfg, f.name) not in valid:
-            flag = f.metadata.get("flag") or f.name.replace("_", "-")
-            raise ConfigError(f"--{flag} must be one of {', '.join(valid)}, got {getattr(cfg, f.name)!r}")
+        if valid and value not in valid:
+            raise ConfigError(f"{flag} must be one of {', '.join(valid)}, got {value!r}")
+        if value is None or isinstance(value, (list, bool)):
+            continue
+        for kind, bound in f.metadata.get("bounds", {}).items():
+            if not isinstance(value, (int, float)):
+                raise ConfigError(f"{flag} must be a number, got {value!r}")
+            if not _BOUND_TESTS[kind](value, bound):
+                raise ConfigError(f"{flag} must be {_BOUND_WORDS[kind]} {bound:g}, got {value!r}")
+
+
+check_choices = check_fields  # its name before ranges were checked too
+
+
+def check_windows(cfg: Any) -> None:
+    """A window must hold more than the question limit, and the stride between windows must stay inside one."""
+    window = cfg.max_seq_length
+    query = getattr(cfg, "max_query_length", None)
+    if query is not None and window <= query:
+        raise ConfigError(
+            f"--max-seq-length {window} leaves no room for the context after --max-query-length {query} "
+            "question tokens: raise --max-seq-length or lower --max-query-length"
+        )
+    if cfg.doc_stride >= window:
+        raise ConfigError(f"--doc-stride {cfg.doc_stride} must be below --max-seq-length {window}")
 
 
 PRECISIONS = ("auto", "bf16", "fp32", "fp16")
@@ -58,22 +104,22 @@ class TrainConfig:
         None, "SQuAD-format dev file, evaluated after each epoch to keep the best checkpoint"
     )
     output: str = _f("", "run folder: best/ checkpoint, events.jsonl, config [required]")
-    epochs: float = _f(2.0, "passes over the training windows (fractions allowed)")
-    max_steps: int | None = _f(None, "stop after this many optimizer steps (overrides epochs)")
-    lr: float = _f(3e-5, "peak learning rate (AdamW), reached after warmup, then linear decay to 0")
-    batch_size: int = _f(16, "windows per optimizer step per process, before gradient accumulation")
-    grad_accum: int = _f(1, "gradient accumulation steps")
-    warmup_ratio: float = _f(0.1, "fraction of steps spent warming up the learning rate")
-    weight_decay: float = _f(0.01, "AdamW weight decay (not applied to biases and LayerNorm)")
-    max_grad_norm: float = _f(1.0, "gradient clipping norm")
+    epochs: float = _f(2.0, "passes over the training windows (fractions allowed)", ge=0)
+    max_steps: int | None = _f(None, "stop after this many optimizer steps (overrides epochs)", ge=1)
+    lr: float = _f(3e-5, "peak learning rate (AdamW), reached after warmup, then linear decay to 0", gt=0)
+    batch_size: int = _f(16, "windows per optimizer step per process, before gradient accumulation", ge=1)
+    grad_accum: int = _f(1, "gradient accumulation steps", ge=1)
+    warmup_ratio: float = _f(0.1, "fraction of steps spent warming up the learning rate", ge=0, lt=1)
+    weight_decay: float = _f(0.01, "AdamW weight decay (not applied to biases and LayerNorm)", ge=0)
+    max_grad_norm: float = _f(1.0, "gradient clipping norm", gt=0)
     seed: int = _f(42, "random seed (data order, head initialization)")
-    max_seq_length: int = _f(384, "tokens per window")
-    doc_stride: int = _f(128, "overlap between windows of a long context")
-    max_query_length: int = _f(64, "question tokens kept")
-    max_answer_length: int = _f(MAX_ANSWER_LENGTH, "longest answer in tokens at decoding time")
-    max_train_examples: int | None = _f(None, "use only the first N training questions")
-    max_dev_examples: int | None = _f(None, "use only the first N dev questions")
-    eval_batch_size: int = _f(64, "windows per evaluation batch")
+    max_seq_length: int = _f(384, "tokens per window", ge=16)
+    doc_stride: int = _f(128, "overlap between windows of a long context", ge=1)
+    max_query_length: int = _f(64, "question tokens kept", ge=1)
+    max_answer_length: int = _f(MAX_ANSWER_LENGTH, "longest answer in tokens at decoding time", ge=1)
+    max_train_examples: int | None = _f(None, "use only the first N training questions", ge=1)
+    max_dev_examples: int | None = _f(None, "use only the first N dev questions", ge=1)
+    eval_batch_size: int = _f(64, "windows per evaluation batch", ge=1)
     precision: str = _f(
         "auto", "auto: bf16 where the hardware computes it natively, else fp32", choices=PRECISIONS
     )
@@ -85,7 +131,7 @@ class TrainConfig:
         "attention-probability dropout while training (default: the model's own); 0 lets PyTorch's fused "
         "attention kernel run on CPU",
     )
-    log_every: int = _f(10, "write a step event every N optimizer steps")
+    log_every: int = _f(10, "write a step event every N optimizer steps", ge=1)
     cache_dir: str | None = _f(None, "feature cache folder (default $XLQA_CACHE/features)", cli=False)
     progress: bool = _f(True, "show progress bars")
     # -- generative QA, optimizer, precision policy (issue 5)
@@ -95,32 +141,33 @@ class TrainConfig:
     optimizer: str = _f(
         "auto", "auto: Adafactor for the T5 family, else AdamW", choices=("auto", "adamw", "adafactor")
     )
-    num_beams: int = _f(1, "generative: beams at evaluation (1 = greedy)")
+    num_beams: int = _f(1, "generative: beams at evaluation (1 = greedy)", ge=1)
     allow_fp16_t5: bool = _f(
         False, "keep fp16 on a T5-family model (refused by default), with the feed-forward output in fp32"
     )
     # -- checkpoints and the non-finite guard
-    save_every: int = _f(500, "write a resumable checkpoint every N optimizer steps (and at each epoch end)")
-    keep_checkpoints: int = _f(2, "resumable checkpoints kept (older ones are removed; 0 keeps all)")
-    guard_max_consecutive: int = _f(3, "non-finite steps in a row before rolling back to the last good state")
-    guard_snapshot_every: int = _f(50, "good steps between two snapshots of the last good state (on disk)")
-    guard_lr_factor: float = _f(0.5, "learning-rate multiplier applied at each rollback")
-    guard_max_rollbacks: int = _f(2, "rollbacks before training stops with a diagnosis")
+    save_every: int = _f(
+        500, "write a resumable checkpoint every N optimizer steps (and at each epoch end)", ge=1
+    )
+    keep_checkpoints: int = _f(2, "resumable checkpoints kept (older ones are removed; 0 keeps all)", ge=0)
+    guard_max_consecutive: int = _f(
+        3, "non-finite steps in a row before rolling back to the last good state", ge=1
+    )
+    guard_snapshot_every: int = _f(
+        50, "good steps between two snapshots of the last good state (on disk)", ge=1
+    )
+    guard_lr_factor: float = _f(0.5, "learning-rate multiplier applied at each rollback", gt=0, le=1)
+    guard_max_rollbacks: int = _f(2, "rollbacks before training stops with a diagnosis", ge=0)
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` naming the flag of the first value out of range."""
         for name in ("model", "train", "output"):
             if not getattr(self, name):
                 raise ConfigError(f"--{name} is required")
-        check_choices(self)
-        for name in ("batch_size", "grad_accum", "log_every", "eval_batch_size", "num_beams", "save_every",
-                     "guard_max_consecutive", "guard_snapshot_every", "max_seq_length"):  # fmt: skip
-            if getattr(self, name) < 1:
-                raise ConfigError(f"--{name.replace('_', '-')} must be >= 1")
+        check_fields(self)
+        check_windows(self)
         if self.epochs <= 0 and not self.max_steps:
-            raise ConfigError("--epochs must be > 0")
-        if self.lr <= 0:
-            raise ConfigError("--lr must be > 0")
+            raise ConfigError(f"--epochs must be above 0 (or give --max-steps), got {self.epochs}")
         if self.attention_dropout is not None and not 0 <= self.attention_dropout < 1:
             raise ConfigError(f"--attention-dropout must be in [0, 1), got {self.attention_dropout}")
 
@@ -152,15 +199,15 @@ class EvalConfig:
     )
     mirror: str | None = _f(None, "data mirror folder or URL for --benchmarks (default $XLQA_MIRROR)")
     output: str = _f("", "run folder (default: a new run folder in the run store)")
-    batch_size: int = _f(64, "windows per batch")
-    max_seq_length: int = _f(384, "tokens per window")
-    doc_stride: int = _f(128, "overlap between windows of a long context")
-    max_query_length: int = _f(64, "question tokens kept")
-    max_answer_length: int = _f(MAX_ANSWER_LENGTH, "longest answer in tokens")
-    n_best: int = _f(20, "candidate answers kept per question (nbest_predictions.json)")
+    batch_size: int = _f(64, "windows per batch", ge=1)
+    max_seq_length: int = _f(384, "tokens per window", ge=16)
+    doc_stride: int = _f(128, "overlap between windows of a long context", ge=1)
+    max_query_length: int = _f(64, "question tokens kept", ge=1)
+    max_answer_length: int = _f(MAX_ANSWER_LENGTH, "longest answer in tokens", ge=1)
+    n_best: int = _f(20, "candidate answers kept per question (nbest_predictions.json)", ge=1)
     null_threshold: float | None = _f(None, "SQuAD v2: answer '' when the null odds exceed this (default 0)")
-    max_examples: int | None = _f(None, "only the first N questions of each file")
-    num_beams: int = _f(1, "generative models: beams (1 = greedy)")
+    max_examples: int | None = _f(None, "only the first N questions of each file", ge=1)
+    num_beams: int = _f(1, "generative models: beams (1 = greedy)", ge=1)
     cache_dir: str | None = _f(None, "feature cache folder (default $XLQA_CACHE/features)", cli=False)
     progress: bool = _f(True, "show progress bars")
     precision: str = _f(
@@ -173,12 +220,8 @@ class EvalConfig:
             raise ConfigError("--model is required")
         if not self.data and not self.benchmarks:
             raise ConfigError("nothing to evaluate: give --data FILE or --benchmarks NAMES")
-        check_choices(self)
-        for name in ("batch_size", "max_seq_length", "max_answer_length", "n_best", "num_beams"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"--{name.replace('_', '-')} must be >= 1")
-        if self.max_examples is not None and self.max_examples < 1:
-            raise ConfigError("--max-examples must be >= 1")
+        check_fields(self)
+        check_windows(self)
 
 
 @dataclass
@@ -190,10 +233,11 @@ class PredictConfig:
     context: str | None = _f(None, "the passage to answer from (with --question)")
     file: str | None = _f(None, "SQuAD-format file: answer every question in it")
     output: str | None = _f(None, "with --file: write predictions.json here (default: print)")
-    max_seq_length: int = _f(384, "tokens per window")
-    doc_stride: int = _f(128, "overlap between windows of a long context")
-    max_answer_length: int = _f(MAX_ANSWER_LENGTH, "longest answer in tokens")
-    batch_size: int = _f(64, "windows per batch")
+    overwrite: bool = _f(False, "with --output: replace an existing file (never the --file read)")
+    max_seq_length: int = _f(384, "tokens per window", ge=16)
+    doc_stride: int = _f(128, "overlap between windows of a long context", ge=1)
+    max_answer_length: int = _f(MAX_ANSWER_LENGTH, "longest answer in tokens", ge=1)
+    batch_size: int = _f(64, "windows per batch", ge=1)
     precision: str = _f(
         "auto", "auto: bf16 where the hardware computes it natively, else fp32", choices=PRECISIONS
     )
@@ -205,7 +249,15 @@ class PredictConfig:
             raise ConfigError("give --question and --context, or --file")
         if self.file is not None and (self.question is not None or self.context is not None):
             raise ConfigError("give either --file or --question/--context, not both")
-        check_choices(self)
+        for name in ("question", "context"):
+            if getattr(self, name) is not None and not getattr(self, name).strip():
+                raise ConfigError(f"--{name} is empty: there is nothing to answer")
+        if self.output is not None and self.file is None:
+            raise ConfigError(
+                "--output writes the predictions of --file; with --question the answer is printed"
+            )
+        check_fields(self)
+        check_windows(self)
 
 
 @dataclass
@@ -222,7 +274,14 @@ class ScoreConfig:
         for name in ("data", "predictions"):
             if not getattr(self, name):
                 raise ConfigError(f"{name.upper()} is required")
-        check_choices(self)
+        check_fields(self)
+        if self.lang is not None:
+            from xlqa.metrics import check_language
+
+            try:
+                self.lang = check_language(self.lang)
+            except ValueError as err:
+                raise ConfigError(f"--lang: {err}") from err
 
 
 @dataclass
@@ -261,8 +320,8 @@ class ServeConfig:
     host: str = _f("127.0.0.1", "address to listen on (loopback by default)")
     port: int = _f(8000, "port to listen on")
     runs: str | None = _f(None, "run store folder for the dashboard and jobs (default: $XLQA_RUNS or ./runs)")
-    max_seq_length: int = _f(384, "tokens per window")
-    doc_stride: int = _f(128, "overlap between windows of a long context")
+    max_seq_length: int = _f(384, "tokens per window", ge=16)
+    doc_stride: int = _f(128, "overlap between windows of a long context", ge=1)
     batch_size: int = _f(32, "most windows in one forward pass (1 turns dynamic batching off)")
     batch_tokens: int = _f(
         0, "most tokens (windows x padded length) in one forward pass; 0: 4096 on CPU, 16384 on GPU"
@@ -292,7 +351,8 @@ class ServeConfig:
             raise ConfigError(f"--port must be between 1 and 65535, got {self.port}")
         if self.batch_wait_ms < 0:
             raise ConfigError("--batch-wait-ms must be 0 or more")
-        check_choices(self)
+        check_fields(self)
+        check_windows(self)
 
 
 @dataclass

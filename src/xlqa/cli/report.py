@@ -34,10 +34,12 @@ def report(
     Example: xlqa report runs/a/eval runs/b/eval --out report
     """
     from xlqa.errors import XlqaError
+    from xlqa.outputs import check_output_folder
     from xlqa.report.build import build_report
 
     labels = [n.strip() for n in names.split(",")] if names else None
     try:
+        check_output_folder(out, "--out")  # a file or an unwritable folder: refused before anything is read
         written = build_report(
             [_eval_folder(p) for p in runs], out, names=labels, seed=seed, data_dirs=tuple(data_dir or ())
         )

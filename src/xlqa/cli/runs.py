@@ -288,6 +288,8 @@ def _status_table(rows: list[dict]) -> Table:
         health = "ok" if not h["nonfinite"] else f"{h['nonfinite']} non-finite, {h['rollbacks']} rollback(s)"
         if h["diagnosis"]:
             health += f"; diverged: {h['diagnosis']}"
+        elif h.get("error"):
+            health = f"failed: {h['error']}"
         step = f"{s['step']}/{s['total_steps']}" if s["step"] is not None else ""
         table.add_row(
             s["name"] or s["run"], s["status"] + (f" (pid {s['pid']})" if s["alive"] else ""), step,

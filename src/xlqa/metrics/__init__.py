@@ -19,13 +19,18 @@ from __future__ import annotations
 
 import gzip
 import json
+import math
+import numbers
 import os
 from collections.abc import Mapping, Sequence
 
 from xlqa.metrics import extended, mlqa, squad_v1, squad_v2
 
 __all__ = [
+    "ISO_639_1",
     "RULES",
+    "check_language",
+    "check_na_probs",
     "extended",
     "load_json",
     "mlqa",
@@ -39,6 +44,48 @@ __all__ = [
 RULES: tuple[str, ...] = ("squad1", "squad2", "mlqa", "xlqa-ext")
 
 Gold = dict[str, list[str]]
+
+_ISO_CODES = """
+aa ab ae af ak am an ar as av ay az ba be bg bh bi bm bn bo br bs ca ce ch co cr cs cu cv cy da de dv dz ee el
+en eo es et eu fa ff fi fj fo fr fy ga gd gl gn gu gv ha he hi ho hr ht hu hy hz ia id ie ig ii ik io is it iu
+ja jv ka kg ki kj kk kl km kn ko kr ks ku kv kw ky la lb lg li ln lo lt lu lv mg mh mi mk ml mn mr ms mt my na
+nb nd ne ng nl nn no nr nv ny oc oj om or os pa pi pl ps pt qu rm rn ro ru rw sa sc sd se sg si sk sl sm sn so
+sq sr ss st su sv sw ta te tg th ti tk tl tn to tr ts tt tw ty ug uk ur uz ve vi vo wa wo xh yi yo za zh zu
+"""
+ISO_639_1 = frozenset(_ISO_CODES.split())
+"""The two-letter ISO 639-1 language codes: what ``lang`` may be (a region after ``-`` or ``_`` is allowed)."""
+
+
+def check_language(lang: object) -> str:
+    """``lang`` lower-cased, when it is an ISO 639-1 code (``de``, ``zh-CN``); else ``ValueError`` naming it.
+
+    A typo such as ``dee`` or ``zz`` would otherwise score silently under rules meant for no language.
+    """
+    code = lang.strip().lower() if isinstance(lang, str) else ""
+    if code.replace("_", "-").split("-")[0] not in ISO_639_1:
+        raise ValueError(f"{lang!r} is not an ISO 639-1 language code (such as en, de, zh, th)")
+    return code
+
+
+def check_na_probs(na_probs: object, *, probabilities: bool = False) -> dict[str, float]:
+    """``na_probs`` keyed by ``str`` question id, when every value is a number (not NaN); else ``ValueError``.
+
+    With ``probabilities`` every value must also lie in [0, 1] (the official ``--na-prob-file``); without, an
+    infinite score is allowed (xlqa's null odds of a question with no valid span). The message names the first
+    bad question id and its value.
+    """
+    if not isinstance(na_probs, Mapping):
+        raise ValueError(
+            f"no-answer probabilities must be a JSON object of question id -> number, got {type(na_probs).__name__}"
+        )
+    out: dict[str, float] = {}
+    for qid, p in na_probs.items():
+        ok = isinstance(p, numbers.Real) and not isinstance(p, bool) and not math.isnan(p)
+        if not ok or (probabilities and not 0.0 <= p <= 1.0):
+            want = "a probability in [0, 1]" if probabilities else "a number"
+            raise ValueError(f"no-answer probability of question id {qid!r} must be {want}, got {p!r}")
+        out[qid if isinstance(qid, str) else str(qid)] = float(p)
+    return out
 
 
 def load_json(path: str | os.PathLike[str]) -> dict:
@@ -107,6 +154,8 @@ def _check_rules(rules: str, lang: str | None) -> None:
     if rules in ("mlqa", "xlqa-ext") and lang is None:
         langs = ", ".join(mlqa.LANGUAGES) if rules == "mlqa" else "any language code"
         raise ValueError(f"rules {rules!r} need the answer language: pass lang= ({langs})")
+    if rules == "xlqa-ext":
+        check_language(lang)
 
 
 def score(
@@ -131,11 +180,15 @@ def score(
         The official keys of the rule set (``exact_match``/``f1``, or the SQuAD v2.0 keys).
 
     Raises:
-        ValueError: unknown rules, a missing or unsupported language.
+        ValueError: unknown rules, a missing or unsupported language, a no-answer probability that is not a
+            number.
+        TypeError: ``predictions`` is not a mapping, or a prediction is not a string (names the question id).
     """
     _check_rules(rules, lang)
     if na_probs is not None and rules != "squad2":
         raise ValueError(f"na_probs are used only by the 'squad2' rules, not {rules!r}")
+    if na_probs is not None:
+        na_probs = check_na_probs(na_probs)
     gold = _as_gold(gold_or_dataset)
     if rules == "squad1":
         return squad_v1.evaluate(gold, predictions)
