@@ -297,7 +297,7 @@ class DemoConfig:
         "folder laid out like the official files (default ../shared/data or $XLQA_MIRROR), else download",
     )
     output: str = _f("demo-output", "output folder (run/, eval/, report.md, summary.json)")
-    train_examples: int = _f(2800, "English SQuAD v1.1 questions to train on")
+    train_examples: int = _f(2800, "English SQuAD v1.1 questions to train on", ge=1)
     epochs: float = _f(1.0, "passes over the training windows", cli=False)
     lr: float = _f(1.5e-4, "peak learning rate", cli=False)
     batch_size: int = _f(16, "windows per training step", cli=False)
@@ -308,8 +308,15 @@ class DemoConfig:
     attention_dropout: float | None = _f(0.0, "attention dropout in training (None: the model's)", cli=False)
     precision: str = _f("auto", "auto: bf16 where native, else fp32", choices=PRECISIONS, cli=False)
     langs: list[str] = _f(list(XQUAD_LANGS), "XQuAD languages, comma-separated")  # noqa: RUF009 (_f copies lists)
-    eval_examples: int | None = _f(None, "first N questions per language (default: all)")
+    eval_examples: int | None = _f(None, "first N questions per language (default: all)", ge=1)
     progress: bool = _f(True, "show progress bars")
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` naming the flag of the first bad value (before the demo downloads)."""
+        check_fields(self)
+        unknown = [lang for lang in self.langs if lang not in XQUAD_LANGS]
+        if unknown or not self.langs:
+            raise ConfigError(f"--langs: {unknown or 'none'} not XQuAD languages ({', '.join(XQUAD_LANGS)})")
 
 
 @dataclass

@@ -26,7 +26,7 @@ from typing import Any
 
 from xlqa.config import DemoConfig, EstimateConfig, EvalConfig, PredictConfig, ScoreConfig, TrainConfig
 from xlqa.errors import ConfigError, DataError
-from xlqa.outputs import check_output_file, check_run_folder
+from xlqa.outputs import check_output_file, check_output_folder, check_run_folder
 from xlqa.results import EvalResult
 from xlqa.runs.schema import Run
 from xlqa.runs.store import RunStore
@@ -225,7 +225,11 @@ def _read(path: str, reader: Callable[[str], Any]) -> Any:
 def demo(cfg: DemoConfig) -> Path:
     """The main job (``make demo``): train on English SQuAD, evaluate on every XQuAD language, report."""
     from xlqa.demo import run_demo
+    from xlqa.modeling import resolve_model
 
+    cfg.validate()
+    check_output_folder(cfg.output)
+    resolve_model(cfg.model)  # an offline source by default: converted once, before the data is fetched
     return run_demo(cfg)
 
 
