@@ -36,6 +36,14 @@ from xlqa.train.faults import Faults
 
 xlqa.train.loop.train = functools.partial(xlqa.train.loop.train, faults=Faults(nonfinite_steps={3, 4, 5}))
 """
+# the same for a slow checkpoint: step 6's sleeps half-written, time to stop the run from outside
+SLOW_CHECKPOINT = """
+import functools
+import xlqa.train.loop
+from xlqa.train.faults import Faults
+
+xlqa.train.loop.train = functools.partial(xlqa.train.loop.train, faults=Faults(checkpoint_delay=(6, 3.0)))
+"""
 FLAGS = ["--max-steps", "16", "--batch-size", "4", "--lr", "5e-3", "--save-every", "6", "--log-every", "1",
          "--warmup-ratio", "0", "--max-seq-length", "64", "--max-query-length", "32", "--doc-stride", "32",
          "--precision", "fp32", "--guard-snapshot-every", "2", "--no-progress"]  # fmt: skip
@@ -97,25 +105,48 @@ def test_torchrun_two_processes_train_roll_back_and_refuse_a_one_process_resume(
         train(cfg, resume_from=out)
 
 
-def test_detach_num_processes_starts_accelerate_launch(tmp_path, tiny_model_dir, xlqa_cache):
-    from xlqa.train.control import read_pid
+def test_detach_num_processes_two_ranks_stop_and_resume(tmp_path, tiny_model_dir, xlqa_cache):
+    """--detach --num-processes 2 runs accelerate launch; stop reaches both ranks; resume restarts two."""
+    from xlqa.train.control import process_alive, read_pid
 
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "xlqa.cli.main", "train", *_data_flags(tmp_path, tiny_model_dir, out),
-           "--detach", "--num-processes", "2", "--name", "two"]  # fmt: skip
-    started = subprocess.run(
-        cmd, env=_env(tmp_path, faults=False), capture_output=True, text=True, timeout=60
-    )
+    env = _env(tmp_path, faults=False)
+    hooks = tmp_path / "hooks"
+    hooks.mkdir()
+    (hooks / "sitecustomize.py").write_text(SLOW_CHECKPOINT)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(hooks), env.get("PYTHONPATH")]))
+    xlqa = [sys.executable, "-m", "xlqa.cli.main"]
+    cmd = [*xlqa, "train", *_data_flags(tmp_path, tiny_model_dir, out), "--detach", "--num-processes", "2",
+           "--name", "two"]  # fmt: skip
+    started = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
     assert started.returncode == 0, started.stdout + started.stderr
-    pid = read_pid(out)["pid"]
+    launchers = [read_pid(out)["pid"]]
     try:
-        wait_for(lambda: json.loads((out / "run.json").read_text())["status"] != "running", 300,
-                 "the detached two-process run to end", out / "train.log")  # fmt: skip
+        # the checkpoint of step 6 sleeps half-written: stop the run then, from outside, as a user would
+        wait_for(lambda: (out / "checkpoints" / ".tmp-step-0000006" / "model.safetensors").exists(), 300,
+                 "the step-6 checkpoint", out / "train.log")  # fmt: skip
+        assert read_pid(out).get("train_pid")  # rank 0 recorded itself beside its launcher
+        stopped = subprocess.run([*xlqa, "runs", "stop", "two", "--wait", "120"], env=env, capture_output=True,
+                                 text=True, timeout=180)  # fmt: skip
+        assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+        assert not process_alive(launchers[0]), "the launcher outlived its stopped processes"
+        events = events_of(out)
+        assert json.loads((out / "run.json").read_text())["status"] == "stopped"
+        assert events[-1]["event"] == "stopped" and events[-1]["steps"] == 7  # both ranks stopped at one step
+        resumed = subprocess.run([*xlqa, "runs", "resume", "two"], env=env, capture_output=True, text=True,
+                                 timeout=60)  # fmt: skip
+        assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+        launchers.append(read_pid(out)["pid"])
+        wait_for(lambda: json.loads((out / "run.json").read_text())["status"] in ("finished", "failed"), 300,
+                 "the resumed two-process run to end", out / "train.log")  # fmt: skip
         log = (out / "train.log").read_text()
         assert json.loads((out / "run.json").read_text())["status"] == "finished", log[-3000:]
     finally:
-        with contextlib.suppress(ProcessLookupError):  # the launcher leads its own session: kill all of it
-            os.killpg(pid, signal.SIGKILL)
+        for pid in launchers:  # each launcher leads its own session: nothing of it may outlive the test
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+    resume = [e for e in events_of(out) if e["event"] == "resume"]
+    assert [e["step"] for e in resume] == [7]
     _assert_two_ranks_trained(out, rollback=False)
 
 
