@@ -162,6 +162,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--max-seq-length", type=int, default=384)
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--precision", default="auto")
+    ap.add_argument(
+        "--cast-bf16", action="store_true", help="weights cast to bf16 once (instead of autocast)"
+    )
     ap.add_argument("--cache-dir", default=None, help="feature cache (default: a fresh temporary folder)")
     ap.add_argument("--lever-lang", default="de", help="language of the forward-lever comparison")
     ap.add_argument("--lever-examples", type=int, default=200, help="its questions (0: skip the comparison)")
@@ -209,6 +212,8 @@ def main(argv=None) -> None:
     model, tok = load_qa_model(args.model)
     load_model_s = time.perf_counter() - t0
     precision = choose_precision(args.precision, torch.device("cpu"))
+    if args.cast_bf16:  # the lever measured by forward_levers, applied to the whole evaluation
+        model, precision = model.to(torch.bfloat16), "fp32"
     langs = {}
     for lang, path in zip(args.langs, files):
         langs[lang] = one_language(path, model, tok, args, precision, cache)
