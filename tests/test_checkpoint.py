@@ -82,7 +82,8 @@ def test_sigkill_while_writing_a_checkpoint_then_resume_matches_an_uninterrupted
     out = tmp_path / "B"
     env = {**os.environ, "XLQA_RUNS": str(tmp_path / "store"), "COLUMNS": "200"}
     cfg = TrainConfig(model=str(tiny_model_dir), train=str(train_file), dev=str(dev_file), output=str(out),
-                      max_steps=14, batch_size=4, lr=1e-3, save_every=3, max_seq_length=64, doc_stride=32,
+                      max_steps=14, batch_size=4, lr=1e-3, save_every=3,
+                      max_seq_length=64, max_query_length=32, doc_stride=32,
                       precision="fp32", progress=False)  # fmt: skip
     # the checkpoint of step 6 sleeps half-written: SIGKILL lands mid-run and mid-write
     proc = subprocess.Popen([sys.executable, "-c", SLOW_CHECKPOINT_RUN, json.dumps(asdict(cfg))], env=env,

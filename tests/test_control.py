@@ -68,7 +68,8 @@ def test_detach_status_stop_resume(tmp_path, tiny_model_dir, xlqa_cache, monkeyp
     printed = _invoke(
         ["train", "--model", str(tiny_model_dir), "--train", str(train_file), "--dev", str(dev_file),
          "--output", str(out), "--max-steps", "24", "--batch-size", "4", "--lr", "1e-3", "--save-every", "100",
-         "--max-seq-length", "64", "--doc-stride", "32", "--precision", "fp32", "--name", "bg", "--detach"],
+         "--max-seq-length", "64", "--max-query-length", "32", "--doc-stride", "32",
+         "--precision", "fp32", "--name", "bg", "--detach"],
         env,
     )  # fmt: skip
     assert time.time() - t0 < 20  # returned at once, the training runs on

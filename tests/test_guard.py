@@ -31,7 +31,8 @@ def tiny_config(tmp_path: Path, model_dir: Path, **kw) -> TrainConfig:
     train = tiny_squad(tmp_path / "train.json")
     dev = tiny_squad(tmp_path / "dev.json", n=16, offset=100)
     base = dict(model=str(model_dir), train=str(train), dev=str(dev), output=str(tmp_path / "run"), max_steps=10,
-                batch_size=4, lr=1e-3, progress=False, log_every=1, save_every=100, max_seq_length=64,
+                batch_size=4, lr=1e-3, progress=False, log_every=1, save_every=100,
+                max_seq_length=64, max_query_length=32,
                 doc_stride=32, cache_dir="", precision="fp32", warmup_ratio=0.0)  # fmt: skip
     base.update(kw)
     return TrainConfig(**base)
