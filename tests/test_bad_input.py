@@ -268,3 +268,43 @@ def test_a_hub_id_without_a_hub_fails_at_once_with_one_message(files, command):
     assert err.count("error: ") == 1 and "Traceback" not in err and "Retry" not in err, err
     assert "some-org/some-model" in err and "cannot be reached" in err and "--model DIR" in err
     assert not (tmp / "run").exists() and not files["runs"].exists()
+
+
+def test_a_detached_run_that_fails_says_why_in_runs_status(files):
+    """A folder that passes the quick model check but holds no loadable weights fails in the background; the
+    run is marked failed with the reason, where `runs status` (table and JSON) shows it."""
+    from test_control import wait_for
+
+    out = files["tmp"] / "run"
+    result = xlqa("train", "--model", files["model"], "--train", files["data"], "--output", out, "--detach")
+    assert result.exit_code == 0, result.output
+    log = out / "train.log"
+    wait_for(
+        lambda: json.loads((out / "run.json").read_text())["status"] == "failed", 120, "the failure", log
+    )
+    status = json.loads(xlqa("runs", "status", out, "--json").stdout)
+    assert status["status"] == "failed" and files["model"] in status["health"]["error"], status
+    table = " ".join(xlqa("runs", "status", out).stdout.split())
+    assert "failed: --model" in table, table
+
+
+def test_json_on_stdout_has_no_infinity_or_nan(capsys):
+    from xlqa.cli.common import print_json
+
+    print_json({"score": float("-inf"), "n": [float("nan"), 1.5], "answer": "x"})
+    assert json.loads(capsys.readouterr().out) == {"score": None, "n": [None, 1.5], "answer": "x"}
+
+
+@pytest.mark.parametrize(
+    ("flags", "words"),
+    [
+        (["--train-examples", "0"], ["--train-examples must be at least 1"]),
+        (["--eval-examples", "0"], ["--eval-examples"]),
+        (["--langs", "en,xx"], ["--langs", "'xx'"]),
+        (["--output", "data.json"], ["--output data.json", "is a file"]),
+    ],
+    ids=["train-examples", "eval-examples", "langs", "output-file"],
+)
+def test_demo_refuses_bad_flags_before_fetching_or_training(files, flags, words):
+    refused(xlqa("demo", "--data-dir", files["tmp"] / "no-data", *flags), *words)
+    assert not (files["tmp"] / "demo-output").exists()

@@ -193,6 +193,12 @@ def _load_with(auto_cls, name: str, dtype: torch.dtype | None, what: str, *, qui
         raise _hub_error(name, err) from err
     except ValueError as err:
         raise ModelLoadError(f"--model {name}: {what}: {err}") from err
+    except Exception as err:  # a broken weights file (safetensors header, pickle): name the folder
+        if not Path(path).is_dir():
+            raise
+        raise ModelLoadError(
+            f"--model {name}: could not load model weights from {path}: {type(err).__name__}: {err}"
+        ) from err
     finally:
         hf_logging.set_verbosity(verbosity)
     log.info("loaded %s (%s, %.1fM parameters)", name, type(model).__name__, model.num_parameters() / 1e6)
