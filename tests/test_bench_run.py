@@ -22,7 +22,8 @@ def test_runner_quick_on_a_tiny_model(tmp_path, shared_data, tiny_model_dir):
     assert list(report["benchmarks"]) == ["batching", "eval", "memory"]
     assert all(b["rc"] == 0 for b in report["benchmarks"].values())
     measures = {(r["benchmark"], r["measure"].split(",")[0]) for r in report["table"]}
-    assert ("batching", "training windows/s") in measures and ("memory", "training peak RSS (2 steps)") in measures
+    assert ("batching", "training windows/s") in measures
+    assert ("memory", "training peak RSS (2 steps)") in measures
     assert "FAILED" not in proc.stdout and "benchmark  measure" in proc.stdout  # the table was printed
 
     batching = report["benchmarks"]["batching"]["result"]
@@ -30,12 +31,14 @@ def test_runner_quick_on_a_tiny_model(tmp_path, shared_data, tiny_model_dir):
     loss = batching["loss_curve"]
     assert loss["steps"] == 3 and loss["mean_abs_diff_baseline_seed1_vs_seed0"] >= 0
     # the two baseline seeds train on the same batches from the same weights: their first losses agree closely
-    base0, base1 = batching["train"]["baseline_seed0"]["losses"], batching["train"]["baseline_seed1"]["losses"]
+    train = batching["train"]
+    base0, base1 = train["baseline_seed0"]["losses"], train["baseline_seed1"]["losses"]
     assert abs(base0[0] - base1[0]) < 0.5
 
     ev = report["benchmarks"]["eval"]["result"]
     assert set(ev["languages"]) == {"en", "de"} and ev["questions"] == 40
-    assert all(r["cache"] == "miss" for r in ev["languages"].values())  # a fresh cache: tokenized the first time
+    # a fresh cache: tokenized the first time ...
+    assert all(r["cache"] == "miss" for r in ev["languages"].values())
     second = ev["second_run"]
     assert second["all_hits"] and second["evaluate_says_cached"]  # ... and skipped the second, and said so
     assert "tokenization skipped" in second["evaluate_says"][0]
