@@ -1,12 +1,12 @@
-"""Evaluation across processes: ``accelerate launch`` and ``torchrun`` on CPU (gloo) give the answers of one process.
+"""Evaluation across processes: ``accelerate launch`` and ``torchrun`` on CPU (gloo) answer as one process.
 
-The data is cut so the work does not divide evenly: 41 windows (several per long context) in batches of 4 give 11
-batches, the last one short, so the second process is topped up with a copy of the first batch, whose windows
-must be dropped after gathering. Two ranks really run: each writes a marker file before the CLI starts, and the
-results record two processes (a rank that ran alone would record one and would not have needed the other).
+The data is cut so the work does not divide evenly: 41 windows (several per long context) in batches of 4
+give 11 batches, the last one short, so the second process is topped up with a copy of the first batch, whose
+windows must be dropped after gathering. Two ranks really run: each writes a marker file before the CLI
+starts, and the results record two processes (a rank that ran alone would record one).
 
-Also here: a SIGKILL in the middle of writing an evaluation's files, then the same command again, ends with the
-same metrics as an uninterrupted evaluation and leaves no temporary file behind.
+Also here: a SIGKILL in the middle of writing an evaluation's files, then the same command again, ends with
+the same metrics as an uninterrupted evaluation and leaves no temporary file behind.
 """
 
 from __future__ import annotations
@@ -26,13 +26,14 @@ import torch
 
 from conftest import write_squad
 from xlqa.config import EvalConfig
+from xlqa.data import load_squad
 from xlqa.distributed import shard_batches
 from xlqa.runs.store import RunStore
 
 VENV_BIN = Path(sys.executable).parent
 FILES = ("a", "b")
-EVAL_ARGS = ["--max-seq-length", "64", "--doc-stride", "32", "--max-query-length", "24", "--batch-size", "4", "--precision", "fp32",
-             "--no-progress"]  # fmt: skip
+EVAL_ARGS = ["--max-seq-length", "64", "--doc-stride", "32", "--max-query-length", "24", "--batch-size", "4",
+             "--precision", "fp32", "--no-progress"]  # fmt: skip
 # the CLI, after a marker file saying which rank of how many this process is
 MARKED_CLI = """
 import os, sys
@@ -55,13 +56,17 @@ from xlqa.cli.main import main
 sys.argv = ["xlqa", *sys.argv[1:]]
 main()
 """
-FILLER = ("The river runs through the old town.", "Many people visit the market on Sundays.",
-          "Its library holds more than a thousand books.", "A bridge was built there in the last century.")  # fmt: skip
+FILLER = (
+    "The river runs through the old town.",
+    "Many people visit the market on Sundays.",
+    "Its library holds more than a thousand books.",
+    "A bridge was built there in the last century.",
+)
 CITIES = ("Paris", "Berlin", "Madrid", "Rome", "Vienna", "Lisbon", "Prague", "Oslo")
 
 
 def qa_file(path: Path, n: int, offset: int) -> Path:
-    """``n`` questions whose contexts grow from one sentence to several windows (answer near the start or end)."""
+    """``n`` questions, contexts from one sentence to several windows long (the answer first or last)."""
     exs = []
     for i in range(offset, offset + n):
         city = CITIES[i % len(CITIES)]
@@ -83,8 +88,6 @@ def setup(tmp_path_factory, tiny_model_dir):
     root = tmp_path_factory.mktemp("dist-eval")
     data = [qa_file(root / "a.json", 13, 0), qa_file(root / "b.json", 7, 50)]
     tok = load_tokenizer(str(tiny_model_dir))
-    from xlqa.data import load_squad
-
     windows = len(cached_features(load_squad(data[0]).examples, tok, FeatureParams(64, 32, 24), cache_dir=""))
     assert windows % 4 and -(-windows // 4) % 2, (
         f"file a must give uneven batches and shards ({windows} windows)"
@@ -93,8 +96,8 @@ def setup(tmp_path_factory, tiny_model_dir):
     torch.set_num_threads(1)  # as each launched process runs (OMP_NUM_THREADS=1): the same kernels
     try:
         cfg = EvalConfig(model=str(tiny_model_dir), data=[str(p) for p in data], output=str(root / "ref"),
-                         max_seq_length=64, doc_stride=32, max_query_length=24, batch_size=4, precision="fp32", progress=False,
-                         cache_dir="")  # fmt: skip
+                         max_seq_length=64, doc_stride=32, max_query_length=24, batch_size=4,
+                         precision="fp32", progress=False, cache_dir="")  # fmt: skip
         job = jobs.evaluate(cfg, store=RunStore(root / "ref-store"))
     finally:
         torch.set_num_threads(threads)
@@ -102,8 +105,8 @@ def setup(tmp_path_factory, tiny_model_dir):
 
 
 def _env(tmp: Path) -> dict[str, str]:
-    return {**os.environ, "XLQA_RUNS": str(tmp / "store"), "XLQA_CACHE": str(tmp / "cache"), "OMP_NUM_THREADS": "1",
-            "COLUMNS": "200", "CUDA_VISIBLE_DEVICES": ""}  # fmt: skip
+    return {**os.environ, "XLQA_RUNS": str(tmp / "store"), "XLQA_CACHE": str(tmp / "cache"),
+            "OMP_NUM_THREADS": "1", "COLUMNS": "200", "CUDA_VISIBLE_DEVICES": ""}  # fmt: skip
 
 
 def _cli_args(setup, out: Path) -> list[str]:
@@ -151,8 +154,9 @@ def test_accelerate_launch_two_processes_give_the_single_process_answers(setup, 
     script = tmp_path / "marked_cli.py"
     script.write_text(MARKED_CLI)
     out = tmp_path / "out"
-    cmd = [str(VENV_BIN / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-           "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
+    cmd = [str(VENV_BIN / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+           "--main_process_port", str(_free_port()),
            str(script), str(tmp_path), *_cli_args(setup, out)]  # fmt: skip
     _launch(cmd, tmp_path)
     assert sorted(p.name for p in tmp_path.glob("rank-*")) == ["rank-0-of-2", "rank-1-of-2"]
@@ -176,8 +180,9 @@ def test_torchrun_two_processes_give_the_single_process_answers(setup, tmp_path)
 
 def test_sigkill_mid_write_then_the_same_command_gives_the_same_metrics(setup, tmp_path):
     out = tmp_path / "out"
-    proc = subprocess.Popen([sys.executable, "-c", STUCK_WRITE_CLI, *_cli_args(setup, out)], env=_env(tmp_path),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    proc = subprocess.Popen([sys.executable, "-c", STUCK_WRITE_CLI, *_cli_args(setup, out)],
+                            env=_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)  # fmt: skip
     try:
         deadline = time.time() + 240
         while not list((out / "b").glob(".predictions.json.*.tmp")):
@@ -194,11 +199,50 @@ def test_sigkill_mid_write_then_the_same_command_gives_the_same_metrics(setup, t
     assert not (out / "b" / "predictions.json").exists()
     assert json.loads((out / "run.json").read_text())["status"] == "running"
 
-    rerun = subprocess.run([sys.executable, "-m", "xlqa.cli.main", *_cli_args(setup, out)], env=_env(tmp_path),
-                           capture_output=True, text=True, timeout=300)  # fmt: skip
+    rerun = subprocess.run([sys.executable, "-m", "xlqa.cli.main", *_cli_args(setup, out)],
+                           env=_env(tmp_path), capture_output=True, text=True, timeout=300)  # fmt: skip
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
     _assert_same_as_reference(setup, out)
     _assert_one_run(tmp_path, out)  # the same run, finished; the killed writer's temporary file is gone
+
+
+def test_generative_evaluation_sharded_by_torchrun_gives_the_single_process_answers(tmp_path):
+    from synthetic_qa import make_questions, place_names, save_tiny_t5
+    from xlqa import jobs
+    from xlqa.generative import build_windows
+    from xlqa.modeling import load_tokenizer
+
+    model = save_tiny_t5(tmp_path / "t5")
+    data = write_squad(tmp_path / "g.json", make_questions(9, place_names()[1], seed=1, id_prefix="g"))
+    args = ["--max-seq-length", "24", "--doc-stride", "8", "--max-query-length", "12",
+            "--max-answer-length", "6", "--batch-size", "3", "--precision", "fp32",
+            "--no-progress"]  # fmt: skip
+    tok = load_tokenizer(str(model))
+    n = len(
+        build_windows(load_squad(data).examples, tok, max_seq_length=24, doc_stride=8, max_query_length=12)
+    )
+    assert n % 3 and -(-n // 3) % 2, f"the windows must give uneven batches and shards ({n} windows)"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        cfg = EvalConfig(model=str(model), data=[str(data)], output=str(tmp_path / "ref"), max_seq_length=24,
+                         doc_stride=8, max_query_length=12, max_answer_length=6, batch_size=3,
+                         precision="fp32", progress=False)  # fmt: skip
+        ref = jobs.evaluate(cfg, store=RunStore(tmp_path / "ref-store")).run.dir
+    finally:
+        torch.set_num_threads(threads)
+    script = tmp_path / "marked_cli.py"
+    script.write_text(MARKED_CLI)
+    out = tmp_path / "out"
+    cmd = [str(VENV_BIN / "torchrun"), "--nproc_per_node", "2", "--master_port", str(_free_port()),
+           str(script), str(tmp_path), "evaluate", "--model", str(model), "--data", str(data),
+           "--output", str(out), *args]  # fmt: skip
+    _launch(cmd, tmp_path)
+    assert sorted(p.name for p in tmp_path.glob("rank-*")) == ["rank-0-of-2", "rank-1-of-2"]
+    assert json.loads((out / "results.json").read_text())["config"]["processes"] == 2
+    for name in ("predictions.json", "nbest_predictions.json"):
+        assert json.loads((out / "g" / name).read_text()) == json.loads((ref / "g" / name).read_text())
+    assert _metrics(out) == _metrics(ref)
 
 
 @pytest.mark.parametrize("n_proc", [2, 3])

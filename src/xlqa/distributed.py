@@ -1,13 +1,14 @@
 """Evaluation across processes (``accelerate launch``, ``torchrun``): shard the windows, gather the logits.
 
-Each process runs the forward pass on whole batches of the length-sorted evaluation order, dealt round-robin by
-Accelerate's ``BatchSamplerShard``, so every window meets the same batch-mates (and the same padding width) as in
-a single process, and the logits come out the same. Every process must run the same number of collectives, so
-when the batches do not divide evenly the last processes get copies of the first batches; after gathering,
-those copies are dropped by window index (a window's logits are kept once, the first time they arrive), never
-by slicing the tail of the last batch, which would be wrong for batches of different sizes. Logits are padded
-across processes (batch size and width differ between processes) before they are gathered, and every process
-receives all windows, so post-processing sees all windows of a question wherever they were computed.
+Each process runs the forward pass on whole batches of the length-sorted evaluation order, dealt round-robin
+by Accelerate's ``BatchSamplerShard``, so every window meets the same batch-mates (and the same padding width)
+as in a single process, and the logits come out the same. Every process must run the same number of
+collectives, so when the batches do not divide evenly the last processes get copies of the first batches;
+after gathering, those copies are dropped by window index (a window's logits are kept once, the first time
+they arrive), never by slicing the tail of the last batch, which is wrong for batches of different sizes.
+Logits are padded across processes (batch size and width differ between processes) before they are gathered,
+and every process receives all windows, so post-processing sees all windows of a question wherever they were
+computed. Generated answers (seq2seq) are gathered the same way, as (window, text, score) triples.
 
 The helpers take an ``accelerate.Accelerator`` or an ``accelerate.PartialState`` (``state``) and read only
 ``num_processes``, ``process_index``, ``is_main_process`` and ``device``; a state of one process (or None)
@@ -25,8 +26,8 @@ import torch
 
 
 def process_state():
-    """Accelerate's state of this process: under ``accelerate launch`` or ``torchrun`` it joins the process group
-    from the launcher's environment (NCCL on GPUs, gloo on CPUs); otherwise a state of one process.
+    """Accelerate's state of this process: under ``accelerate launch`` or ``torchrun`` it joins the process
+    group from the launcher's environment (NCCL on GPUs, gloo on CPUs); otherwise a state of one process.
 
     Without an accelerator device Accelerate only builds a CPU process group when asked for the CPU (else it
     quietly runs every launched process as a single one), so it is asked whenever there is no device.
@@ -65,7 +66,7 @@ def shard_batches(batches: list[list[int]], state: Any) -> list[list[int]]:
 def gather_windows(
     state: Any, rows: torch.Tensor, index: torch.Tensor, *, pad_first: bool = False
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Every process's ``rows`` (``[batch, channels, width]``) and window ``index`` (``[batch]``), concatenated.
+    """Every process's ``rows`` (``[batch, channels, width]``) and window ``index`` (``[batch]``), joined.
 
     Widths and batch sizes are padded across processes first: rows with -inf (on the left for a left-padding
     tokenizer, so a window's tokens stay the last of its row), indices with -1 (rows to skip).
@@ -80,6 +81,15 @@ def gather_windows(
     rows = pad_across_processes(rows, dim=0, pad_index=float("-inf"))
     index = pad_across_processes(index.contiguous(), dim=0, pad_index=-1)
     return gather(rows).cpu().numpy(), gather(index).cpu().numpy()
+
+
+def gather_generated(state: Any, mine: list[tuple[int, str, float]]) -> list[tuple[int, str, float]]:
+    """Every process's ``(window, text, score)`` triples, in rank order (texts differ in length: pickled)."""
+    if not is_distributed(state):
+        return mine
+    from accelerate.utils import gather_object
+
+    return gather_object(mine)
 
 
 @contextlib.contextmanager

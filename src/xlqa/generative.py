@@ -203,8 +203,14 @@ def generate_answers(
     precision: str = "fp32",
     progress: bool = True,
     desc: str = "generate",
+    accelerator=None,
 ) -> GenDecoded:
-    """Answers for ``examples``: every window decoded, the best-scoring window's text kept per question."""
+    """Answers for ``examples``: every window decoded, the best-scoring window's text kept per question.
+
+    ``accelerator`` (an ``Accelerator`` or ``PartialState`` of several processes): a collective; each process
+    generates its share of the batches (:mod:`xlqa.distributed`) and every process returns all the answers.
+    """
+    from xlqa.distributed import gather_generated, is_main, shard_batches
     from xlqa.modeling import autocast
 
     windows = build_windows(examples, tokenizer, max_seq_length=max_seq_length, doc_stride=doc_stride,
@@ -212,12 +218,12 @@ def generate_answers(
     device = next(model.parameters()).device
     model.eval()
     eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    batches = sorted_batches(windows.lengths, batch_size)
+    batches = shard_batches(sorted_batches(windows.lengths, batch_size), accelerator)
     loader = DataLoader(Seq2SeqDataset(windows), batch_sampler=batches, collate_fn=Seq2SeqCollator(pad))
-    texts: list[str] = [""] * len(windows)
-    scores = np.full(len(windows), -np.inf, dtype=np.float64)
+    mine: list[tuple[int, str, float]] = []  # (window, text, score) of the windows this process generated
+    show = progress and is_main(accelerator)
     for batch in tqdm(
-        loader, total=len(batches), desc=desc, unit="batch", disable=not progress, dynamic_ncols=True
+        loader, total=len(batches), desc=desc, unit="batch", disable=not show, dynamic_ncols=True
     ):
         with autocast(precision, device):
             out = model.generate(
@@ -227,8 +233,14 @@ def generate_answers(
             )  # fmt: skip
         s = _sequence_scores(model, out, eos, num_beams).cpu().numpy()
         decoded = tokenizer.batch_decode(out.sequences, skip_special_tokens=True)
-        for r, i in enumerate(batch["index"].tolist()):
-            texts[i], scores[i] = decoded[r].strip(), float(s[r])
+        mine.extend((i, decoded[r].strip(), float(s[r])) for r, i in enumerate(batch["index"].tolist()))
+    texts: list[str | None] = [None] * len(windows)
+    scores = np.full(len(windows), -np.inf, dtype=np.float64)
+    for i, text, score in gather_generated(accelerator, mine):
+        if texts[i] is None:  # the top-up copies of the first batches come again: kept once
+            texts[i], scores[i] = text, score
+    if any(t is None for t in texts):  # a sharding bug must never pass as a silently empty answer
+        raise RuntimeError(f"{sum(t is None for t in texts)} of {len(texts)} windows got no generated answer")
     return pick_answers([ex.id for ex in examples], windows.example_index, texts, scores)
 
 
@@ -263,8 +275,8 @@ def evaluate_generative(cfg, *, model=None, tokenizer=None, targets=None, state=
         model: an already loaded model (else ``cfg.model`` is loaded).
         tokenizer: its tokenizer.
         targets: the files already loaded by :func:`xlqa.evaluate.load_targets`.
-        state: Accelerate's state under ``accelerate launch``/``torchrun``: generation is not sharded yet, so
-            every process generates every answer (the same ones) and only the main process writes.
+        state: Accelerate's state under ``accelerate launch``/``torchrun``: every process generates a share of
+            the windows, all get every answer, only the main process writes.
 
     Returns:
         the :class:`xlqa.results.EvalResult`, also written to ``<output>/results.json``.
@@ -287,7 +299,7 @@ def evaluate_generative(cfg, *, model=None, tokenizer=None, targets=None, state=
             model, tokenizer, data.examples, max_seq_length=cfg.max_seq_length, doc_stride=cfg.doc_stride,
             max_query_length=cfg.max_query_length, max_answer_length=cfg.max_answer_length,
             num_beams=cfg.num_beams, batch_size=cfg.batch_size, precision=precision, progress=cfg.progress,
-            desc=name,
+            desc=name, accelerator=state,
         )  # fmt: skip
 
     return evaluate_targets(

@@ -133,12 +133,11 @@ class GenerativeTask:
     def predict(
         self, model, tok, data: SquadData, cfg: TrainConfig, precision: str, desc: str, accelerator=None
     ) -> dict[str, str]:
-        # generation is not sharded: every process generates every answer (the same ones)
         return generate_answers(
             model, tok, data.examples, max_seq_length=cfg.max_seq_length, doc_stride=cfg.doc_stride,
             max_query_length=cfg.max_query_length, max_answer_length=cfg.max_answer_length,
             num_beams=cfg.num_beams, batch_size=cfg.eval_batch_size, precision=precision, progress=cfg.progress,
-            desc=desc,
+            desc=desc, accelerator=accelerator,
         ).predictions  # fmt: skip
 
 
