@@ -324,16 +324,24 @@ class StateSnapshots:
         self.folder = Path(run_dir) / CHECKPOINTS / ".guard-snapshot"
 
     def save(self) -> None:
+        """Write the snapshot next to the last one and swap it in; a failed write keeps the last one."""
         acc, tmp = self.acc, self.folder.with_name(".guard-snapshot.tmp")
         if acc.is_main_process:
             shutil.rmtree(tmp, ignore_errors=True)
         acc.wait_for_everyone()
-        acc.save_state(str(tmp))
+        failure = None
+        try:
+            acc.save_state(str(tmp))
+        except OSError as err:
+            failure = err
         acc.wait_for_everyone()
-        if acc.is_main_process:
-            shutil.rmtree(self.folder, ignore_errors=True)
-            os.replace(tmp, self.folder)
-        acc.wait_for_everyone()
+        if acc.is_main_process and failure is None:
+            try:
+                shutil.rmtree(self.folder, ignore_errors=True)
+                os.replace(tmp, self.folder)
+            except OSError as err:
+                failure = err
+        _agree(acc, failure, f"writing the guard's snapshot to {self.folder} failed")
 
     def restore(self) -> None:
         rng = capture_rng()
