@@ -74,6 +74,7 @@ def _assert_two_ranks_trained(out: Path, *, rollback: bool) -> None:
     marker = torch.load(ckpt / "trainer_state.pt", weights_only=True)
     assert marker["num_processes"] == 2 and marker["distributed_type"] == "MULTI_CPU"
     events = events_of(out)
+    assert {e["processes"] for e in events if e["event"] in ("start", "resume")} == {2}
     assert events[-1]["event"] == "end" and events[-1]["steps"] == 16
     assert [e["event"] for e in events].count("eval") >= 3  # the sharded dev evaluation ran each epoch
     losses = [e["loss"] for e in events if e["event"] == "step" and e.get("loss") is not None]

@@ -191,7 +191,7 @@ def _announce(ctx: TrainContext, st: TrainState, *, resumed: bool) -> None:
              ctx.precision, ctx.n_proc)  # fmt: skip
     ctx.events.write(
         "resume" if resumed else "start", total_steps=ctx.total_steps, epochs=ctx.n_epochs, windows=windows,
-        precision=ctx.precision, task=ctx.task.name, step=st.step, pid=os.getpid(),
+        precision=ctx.precision, task=ctx.task.name, step=st.step, pid=os.getpid(), processes=ctx.n_proc,
     )  # fmt: skip
 
 
