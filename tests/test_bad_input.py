@@ -308,3 +308,28 @@ def test_json_on_stdout_has_no_infinity_or_nan(capsys):
 def test_demo_refuses_bad_flags_before_fetching_or_training(files, flags, words):
     refused(xlqa("demo", "--data-dir", files["tmp"] / "no-data", *flags), *words)
     assert not (files["tmp"] / "demo-output").exists()
+
+
+def test_a_hub_id_in_the_local_cache_loads_from_it_without_a_hub(files):
+    """No hub, but a complete snapshot in the Hugging Face cache: the cached folder is what gets loaded (here a
+    stand-in whose weights are empty, so loading fails naming that folder rather than the hub)."""
+    tmp = files["tmp"]
+    repo = tmp / "hf" / "hub" / "models--some-org--cached-model"
+    snapshot = repo / "snapshots" / ("0" * 40)
+    snapshot.mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0" * 40)
+    for name in ("config.json", "model.safetensors"):
+        (snapshot / name).write_bytes((Path(files["model"]) / name).read_bytes())
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    env.update(HF_ENDPOINT=f"http://127.0.0.1:{_closed_port()}", HF_HOME=str(tmp / "hf"), COLUMNS="200")
+    proc = subprocess.run(
+        [sys.executable, "-m", "xlqa.cli.main", "predict", "--model", "some-org/cached-model",
+         "--question", "Where?", "--context", "In Paris."],
+        capture_output=True, text=True, env=env, timeout=120,
+    )  # fmt: skip
+    err = " ".join(proc.stderr.split())
+    assert "using the cached copy of some-org/cached-model" in err and "not in the local cache" not in err, (
+        err
+    )
+    assert proc.returncode == 2 and str(snapshot) in err and "Traceback" not in err, err
