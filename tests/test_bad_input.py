@@ -146,7 +146,7 @@ def test_predict_flags_checked_before_the_model_loads(files, flags, words):
     ("flags", "words"),
     [
         (["--batch-size", "0"], ["--batch-size must be at least 1, got 0"]),
-        (["--max-seq-length", "48"], ["--max-seq-length 48", "--max-query-length 64"]),
+        (["--max-seq-length", "15"], ["--max-seq-length must be at least 16, got 15"]),
         (["--doc-stride", "400"], ["--doc-stride 400", "--max-seq-length 384"]),
         (["--n-best", "0"], ["--n-best"]),
         (["--max-examples", "0"], ["--max-examples"]),
@@ -156,7 +156,7 @@ def test_predict_flags_checked_before_the_model_loads(files, flags, words):
     ],
     ids=[
         "batch-0",
-        "window-vs-question",
+        "window",
         "stride",
         "n-best",
         "max-examples",
@@ -178,7 +178,7 @@ def test_evaluate_refuses_bad_flags_before_registering_a_run(files, flags, words
         (["--batch-size", "0"], ["--batch-size must be at least 1"]),
         (["--grad-accum", "0"], ["--grad-accum"]),
         (["--warmup-ratio", "1"], ["--warmup-ratio must be below 1"]),
-        (["--max-seq-length", "64"], ["--max-seq-length 64", "--max-query-length 64"]),
+        (["--max-seq-length", "12"], ["--max-seq-length must be at least 16, got 12"]),
         (["--max-seq-length", "128", "--doc-stride", "128"], ["--doc-stride 128", "--max-seq-length 128"]),
         (["--max-train-examples", "0"], ["--max-train-examples"]),
         (["--attention-dropout", "1.5"], ["--attention-dropout"]),
