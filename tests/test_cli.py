@@ -86,8 +86,12 @@ def test_train_evaluate_predict_end_to_end(tmp_path, tiny_model_dir, shared_data
     th = results["datasets"][1]
     assert th["language"] == "th" and th["rules"] == "squad1" and len(th["sha256"]) == 64
     assert set(th["metrics"]) == {"exact_match", "f1"} and "xlqa-ext" in th["extended"]
-    low, high = th["ci95"]["f1"]
-    assert low <= th["metrics"]["f1"] <= high and high - low > 0
+    for d in results[
+        "datasets"
+    ]:  # a tiny random model may score 0 in a language: then the interval is [0, 0]
+        low, high = d["ci95"]["f1"]
+        assert low <= d["metrics"]["f1"] <= high and (high - low > 0 or d["metrics"]["f1"] in (0, 100))
+    assert any(0 < d["metrics"]["f1"] < 100 for d in results["datasets"])
     assert "95%" in proc.stdout
     preds = json.loads((out / "xquad.th" / "predictions.json").read_text())
     assert len(preds) == 30 and all(isinstance(v, str) for v in preds.values())

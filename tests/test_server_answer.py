@@ -168,7 +168,8 @@ def test_batch_endpoint_splits_and_keeps_order(server, xquad):
     one = _post(
         server, "/v1/answer", {"question": items[5]["question"], "context": items[5]["context"], "top_k": 2}
     )
-    assert one.json()["answers"] == singles[items[5]["id"]]
+    # a window's logits in a batch differ from alone in the last bits: spans exact, scores within 1e-6
+    _same_answers(one.json()["answers"], singles[items[5]["id"]])
     # ids default to the item's index
     r = _post(
         server, "/v1/answer/batch", {"items": [{"question": "Who?", "context": "Marie Curie did."}] * 2}
@@ -429,3 +430,12 @@ def test_loading_models_follows_the_key_rule(tiny_model_dir, tmp_path, monkeypat
         r = _post(remote, "/v1/models", body)
         assert r.status_code == 403 and "loopback" in r.json()["detail"]
         assert _post(url.replace("0.0.0.0", "127.0.0.1"), "/v1/models", body).status_code == 201
+
+
+def _same_answers(got: list[dict], want: list[dict]) -> None:
+    assert [(a["text"], a["start"], a["end"]) for a in got] == [
+        (a["text"], a["start"], a["end"]) for a in want
+    ]
+    for a, b in zip(got, want):
+        assert a["score"] == pytest.approx(b["score"], abs=1e-6)
+        assert a["probability"] == pytest.approx(b["probability"], abs=1e-6)
