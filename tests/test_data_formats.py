@@ -137,7 +137,9 @@ def test_parquet_and_datasets_folder_with_squad_columns(tmp_path, reference):
     (tmp_path / "squad_ds" / "dataset_dict.json").write_text(json.dumps({"splits": ["validation"]}))
     data = load_squad(folder)
     assert data.report.format == "hf-datasets" and summary(data) == summary(reference)
-    with pytest.raises(Exception, match="DatasetDict with splits validation: give one split's folder, e.g. .*validation"):
+    with pytest.raises(
+        Exception, match=r"DatasetDict with splits validation: give one split's folder, e.g. .*validation"
+    ):
         load_squad(tmp_path / "squad_ds")
     # data check of the parent folder finds the parquet file and the split, not the metadata JSON
     reports = check_files([tmp_path])
