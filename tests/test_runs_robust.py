@@ -141,6 +141,31 @@ def test_rebuild_names_unreadable_folders_and_indexes_the_rest(store, tmp_path):
     assert xquad_de_f1(store, ids["eval"]) == 65.0
 
 
+def test_rebuild_does_not_follow_a_link_out_of_the_store(store, tmp_path):
+    outside = tmp_path / "elsewhere" / "20260101-000000-feed00"
+    outside.mkdir(parents=True)
+    (outside / "run.json").write_text(
+        json.dumps(
+            {
+                "id": outside.name,
+                "kind": "eval",
+                "model": "m",
+                "status": "finished",
+                "created": "2026-01-01T00:00:00+00:00",
+                "updated": "2026-01-01T00:00:00+00:00",
+            }
+        )
+    )
+    store.root.mkdir(parents=True, exist_ok=True)
+    (store.root / outside.name).symlink_to(outside)
+    result = invoke("rebuild", "--root", str(store.root))
+    assert f"skipped {store.root / outside.name}: a link out of the run store" in result.stderr, result.output
+    assert outside.name not in {r.id for r in store.list_runs()}
+    again = invoke("rebuild", "--root", str(store.root), str(outside))  # given explicitly, it is indexed
+    assert again.exit_code == 0, again.output
+    assert outside.name in {r.id for r in store.list_runs()}
+
+
 def test_corrupt_sqlite_index_is_named_then_rebuilt(tmp_path, monkeypatch):
     monkeypatch.delenv("XLQA_RUNS_DB", raising=False)
     store = RunStore(tmp_path / "runs")

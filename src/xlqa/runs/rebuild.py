@@ -89,14 +89,24 @@ def set_aside_corrupt(db_path: Path | None) -> Path | None:
     return target
 
 
+def links_out(store: RunStore) -> list[Path]:
+    """Entries of the store's folder that are symlinks to somewhere outside it: never indexed by a scan (a link
+    must not pull another folder's files into the store); give the target as a folder to index it."""
+    root = store.root.resolve()
+    return sorted(
+        p for p in store.root.iterdir() if p.is_symlink() and not p.resolve().is_relative_to(root)
+    ) if store.root.is_dir() else []  # fmt: skip
+
+
 def run_folders(store: RunStore, extra: list[Path]) -> list[Path]:
     """Folders holding ``run.json``: the store's own, then each given folder or the run folders inside it."""
     found: list[Path] = []
+    outside = set(links_out(store))
     for top, inside in [(store.root, True)] + [(Path(f).absolute(), False) for f in extra]:
         if not inside and (top / RUN_FILE).is_file():
             found.append(top)
         elif top.is_dir():
-            found += sorted(p for p in top.iterdir() if (p / RUN_FILE).is_file())
+            found += sorted(p for p in top.iterdir() if (p / RUN_FILE).is_file() and p not in outside)
         elif not inside:
             raise RunStoreError(f"{top}: no such folder")
     return list(dict.fromkeys(found))
@@ -146,6 +156,9 @@ def rebuild(store: RunStore, folders: list[str | Path] = ()) -> RebuildReport:
     report.moved_aside = str(moved) if moved else None
     with store.connect(create=True):  # a usable (if empty) index even when no run folder is found
         pass
+    given = {Path(f).resolve() for f in folders}
+    for link in (lk for lk in links_out(store) if lk.resolve() not in given):
+        report.skip(link, f"a link out of the run store (to {link.resolve()}): give that folder to index it")
     for folder in run_folders(store, [Path(f) for f in folders]):
         report.folders += 1
         try:
