@@ -128,7 +128,7 @@ def site(tmp_path_factory, tiny_model_dir):
     weak = write_eval(root / "e" / "mbert-base", files, lambda q, lang: lang == "en" or int(q[1]) % 2 == 0)
     runs = [store.import_results(strong, model="xlm-roberta-large", name="xlmr-large"),
             store.import_results(weak, model="bert-base-multilingual-cased", name="mbert-base")]  # fmt: skip
-    cfg = ServeConfig(model=[str(tiny_model_dir)], runs=str(store.root))
+    cfg = ServeConfig(model=[str(tiny_model_dir)], runs=str(store.root), allow_path=[str(root.parent)])
     shots = tmp_path_factory.mktemp("screenshots")
     with start_server(cfg, store=store, wait_ready=True) as url:
         yield {"url": url, "store": store, "runs": runs, "files": files, "root": root, "shots": shots}
@@ -357,7 +357,7 @@ def test_runs_page_with_1000_runs_and_the_key_message(browser, tmp_path, site):
         # a state-changing request without the key: the page says what to do
         tab.goto("/evaluate")
         page.fill("#model-path", "some/model")
-        page.fill("#data-files", "/nowhere.json")
+        page.fill("#data-files", "nowhere.json")  # inside the folders the server reads, but missing: 422
         page.click("#start")
         page.wait_for_selector("#flash:not([hidden])")
         assert "API key" in page.inner_text("#flash") and "401" in page.inner_text("#flash")
