@@ -11,7 +11,6 @@ in its place.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict
@@ -28,6 +27,7 @@ from xlqa.features import FeatureParams
 from xlqa.fileio import environment, write_json_atomic
 from xlqa.metrics.bootstrap import bootstrap_ci
 from xlqa.results import DatasetResult, EvalResult, nbest_to_json
+from xlqa.runs.liveness import process_alive
 from xlqa.sources.registry import BenchmarkSpec, file_stem, spec_for_file
 
 log = logging.getLogger(__name__)
@@ -157,24 +157,13 @@ def remove_stale_temporaries(folder: Path) -> list[Path]:
     for tmp in folder.rglob(".*.tmp") if folder.is_dir() else []:
         parts = tmp.name.split(".")
         pid = int(parts[-3]) if len(parts) >= 4 and parts[-3].isdigit() else None
-        if pid is None or pid_alive(pid):
+        if pid is None or process_alive(pid):  # the run store's one liveness rule
             continue
         tmp.unlink(missing_ok=True)
         removed.append(tmp)
     if removed:
         log.info("removed %d temporary file(s) left by a killed evaluation in %s", len(removed), folder)
     return removed
-
-
-def pid_alive(pid: int) -> bool:
-    """True when a process ``pid`` exists on this machine (another user's counts too)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def evaluate_model(
