@@ -150,27 +150,22 @@ def _launch(cmd: list[str], tmp: Path) -> None:
     assert proc.stdout.count("xlqa evaluation") == 1  # the table is printed once, by the main process
 
 
-def test_accelerate_launch_two_processes_give_the_single_process_answers(setup, tmp_path):
+# the two launchers users have: Accelerate's (--multi_gpu: on a CPU it still starts the gloo processes; --cpu
+# would start one) and PyTorch's
+LAUNCHERS = {
+    "accelerate": lambda port: [str(VENV_BIN / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2",
+                                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+                                "--main_process_port", str(port)],
+    "torchrun": lambda port: [str(VENV_BIN / "torchrun"), "--nproc_per_node", "2", "--master_port", str(port)],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("launcher", sorted(LAUNCHERS))
+def test_two_launched_processes_give_the_single_process_answers(setup, tmp_path, launcher):
     script = tmp_path / "marked_cli.py"
     script.write_text(MARKED_CLI)
     out = tmp_path / "out"
-    cmd = [str(VENV_BIN / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2",
-           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-           "--main_process_port", str(_free_port()),
-           str(script), str(tmp_path), *_cli_args(setup, out)]  # fmt: skip
-    _launch(cmd, tmp_path)
-    assert sorted(p.name for p in tmp_path.glob("rank-*")) == ["rank-0-of-2", "rank-1-of-2"]
-    assert json.loads((out / "results.json").read_text())["config"]["processes"] == 2
-    _assert_same_as_reference(setup, out)
-    _assert_one_run(tmp_path, out)
-
-
-def test_torchrun_two_processes_give_the_single_process_answers(setup, tmp_path):
-    script = tmp_path / "marked_cli.py"
-    script.write_text(MARKED_CLI)
-    out = tmp_path / "out"
-    cmd = [str(VENV_BIN / "torchrun"), "--nproc_per_node", "2", "--master_port", str(_free_port()),
-           str(script), str(tmp_path), *_cli_args(setup, out)]  # fmt: skip
+    cmd = [*LAUNCHERS[launcher](_free_port()), str(script), str(tmp_path), *_cli_args(setup, out)]
     _launch(cmd, tmp_path)
     assert sorted(p.name for p in tmp_path.glob("rank-*")) == ["rank-0-of-2", "rank-1-of-2"]
     assert json.loads((out / "results.json").read_text())["config"]["processes"] == 2
