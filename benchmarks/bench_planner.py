@@ -3,8 +3,9 @@
 For each small configuration on this CPU (random-weight models of different sizes with the real mBERT
 tokenizer, sequence lengths, batch sizes, precisions, gradient accumulation, and a tiny generative T5): the
 planner's estimate (counts, measured steps), then the real run with the same config: ``train()`` (its
-reported seconds: steps, dev evaluation each epoch, checkpoints) and the evaluation of the trained model on the
-``--eval`` file (the seconds evaluation records per file). Errors are of the expected value, relative to the
+reported seconds: steps, dev evaluation each epoch, checkpoints, guard snapshots) and the evaluation of the
+trained model on the ``--eval`` file (the seconds evaluation records per file), with ``xlqa evaluate``'s
+384-token windows (the estimate's ``--eval-max-seq-length``), not the training length. Errors are of the expected value, relative to the
 actual time; whether the actual time fell inside the predicted range is reported too.
 
     flock /tmp/xlqa-torch.lock .venv/bin/python benchmarks/bench_planner.py [--shared ../shared] [--quick]
@@ -25,6 +26,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+EVAL_MAX_SEQ_LENGTH = 384  # xlqa evaluate's default window, as the demo evaluates
 sys.path.insert(0, str(ROOT / "tests"))
 
 
@@ -86,7 +88,7 @@ def actual(c: dict, out: Path) -> tuple[float, float, int]:
     tc = {k: v for k, v in c.items() if k not in ("name", "eval", "max_eval_examples")}
     result = train(TrainConfig(**tc, output=str(out / "run"), epochs=1.0))
     ec = EvalConfig(model=result.best_dir, data=c["eval"], output=str(out / "eval"), batch_size=64,
-                    max_seq_length=c["max_seq_length"], doc_stride=c.get("doc_stride", 128),
+                    max_seq_length=EVAL_MAX_SEQ_LENGTH, doc_stride=c.get("doc_stride", 128),
                     max_examples=c["max_eval_examples"], precision=c["precision"], progress=False,
                     max_answer_length=c.get("max_answer_length", 30))  # fmt: skip
     ev = evaluate_generative(ec) if is_seq2seq(result.best_dir) else evaluate_model(ec)
@@ -108,7 +110,7 @@ def main() -> None:
     for c in configs(work, Path(args.shared), args.quick):
         t0 = time.perf_counter()
         est_kw = {k: v for k, v in c.items() if k != "name"}
-        est = jobs.estimate(EstimateConfig(**est_kw, epochs=1.0))[0]
+        est = jobs.estimate(EstimateConfig(**est_kw, epochs=1.0, eval_max_seq_length=EVAL_MAX_SEQ_LENGTH))[0]
         plan_s = time.perf_counter() - t0
         train_s, eval_s, steps = actual(c, work / c["name"].replace(" ", "_"))
         pt, pe = est.train_seconds, est.eval_seconds
@@ -122,6 +124,8 @@ def main() -> None:
             "total": {"predicted": round(total_pred, 3), "actual": round(total_act, 3),
                       "error": round(abs(total_pred - total_act) / total_act, 4),
                       "in_range": pt.low + pe.low <= total_act <= pt.high + pe.high},
+            "guard_snapshots": est.counts.guard_snapshots, "write_seconds": est.measured["write_seconds"],
+            "eval_windows": sum(e.windows for e in est.evals),
             "measured_step_seconds": est.measured["step_seconds"], "peak_memory_mb": round(est.peak_memory_mb),
         })  # fmt: skip
         r = rows[-1]

@@ -49,13 +49,18 @@ def _base(model, train, dev, **kw) -> dict:
     ],
     ids=["accum-fractional-epochs", "max-steps", "two-epochs"],
 )
-def test_counts_equal_what_training_does(kw, tiny_model_dir, squad_files, tmp_path, xlqa_cache):
+def test_counts_equal_what_training_does(kw, tiny_model_dir, squad_files, tmp_path, xlqa_cache, monkeypatch):
+    from xlqa.train.checkpoint import StateSnapshots
     from xlqa.train.loop import train
 
-    base = _base(tiny_model_dir, *squad_files, eval=[str(squad_files[1])], measure_steps=2, measure_batches=1)
+    base = _base(tiny_model_dir, *squad_files, eval=[str(squad_files[1])], measure_steps=2, measure_batches=1,
+                 guard_snapshot_every=2)  # fmt: skip
     est = jobs.estimate(EstimateConfig(**{**base, **kw, "batch_size": [kw["batch_size"]]}))[0]
     out = tmp_path / "run"
     train_kw = {k: v for k, v in base.items() if k not in ("eval", "measure_steps", "measure_batches")}
+    # the guard's real snapshots, counted as the loop writes them (the write itself is the real one)
+    written, save = [], StateSnapshots.save
+    monkeypatch.setattr(StateSnapshots, "save", lambda self: (written.append(1), save(self))[1])
     result = train(TrainConfig(**{**train_kw, **kw, "output": str(out)}))
     events = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
     start = next(e for e in events if e["event"] == "start")
@@ -63,6 +68,8 @@ def test_counts_equal_what_training_does(kw, tiny_model_dir, squad_files, tmp_pa
     assert est.counts.windows == start["windows"] and est.counts.questions == 40
     assert est.counts.epochs == len(result.history)
     assert est.counts.checkpoints == sum(e["event"] == "checkpoint" for e in events)
+    assert est.counts.guard_snapshots == len(written) == 1 + result.steps // 2
+    assert est.snapshot_seconds.expected > 0 and est.checkpoint_seconds.expected > 0
     # the dev evaluation's windows are the ones evaluation builds
     from xlqa.data import load_squad
     from xlqa.features import FeatureParams, build_features
@@ -70,8 +77,35 @@ def test_counts_equal_what_training_does(kw, tiny_model_dir, squad_files, tmp_pa
 
     _, tok = load_qa_model(str(tiny_model_dir))
     dev_feats = build_features(load_squad(squad_files[1]).examples, tok, FeatureParams(48, 16, 16))
-    assert est.dev.windows == est.evals[0].windows == len(dev_feats)
+    assert est.dev.windows == len(dev_feats)
     assert est.evals[0].questions == 9
+
+
+def test_eval_windows_at_their_own_length_are_what_evaluation_builds(
+    tiny_model_dir, squad_files, tmp_path, xlqa_cache
+):
+    """--eval files are windowed at --eval-max-seq-length (as xlqa evaluate does), the dev set at the training
+    length (as the loop's dev evaluation does); the eval count equals the windows a real evaluation caches."""
+    from xlqa.config import EvalConfig
+    from xlqa.data import load_squad
+    from xlqa.evaluate import evaluate_model
+    from xlqa.features import FeatureParams, Features, build_features
+    from xlqa.modeling import load_qa_model
+
+    train, dev = squad_files
+    base = _base(tiny_model_dir, train, dev, batch_size=[8], max_steps=2, eval=[str(dev)], measure_steps=1,
+                 measure_batches=1, eval_max_seq_length=32)  # fmt: skip
+    est = jobs.estimate(EstimateConfig(**base))[0]
+    assert est.to_json()["eval_max_seq_length"] == 32
+    cache = tmp_path / "eval-cache"
+    evaluate_model(EvalConfig(model=str(tiny_model_dir), data=[str(dev)], output=str(tmp_path / "eval"),
+                              max_seq_length=32, doc_stride=16, max_query_length=16, progress=False,
+                              cache_dir=str(cache)))  # fmt: skip
+    (built,) = cache.glob("*.npz")  # the one file evaluation windowed
+    assert est.evals[0].windows == len(Features.load(built))
+    _, tok = load_qa_model(str(tiny_model_dir))
+    at_train_length = build_features(load_squad(dev).examples, tok, FeatureParams(48, 16, 16))
+    assert est.dev.windows == len(at_train_length) < est.evals[0].windows
 
 
 def test_predictions_scale_with_the_measured_samples():
@@ -160,6 +194,8 @@ def test_cli_json_through_the_entry_point(tiny_model_dir, squad_files, xlqa_cach
         (["--batch-size", "0"], "--batch-size"),
         (["--eval", "no-such-benchmark"], "--eval"),
         (["--measure-steps", "0"], "--measure-steps"),
+        (["--eval-max-seq-length", "8"], "--eval-max-seq-length"),
+        (["--doc-stride", "200", "--eval-max-seq-length", "128"], "--eval-max-seq-length"),
     ],
 )
 def test_bad_input_names_the_flag(args, flag, tiny_model_dir, squad_files, xlqa_cache):

@@ -382,6 +382,12 @@ class EstimateConfig(TrainConfig):
     )
     mirror: str | None = _f(None, "data mirror folder or URL for --eval benchmarks (default $XLQA_MIRROR)")
     max_eval_examples: int | None = _f(None, "only the first N questions of each --eval file")
+    eval_max_seq_length: int = _f(
+        384,
+        "tokens per window when evaluating the --eval files (xlqa evaluate's --max-seq-length; the --dev "
+        "evaluation during training uses --max-seq-length)",
+        ge=16,
+    )
     configs: str | None = _f(None, "JSON file: a list of training configs, one candidate each")
     measure_steps: int = _f(4, "training steps timed per candidate, after one warm-up step")
     measure_batches: int = _f(3, "evaluation batches timed per candidate, after one warm-up batch")
@@ -406,3 +412,9 @@ class EstimateConfig(TrainConfig):
                 raise ConfigError(f"--{name.replace('_', '-')} must be >= 1")
         if self.max_eval_examples is not None and self.max_eval_examples < 1:
             raise ConfigError("--max-eval-examples must be >= 1")
+        check_fields(self)
+        if self.doc_stride >= self.eval_max_seq_length:
+            raise ConfigError(
+                f"--doc-stride {self.doc_stride} must be below --eval-max-seq-length {self.eval_max_seq_length}"
+                " (the --eval files are windowed with the same stride)"
+            )

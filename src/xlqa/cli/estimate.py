@@ -16,9 +16,10 @@ from xlqa.config import EstimateConfig
 HELP = """Estimate training and evaluation before anything trains: exact counts, times measured on this hardware.
 
     Counts questions, training windows (the same windows training builds), steps per epoch and in total, and
-    evaluation windows per file; times a few real training steps after a warm-up, a few evaluation batches and
-    one checkpoint write, and predicts training (steps, dev evaluation each epoch, checkpoints) and evaluation
-    times as ranges, with the peak memory and known risks. Give several --model, --precision or --batch-size
+    evaluation windows per file (--eval files at --eval-max-seq-length tokens, as xlqa evaluate windows them);
+    times a few real training steps after a warm-up, a few evaluation batches and one write of a checkpoint, of
+    the best model and of the guard's snapshot (by the training loop's own code), and predicts training (steps,
+    dev evaluation each epoch, checkpoints, guard snapshots) and evaluation times as ranges, with the peak memory and known risks. Give several --model, --precision or --batch-size
     values (or --configs FILE with a JSON list of training configs) to compare candidates side by side.
 
     Example: xlqa estimate --model e5-small --model minilm-l6 --train train-v1.1.json --precision bf16,fp32
@@ -58,6 +59,8 @@ def estimate_table(rows: list[dict[str, Any]]) -> Table:
         ("dev evaluation (all epochs)", [span(r["train_breakdown"]["dev_eval"]) if r["dev"] else "no --dev" for r in rows]),
         (f"checkpoints ({'/'.join(str(r['checkpoints']) for r in rows)})",
          [span(r["train_breakdown"]["checkpoints"]) for r in rows]),
+        (f"guard snapshots ({'/'.join(str(r['guard_snapshots']) for r in rows)})",
+         [span(r["train_breakdown"]["guard_snapshots"]) for r in rows]),
         ("training total", [span(r["train_seconds"]) for r in rows]),
     ]  # fmt: skip
     names = list(dict.fromkeys(e["name"] for r in rows for e in r["eval"]))
@@ -66,7 +69,7 @@ def estimate_table(rows: list[dict[str, Any]]) -> Table:
         for r in rows:
             e = next((e for e in r["eval"] if e["name"] == n), None)
             cells.append(f"{e['windows']:,} windows, {span(e['seconds'])}" if e else "")
-        lines.append((f"eval {n}", cells))
+        lines.append((f"eval {n} ({rows[0]['eval_max_seq_length']} tokens)", cells))
     if names:
         lines.append(("evaluation total", [span(r["eval_seconds"]) for r in rows]))
     lines.append(("peak memory", [f"{r['peak_memory_mb']:,.0f} MB" for r in rows]))

@@ -3,7 +3,8 @@
 Training windows come from the task's own ``train_data`` (the same feature building and cache as training);
 the batches of each epoch from :func:`xlqa.batching.shuffled_batches` with the loop's seed; optimizer steps
 are counted as :mod:`xlqa.train.loop` takes them: one per ``grad_accum`` batches and one at the end of an epoch
-(Accelerate syncs gradients at the end of the data loader), until ``total_steps``.
+(Accelerate syncs gradients at the end of the data loader), until ``total_steps`` (:func:`step_budget`, which the
+loop itself calls); the guard's snapshots by the guard's own rule (:func:`guard_snapshots`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import numpy as np
 
 from xlqa.batching import shuffled_batches
 from xlqa.config import TrainConfig
+from xlqa.train.guard import NonFiniteGuard
 
 
 @dataclass
@@ -28,6 +30,7 @@ class TrainCounts:
     total_steps: int
     epochs: int  # epochs the loop enters (each ends with a dev evaluation and a checkpoint)
     checkpoints: int  # periodic (every save_every steps) and end-of-epoch checkpoints
+    guard_snapshots: int = 0  # written by the guard: one before the first step, then every N good steps
     batches: list[list[int]] = field(default_factory=list, repr=False)
 
     def to_json(self) -> dict:
@@ -40,11 +43,12 @@ class TrainCounts:
             "total_steps": self.total_steps,
             "epochs": self.epochs,
             "checkpoints": self.checkpoints,
+            "guard_snapshots": self.guard_snapshots,
         }
 
 
 def step_budget(n_windows: int, cfg: TrainConfig, n_proc: int = 1) -> tuple[int, int, int]:
-    """``(steps_per_epoch, total_steps, n_epochs)`` exactly as :mod:`xlqa.train.loop` sets them up."""
+    """``(steps_per_epoch, total_steps, n_epochs)`` of a run: :mod:`xlqa.train.loop` sets itself up with it."""
     n_batches = math.ceil(n_windows / cfg.batch_size)
     steps_per_epoch = max(1, n_batches // (cfg.grad_accum * n_proc))
     total_steps = cfg.max_steps or max(1, math.ceil(steps_per_epoch * cfg.epochs))
@@ -107,8 +111,35 @@ def count_training(lengths: np.ndarray, questions: int, cfg: TrainConfig) -> Tra
     work = remaining_work(lengths, cfg, total_steps=total_steps, n_epochs=n_epochs)
     return TrainCounts(
         questions, len(lengths), work.batches_per_epoch, steps_per_epoch, work.step, work.epoch_ends,
-        work.epoch_ends + work.periodic_checkpoints, work.batches,
+        work.epoch_ends + work.periodic_checkpoints, guard_snapshots(work.step, cfg), work.batches,
     )  # fmt: skip
+
+
+class _CountedSnapshots:
+    """A snapshot store that only counts its saves (the guard decides when to save)."""
+
+    def __init__(self) -> None:
+        self.saved = 0
+
+    def save(self) -> None:
+        self.saved += 1
+
+    def restore(self) -> None:
+        pass
+
+
+def guard_snapshots(steps: int, cfg: TrainConfig) -> int:
+    """The guard's snapshots in a run of ``steps`` good steps, decided by :class:`~xlqa.train.guard.NonFiniteGuard`.
+
+    The loop takes one before its first step (before its clock starts) and the guard one after every
+    ``guard_snapshot_every`` good steps; a step skipped as non-finite would delay the next one.
+    """
+    store = _CountedSnapshots()
+    guard = NonFiniteGuard(None, None, None, snapshot_every=cfg.guard_snapshot_every, snapshots=store)
+    guard.take_snapshot(0)
+    for step in range(1, steps + 1):
+        guard.good_step(step)
+    return store.saved
 
 
 def batch_tokens(lengths: np.ndarray, batches: list[list[int]], multiple: int = 1) -> np.ndarray:

@@ -4,12 +4,14 @@ For a candidate (a :class:`~xlqa.config.TrainConfig`) the model is loaded as tra
 windows built by the task's own ``train_data``, and the loop's batches and steps counted
 (:mod:`xlqa.plan.counts`). Then, on this hardware: a few real training steps (forward, backward, clipping,
 optimizer) on real batches spread over the token range, after a warm-up step; a few real evaluation batches
-(forward passes, or generation for a generative model) on the real evaluation windows; one checkpoint write;
-the peak memory. :mod:`xlqa.plan.measure` turns these into ranges over the exact batches of the run.
+(forward passes, or generation for a generative model) on the real evaluation windows; one checkpoint, one
+best model and one guard snapshot written by the loop's own functions (:mod:`xlqa.plan.writes`); the peak
+memory. :mod:`xlqa.plan.measure` turns these into ranges over the exact batches of the run.
 
 ``train_seconds`` predicts what ``xlqa train`` reports as its seconds (optimizer steps, dev evaluation after
-each epoch, checkpoints; not loading the model and tokenizing); ``eval_seconds`` what ``xlqa evaluate`` spends
-per file (loading the cached windows, forward passes, decoding) with the same window and batch settings.
+each epoch at the training windows, checkpoints, best models, the guard's snapshots after the first; not loading
+the model and tokenizing); ``eval_seconds`` what ``xlqa evaluate`` spends per file (loading the cached windows,
+forward passes, decoding) with windows of ``--eval-max-seq-length`` tokens, the same stride and batch size.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from __future__ import annotations
 import gc
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -32,6 +34,7 @@ from xlqa.plan.candidates import candidates, eval_files
 from xlqa.plan.counts import TrainCounts, batch_tokens, count_training
 from xlqa.plan.evaluation import EvalPlan, plan_eval
 from xlqa.plan.measure import Range, Samples
+from xlqa.plan.writes import time_writes
 from xlqa.tasks import make_optimizer, make_task
 
 log = logging.getLogger(__name__)
@@ -52,12 +55,14 @@ class Estimate:
     steps_seconds: Range
     dev_seconds: Range
     checkpoint_seconds: Range
+    snapshot_seconds: Range
     evals: list[EvalPlan]
     dev: EvalPlan | None
     measured: dict[str, Any]
     peak_memory_mb: float
     device_memory_mb: float | None
     risks: list[str] = field(default_factory=list)
+    eval_max_seq_length: int = 0  # tokens per window of the --eval files
 
     @property
     def steps(self) -> int:
@@ -65,8 +70,8 @@ class Estimate:
 
     @property
     def train_seconds(self) -> Range:
-        """Training as ``xlqa train`` counts it: steps, dev evaluations, checkpoints."""
-        return self.steps_seconds + self.dev_seconds + self.checkpoint_seconds
+        """Training as ``xlqa train`` counts it: steps, dev evaluations, checkpoints, guard snapshots."""
+        return self.steps_seconds + self.dev_seconds + self.checkpoint_seconds + self.snapshot_seconds
 
     @property
     def eval_seconds(self) -> Range:
@@ -81,11 +86,13 @@ class Estimate:
         return {
             "name": self.name, "model": c.model, "task": self.task, "precision": self.precision,
             "device": self.device, "batch_size": c.batch_size, "grad_accum": c.grad_accum,
-            "max_seq_length": c.max_seq_length, "epochs_requested": c.epochs, "max_steps": c.max_steps,
+            "max_seq_length": c.max_seq_length, "eval_max_seq_length": self.eval_max_seq_length,
+            "epochs_requested": c.epochs, "max_steps": c.max_steps,
             **self.counts.to_json(), "steps": self.steps,
             "train_seconds": self.train_seconds.to_json(), "eval_seconds": self.eval_seconds.to_json(),
             "train_breakdown": {"steps": self.steps_seconds.to_json(), "dev_eval": self.dev_seconds.to_json(),
-                                "checkpoints": self.checkpoint_seconds.to_json()},
+                                "checkpoints": self.checkpoint_seconds.to_json(),
+                                "guard_snapshots": self.snapshot_seconds.to_json()},
             "dev": self.dev.to_json() if self.dev else None,
             "eval": [e.to_json() for e in self.evals],
             "measured": self.measured,
@@ -168,18 +175,18 @@ def estimate_candidate(
     opt_range = Range(min(opt_s, default=0.0), opt_mid, max(opt_s, default=0.0)).scale(counts.total_steps)
     steps_seconds = measure.predict(fb, trained_tokens) + opt_range
 
-    # -- evaluation: dev after every epoch, and the --eval files
+    # -- evaluation: dev after every epoch (training windows), and the --eval files (--eval-max-seq-length)
     model.eval()
-    plans, eval_samples = plan_eval(model, tok, task.name, cfg, precision, device,
-                                    [*([dev_set] if dev_set else []), *targets], opts.measure_batches)  # fmt: skip
-    dev_plan = plans.pop(0) if dev_set else None
+    dev_plan, plans, eval_samples = _plan_evaluations(model, tok, task.name, cfg, precision, device, dev_set,
+                                                      targets, opts)  # fmt: skip
 
-    # -- checkpoints: model folder + optimizer state, written once; best/ saved at least once, at most each epoch
-    model_s, state_s = measure.time_checkpoint(model, tok, optimizer)
-    ckpt = (model_s + state_s) * counts.checkpoints
-    checkpoint_seconds = Range(
-        ckpt + model_s, ckpt + model_s * (counts.epochs + 1) / 2, ckpt + model_s * counts.epochs
-    )
+    # -- writes, by the loop's own functions: checkpoints; best/ at least once, at most each epoch; the guard's
+    # snapshots after the first (written before the loop's clock starts)
+    writes = time_writes(model, tok, optimizer, cfg, task, precision)
+    ckpt = writes.checkpoint * counts.checkpoints
+    best_mid = writes.best * (counts.epochs + 1) / 2
+    checkpoint_seconds = Range(ckpt + writes.best, ckpt + best_mid, ckpt + writes.best * counts.epochs)
+    snapshot_seconds = Range(*[writes.snapshot * max(0, counts.guard_snapshots - 1)] * 3)
 
     peak = measure.peak_memory_mb(device)
     total = measure.device_memory_mb(device)
@@ -193,14 +200,35 @@ def estimate_candidate(
         "warmup_optimizer_seconds": round(opt_all[0], 5) if opt_all else None,
         "step_seconds": [round(s, 5) for s in step_s],
         "step_seconds_median": round(float(np.median(step_s)), 5) if step_s else None,
-        "eval_batches": eval_samples.to_json(), "checkpoint_seconds": round(model_s + state_s, 4),
-        "save_model_seconds": round(model_s, 4),
+        "eval_batches": {str(n): s.to_json() for n, s in eval_samples.items()}, "write_seconds": writes.to_json(),
     }  # fmt: skip
     est = Estimate(name, cfg, task.name, precision, device.type, counts, steps_seconds,
                    dev_plan.seconds.scale(counts.epochs) if dev_plan else measure.ZERO, checkpoint_seconds,
-                   plans, dev_plan, measured, peak, total, risks)  # fmt: skip
+                   snapshot_seconds, plans, dev_plan, measured, peak, total, risks,
+                   eval_max_seq_length=opts.eval_max_seq_length)  # fmt: skip
     del model, optimizer
     return est
+
+
+def _plan_evaluations(model, tok, task: str, cfg: TrainConfig, precision: str, device: torch.device,
+                      dev_set: SquadData | None, targets: list[SquadData],
+                      opts: EstimateConfig) -> tuple[EvalPlan | None, list[EvalPlan], dict[int, Samples]]:  # fmt: skip
+    """The dev plan (training windows), the --eval files' plans (``--eval-max-seq-length`` windows), and the timed
+    batches by window length: one pool of timed batches per window length, since the cost per token depends on it.
+    """
+    eval_cfg = replace(cfg, max_seq_length=opts.eval_max_seq_length)
+    groups = [(cfg, [dev_set] if dev_set else []), (eval_cfg, targets)]
+    if eval_cfg.max_seq_length == cfg.max_seq_length:
+        groups = [(cfg, [*groups[0][1], *targets])]
+    plans: list[EvalPlan] = []
+    samples: dict[int, Samples] = {}
+    for c, sets in groups:
+        if sets:
+            made, samples[c.max_seq_length] = plan_eval(model, tok, task, c, precision, device, sets,
+                                                        opts.measure_batches)  # fmt: skip
+            plans += made
+    dev_plan = plans.pop(0) if dev_set else None
+    return dev_plan, plans, samples
 
 
 def _time_training(model, task, data, cfg: TrainConfig, precision: str, device: torch.device, optimizer,

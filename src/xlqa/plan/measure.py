@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import resource
-import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -119,19 +117,6 @@ def time_call(fn: Callable[[], object]) -> float:
     t0 = time.perf_counter()
     fn()
     return time.perf_counter() - t0
-
-
-def time_checkpoint(model, tokenizer, optimizer) -> tuple[float, float]:
-    """``(model folder seconds, optimizer state seconds)`` of one checkpoint written to a temporary folder."""
-    from xlqa.modeling import save_model
-
-    tmp = Path(tempfile.mkdtemp(prefix="xlqa-estimate-"))
-    try:
-        model_s = time_call(lambda: save_model(model, tokenizer, tmp / "model"))
-        state_s = time_call(lambda: torch.save({"optimizer": optimizer.state_dict()}, tmp / "state.pt"))
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return model_s, state_s
 
 
 # -- memory ---------------------------------------------------------------------------------------------------

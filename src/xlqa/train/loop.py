@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import os
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -40,6 +39,7 @@ from xlqa.errors import ConfigError, DataError, TrainingDiverged
 from xlqa.evaluate import score_examples
 from xlqa.fileio import environment, write_json_atomic
 from xlqa.modeling import apply_precision_policy, autocast, choose_precision
+from xlqa.plan.counts import step_budget
 from xlqa.sources.registry import spec_for_file
 from xlqa.tasks import make_optimizer, make_task
 from xlqa.train.checkpoint import (
@@ -112,7 +112,7 @@ def _set_up(cfg: TrainConfig, faults: Faults | None) -> TrainContext:
     precision = choose_precision(cfg.precision, device_type)
     # Accelerate's fp16 needs a GPU and silently runs fp32 on a CPU: there the loop autocasts itself
     own_autocast = precision == "fp16" and device_type == "cpu"
-    accelerator = _accelerator(
+    accelerator = make_accelerator(
         mixed_precision="no" if precision == "fp32" or own_autocast else precision,
         gradient_accumulation_steps=cfg.grad_accum,
     )
@@ -131,9 +131,7 @@ def _set_up(cfg: TrainConfig, faults: Faults | None) -> TrainContext:
     if len(data.lengths) == 0:
         raise DataError("no trainable windows (every answer unlocatable?)", path=cfg.train)
     n_proc = accelerator.num_processes
-    n_batches = math.ceil(len(data.lengths) / cfg.batch_size)
-    steps_per_epoch = max(1, n_batches // (cfg.grad_accum * n_proc))
-    total_steps = cfg.max_steps or max(1, math.ceil(steps_per_epoch * cfg.epochs))
+    steps_per_epoch, total_steps, n_epochs = step_budget(len(data.lengths), cfg, n_proc)
 
     # -- optimizer and schedule: linear warmup then decay to zero (Accelerate steps it once per process)
     optimizer = make_optimizer(model, cfg)
@@ -160,7 +158,7 @@ def _set_up(cfg: TrainConfig, faults: Faults | None) -> TrainContext:
         events=events, precision=precision, run_meta=run_meta,
         forward_ctx=(lambda: autocast("fp16", device_type)) if own_autocast else contextlib.nullcontext,
         steps_per_epoch=steps_per_epoch, total_steps=total_steps,
-        n_epochs=math.ceil(total_steps / steps_per_epoch), faults=faults, progress=progress,
+        n_epochs=n_epochs, faults=faults, progress=progress,
     )  # fmt: skip
 
 
@@ -402,7 +400,7 @@ def _any_process(accelerator, flag: bool) -> bool:
     return bool(accelerator.reduce(t, reduction="sum").item() > 0)
 
 
-def _accelerator(**kwargs):
+def make_accelerator(**kwargs):
     """An Accelerator; a second run in the same process (tests, notebooks) may change the mixed precision.
 
     Accelerate keeps one process-wide state and refuses a different ``mixed_precision`` once it is set. Under
