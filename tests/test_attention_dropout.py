@@ -1,5 +1,5 @@
-"""``--attention-dropout``: the attention-probability dropout a model trains with (0 lets PyTorch's fused CPU
-attention kernel run, which refuses dropout)."""
+"""``--attention-dropout`` and ``--hidden-dropout``: the dropouts a model trains with (attention dropout 0 lets
+PyTorch's fused CPU attention kernel run, which refuses dropout; hidden dropout 0 skips drawing its masks)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from test_guard import tiny_config
 from xlqa.config import TrainConfig
@@ -54,3 +55,29 @@ def test_a_model_without_the_setting_is_refused(tmp_path):
     ).save_pretrained(tmp_path / "t5")
     with pytest.raises(ModelLoadError, match="--attention-dropout"):
         load_qa_model(str(tmp_path / "t5"), attention_dropout=0.0)
+
+
+def test_hidden_dropout_reaches_every_dropout_but_attention(tiny_model_dir):
+    model, _ = load_qa_model(str(tiny_model_dir), hidden_dropout=0.0)
+    layer = model.bert.encoder.layer[0]
+    assert model.config.hidden_dropout_prob == 0.0
+    assert (
+        layer.output.dropout.p == layer.attention.output.dropout.p == model.bert.embeddings.dropout.p == 0.0
+    )
+    assert _attention_dropouts(model) == {0.1}  # left as it was
+    both, _ = load_qa_model(str(tiny_model_dir), hidden_dropout=0.0, attention_dropout=0.0)
+    assert {m.p for m in both.modules() if isinstance(m, torch.nn.Dropout)} == {0.0}
+
+
+def test_a_run_trained_without_any_dropout_records_it(tmp_path, tiny_model_dir):
+    from xlqa.train.loop import train
+
+    cfg = tiny_config(tmp_path, tiny_model_dir, max_steps=3, attention_dropout=0.0, hidden_dropout=0.0)
+    saved = json.loads((Path(train(cfg).best_dir) / "config.json").read_text())
+    assert saved["hidden_dropout_prob"] == saved["attention_probs_dropout_prob"] == 0.0
+
+
+@pytest.mark.parametrize("value", [-0.1, 1.0])
+def test_out_of_range_hidden_dropout_names_the_flag(value):
+    with pytest.raises(ConfigError, match="--hidden-dropout"):
+        TrainConfig(model="m", train="t.json", output="o", hidden_dropout=value).validate()

@@ -145,7 +145,7 @@ def test_predict_flags_checked_before_the_model_loads(files, flags, words):
 @pytest.mark.parametrize(
     ("flags", "words"),
     [
-        (["--batch-size", "0"], ["--batch-size must be at least 1, got 0"]),
+        (["--batch-size", "-1"], ["--batch-size must be at least 0, got -1"]),  # 0: automatic
         (["--max-seq-length", "15"], ["--max-seq-length must be at least 16, got 15"]),
         (["--doc-stride", "400"], ["--doc-stride 400", "--max-seq-length 384"]),
         (["--n-best", "0"], ["--n-best"]),
@@ -155,7 +155,7 @@ def test_predict_flags_checked_before_the_model_loads(files, flags, words):
         (["--output", "data.json/eval"], ["data.json is a file, not a folder"]),
     ],
     ids=[
-        "batch-0",
+        "batch-negative",
         "window",
         "stride",
         "n-best",

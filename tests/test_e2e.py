@@ -93,3 +93,23 @@ def test_checkpoint_loads_in_a_transformers_pipeline(trained):
     # the pipeline and xlqa's own decoding pick the same span from the same checkpoint
     ours = answer(*load_qa_model(result.best_dir), QUESTION, CONTEXT)
     assert ours["answer"].strip() == out["answer"].strip(), (ours, out)
+
+
+@pytest.mark.slow
+def test_evaluation_in_bf16_weights_scores_as_fp32(trained, tmp_path):
+    """``xlqa evaluate`` loads the model in bf16 when it evaluates in bf16 (one cast instead of autocast's cast at
+    every batch) and batches 16 windows on a CPU by default; the scores stay those of fp32 evaluation."""
+    from xlqa.config import EvalConfig
+    from xlqa.evaluate import evaluate_model
+
+    result, cfg = trained
+    scores = {}
+    for precision in ("fp32", "bf16"):
+        ecfg = EvalConfig(model=result.best_dir, data=[cfg.dev], max_examples=200, output=str(tmp_path / precision),
+                          precision=precision, progress=False)  # fmt: skip
+        res = evaluate_model(ecfg)
+        saved = json.loads((tmp_path / precision / "results.json").read_text())
+        assert saved["precision"] == precision and saved["config"]["batch_size"] == 0
+        scores[precision] = res.datasets[0].f1
+    assert scores["fp32"] > 30
+    assert abs(scores["bf16"] - scores["fp32"]) < 2.0, scores

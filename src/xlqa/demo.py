@@ -114,6 +114,7 @@ def run_demo(cfg: DemoConfig) -> Path:
             max_train_examples=cfg.train_examples,
             freeze_embeddings=cfg.freeze_embeddings,
             attention_dropout=cfg.attention_dropout,
+            hidden_dropout=cfg.hidden_dropout,
             precision=cfg.precision,
             progress=cfg.progress,
         )

@@ -282,7 +282,7 @@ def evaluate_generative(cfg, *, model=None, tokenizer=None, targets=None, state=
         the :class:`xlqa.results.EvalResult`, also written to ``<output>/results.json``.
     """
     from xlqa.distributed import is_distributed
-    from xlqa.evaluate import evaluate_targets, load_targets
+    from xlqa.evaluate import eval_batch_size, evaluate_targets, load_targets
     from xlqa.modeling import apply_precision_policy, choose_precision, load_seq2seq_model
 
     targets = targets if targets is not None else load_targets(cfg.data, cfg.max_examples)  # fail early
@@ -298,7 +298,7 @@ def evaluate_generative(cfg, *, model=None, tokenizer=None, targets=None, state=
         return generate_answers(
             model, tokenizer, data.examples, max_seq_length=cfg.max_seq_length, doc_stride=cfg.doc_stride,
             max_query_length=cfg.max_query_length, max_answer_length=cfg.max_answer_length,
-            num_beams=cfg.num_beams, batch_size=cfg.batch_size, precision=precision, progress=cfg.progress,
+            num_beams=cfg.num_beams, batch_size=eval_batch_size(cfg.batch_size, model.device), precision=precision, progress=cfg.progress,
             desc=name, accelerator=state,
         )  # fmt: skip
 

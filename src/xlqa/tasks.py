@@ -75,7 +75,9 @@ class ExtractiveTask:
     name = "extractive"
 
     def load(self, cfg: TrainConfig) -> tuple[torch.nn.Module, Any]:
-        return load_qa_model(cfg.model, attention_dropout=cfg.attention_dropout)
+        return load_qa_model(
+            cfg.model, attention_dropout=cfg.attention_dropout, hidden_dropout=cfg.hidden_dropout
+        )
 
     def train_data(self, examples: list[Example], tok, cfg: TrainConfig) -> TrainData:
         params = FeatureParams(cfg.max_seq_length, cfg.doc_stride, cfg.max_query_length)
@@ -112,10 +114,14 @@ class GenerativeTask:
     name = "generative"
 
     def load(self, cfg: TrainConfig) -> tuple[torch.nn.Module, Any]:
-        if cfg.attention_dropout is not None:
-            raise ConfigError(
-                "--attention-dropout is for extractive encoders; T5-family models have one dropout_rate for all layers"
-            )
+        for flag, value in (
+            ("--attention-dropout", cfg.attention_dropout),
+            ("--hidden-dropout", cfg.hidden_dropout),
+        ):
+            if value is not None:
+                raise ConfigError(
+                    f"{flag} is for extractive encoders; T5-family models have one dropout_rate for all layers"
+                )
         return load_seq2seq_model(cfg.model)
 
     def train_data(self, examples: list[Example], tok, cfg: TrainConfig) -> TrainData:
