@@ -5,8 +5,8 @@ tokenizer, sequence lengths, batch sizes, precisions, gradient accumulation, and
 planner's estimate (counts, measured steps), then the real run with the same config: ``train()`` (its
 reported seconds: steps, dev evaluation each epoch, checkpoints, guard snapshots) and the evaluation of the
 trained model on the ``--eval`` file (the seconds evaluation records per file), with ``xlqa evaluate``'s
-384-token windows (the estimate's ``--eval-max-seq-length``), not the training length. Errors are of the expected value, relative to the
-actual time; whether the actual time fell inside the predicted range is reported too.
+384-token windows (the estimate's ``--eval-max-seq-length``), not the training length. Errors are of the
+expected value, relative to the actual time; whether the actual time fell inside the predicted range is reported too.
 
     flock /tmp/xlqa-torch.lock .venv/bin/python benchmarks/bench_planner.py [--shared ../shared] [--quick]
 
@@ -69,10 +69,12 @@ def configs(work: Path, shared: Path, quick: bool) -> list[dict]:
         dict(name="bert-h256 bf16 s384 b8", model=mid, precision="bf16", batch_size=8, max_seq_length=384,
              max_train_examples=int(160 * n), **ext),
         dict(name="t5-tiny fp32 b16 (generative)", model=t5, precision="fp32", batch_size=16, max_seq_length=64,
-             train=str(syn_train), dev=str(syn_dev), eval=[str(syn_dev)], max_train_examples=int(600 * n),
+             doc_stride=32, train=str(syn_train), dev=str(syn_dev), eval=[str(syn_dev)],
+             max_train_examples=int(600 * n),
              max_dev_examples=int(60 * n), max_eval_examples=int(100 * n), max_answer_length=8, progress=False),
         dict(name="t5-tiny bf16 b32 (generative)", model=t5, precision="bf16", batch_size=32, max_seq_length=64,
-             train=str(syn_train), dev=str(syn_dev), eval=[str(syn_dev)], max_train_examples=int(600 * n),
+             doc_stride=32, train=str(syn_train), dev=str(syn_dev), eval=[str(syn_dev)],
+             max_train_examples=int(600 * n),
              max_dev_examples=int(60 * n), max_eval_examples=int(100 * n), max_answer_length=8, progress=False),
     ]  # fmt: skip
 
@@ -124,6 +126,7 @@ def main() -> None:
             "total": {"predicted": round(total_pred, 3), "actual": round(total_act, 3),
                       "error": round(abs(total_pred - total_act) / total_act, 4),
                       "in_range": pt.low + pe.low <= total_act <= pt.high + pe.high},
+            "train_breakdown": {k: v["expected"] for k, v in est.to_json()["train_breakdown"].items()},
             "guard_snapshots": est.counts.guard_snapshots, "write_seconds": est.measured["write_seconds"],
             "eval_windows": sum(e.windows for e in est.evals),
             "measured_step_seconds": est.measured["step_seconds"], "peak_memory_mb": round(est.peak_memory_mb),

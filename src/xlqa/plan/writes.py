@@ -3,9 +3,10 @@
 A resumable checkpoint is :func:`xlqa.train.checkpoint.save_checkpoint` (the exported model, Accelerate's
 ``save_state`` of model, optimizer, scheduler, RNG and progress, ``xlqa.json``, the marker, fsync and rename),
 the best model :func:`~xlqa.train.checkpoint.save_best`, the guard's snapshot
-:meth:`~xlqa.train.checkpoint.StateSnapshots.save` (``save_state`` again). Each is written once here, by the
-same code with the candidate's model, tokenizer and stepped optimizer behind an Accelerator as the loop builds
-it, so the planner times what the run will really write rather than a copy of it.
+:meth:`~xlqa.train.checkpoint.StateSnapshots.save` (``save_state`` again). After an untimed snapshot (the loop
+takes its first one before its clock starts, and pays the first write's one-time costs there), each is
+written once here, by the same code with the candidate's model, tokenizer and stepped optimizer behind an
+Accelerator as the loop builds it, so the planner times what the run will really write rather than a copy.
 """
 
 from __future__ import annotations
@@ -66,6 +67,7 @@ def time_writes(model, tokenizer, optimizer, cfg: TrainConfig, task, precision: 
             forward_ctx=contextlib.nullcontext, steps_per_epoch=1, total_steps=1, n_epochs=1, progress=progress,
         )  # fmt: skip
         st = TrainState(step=1)
+        snapshots.save()  # untimed, as the loop's first snapshot is taken before its clock starts
         checkpoint = time_call(lambda: save_checkpoint(ctx, st))
         best = time_call(lambda: save_best(ctx, {**run_meta, "epoch": 1, "step": 1}))
         snapshot = time_call(snapshots.save)
