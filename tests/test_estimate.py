@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 
 import numpy as np
 import pytest
+import torch
 
 from conftest import write_squad
 from synthetic_qa import make_questions, place_names, save_tiny_t5
 from xlqa import jobs
 from xlqa.config import EstimateConfig, TrainConfig
 from xlqa.errors import ConfigError
+from xlqa.evaluate import eval_batch_size
 from xlqa.plan.measure import Samples, predict
 
 LONG = " ".join(f"Sentence number {i} tells about the river Elbe and the town of Dresden." for i in range(12))
@@ -106,6 +109,9 @@ def test_eval_windows_at_their_own_length_are_what_evaluation_builds(
     _, tok = load_qa_model(str(tiny_model_dir))
     at_train_length = build_features(load_squad(dev).examples, tok, FeatureParams(48, 16, 16))
     assert est.dev.windows == len(at_train_length) < est.evals[0].windows
+    # batched as xlqa evaluate batches on this device (--batch-size 0: 16 on a CPU), the dev set by --eval-batch-size
+    assert est.evals[0].batches == math.ceil(est.evals[0].windows / eval_batch_size(0, torch.device("cpu")))
+    assert est.dev.batches == math.ceil(est.dev.windows / 64)
 
 
 def test_predictions_scale_with_the_measured_samples():

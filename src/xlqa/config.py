@@ -125,6 +125,12 @@ class TrainConfig:
     freeze_embeddings: bool = _f(
         False, "freeze the word embeddings (saves time and memory for big vocabularies)"
     )
+    freeze_layers: int = _f(
+        0,
+        "freeze the embeddings and the bottom N transformer layers: backward stops above them (extractive "
+        "encoders)",
+        ge=0,
+    )
     attention_dropout: float | None = _f(
         None,
         "attention-probability dropout while training (default: the model's own); 0 lets PyTorch's fused "
@@ -314,6 +320,7 @@ class DemoConfig:
     train_max_seq_length: int = _f(256, "tokens per training window", cli=False)
     eval_max_seq_length: int = _f(384, "tokens per evaluation window", cli=False)
     freeze_embeddings: bool = _f(True, "freeze the word embeddings", cli=False)
+    freeze_layers: int = _f(0, "freeze the embeddings and the bottom N layers", cli=False, ge=0)
     # 0 lets the fused CPU attention kernel run (refuses dropout): with hidden dropout 0, training 2.1x faster
     attention_dropout: float | None = _f(0.0, "attention dropout in training (None: the model's)", cli=False)
     # 0 skips drawing hidden dropout masks (a fifth of a CPU step); XQuAD F1 45.7 against 43.5 with 0.1 (README)

@@ -113,6 +113,7 @@ def run_demo(cfg: DemoConfig) -> Path:
             max_seq_length=cfg.train_max_seq_length,
             max_train_examples=cfg.train_examples,
             freeze_embeddings=cfg.freeze_embeddings,
+            freeze_layers=cfg.freeze_layers,
             attention_dropout=cfg.attention_dropout,
             hidden_dropout=cfg.hidden_dropout,
             precision=cfg.precision,

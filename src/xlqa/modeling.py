@@ -180,6 +180,29 @@ def dropout_config(name: str, *, attention: float | None = None, hidden: float |
     return config
 
 
+def freeze(model: torch.nn.Module, *, embeddings: bool = False, layers: int = 0) -> None:
+    """Stop training the word embeddings (``embeddings``) and/or the whole embedding block and the bottom
+    ``layers`` transformer layers, so that backward stops above them.
+
+    Raises:
+        ConfigError: ``layers`` on a model without a stack of encoder layers, or more layers than it has.
+    """
+    if embeddings:
+        model.get_input_embeddings().weight.requires_grad_(False)
+    if not layers:
+        return
+    base = model.base_model
+    stack = getattr(getattr(base, "encoder", None), "layer", None) or getattr(
+        getattr(base, "transformer", None), "layer", None
+    )  # BERT, XLM-R, E5; DistilBERT
+    if stack is None or not hasattr(base, "embeddings"):
+        raise ConfigError(f"--freeze-layers: {type(model).__name__} has no encoder layer stack to freeze")
+    if layers > len(stack):
+        raise ConfigError(f"--freeze-layers {layers}: {type(model).__name__} has {len(stack)} layers")
+    for module in (base.embeddings, *stack[:layers]):
+        module.requires_grad_(False)
+
+
 def _load_with(auto_cls, name: str, dtype: torch.dtype | None, what: str, *, quiet: bool, config=None):
     """``auto_cls.from_pretrained`` on a resolved ``--model`` with errors that say what to do."""
     from transformers.utils import logging as hf_logging

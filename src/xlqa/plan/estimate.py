@@ -16,6 +16,7 @@ forward passes, decoding) with windows of ``--eval-max-seq-length`` tokens, the 
 
 from __future__ import annotations
 
+import copy
 import gc
 import logging
 import time
@@ -28,7 +29,8 @@ import torch
 from xlqa.config import EstimateConfig, TrainConfig
 from xlqa.data import SquadData, load_squad
 from xlqa.errors import ConfigError, DataError
-from xlqa.modeling import apply_precision_policy, choose_precision, cpu_has_native_bf16, is_t5_family
+from xlqa.evaluate import eval_batch_size
+from xlqa.modeling import apply_precision_policy, choose_precision, cpu_has_native_bf16, freeze, is_t5_family
 from xlqa.plan import measure
 from xlqa.plan.candidates import candidates, eval_files
 from xlqa.plan.counts import TrainCounts, batch_tokens, count_training
@@ -154,8 +156,7 @@ def estimate_candidate(
         apply_precision_policy(model, precision, allow_fp16_t5=cfg.allow_fp16_t5)
     except ConfigError:  # named as a risk above; measured as --allow-fp16-t5 would run it
         apply_precision_policy(model, precision, allow_fp16_t5=True)
-    if cfg.freeze_embeddings:
-        model.get_input_embeddings().weight.requires_grad_(False)
+    freeze(model, embeddings=cfg.freeze_embeddings, layers=cfg.freeze_layers)
     model.to(device)
     torch.manual_seed(cfg.seed)
 
@@ -212,22 +213,27 @@ def estimate_candidate(
 
 def _plan_evaluations(model, tok, task: str, cfg: TrainConfig, precision: str, device: torch.device,
                       dev_set: SquadData | None, targets: list[SquadData],
-                      opts: EstimateConfig) -> tuple[EvalPlan | None, list[EvalPlan], dict[int, Samples]]:  # fmt: skip
-    """The dev plan (training windows), the --eval files' plans (``--eval-max-seq-length`` windows), and the timed
-    batches by window length: one pool of timed batches per window length, since the cost per token depends on it.
+                      opts: EstimateConfig) -> tuple[EvalPlan | None, list[EvalPlan], dict[str, Samples]]:  # fmt: skip
+    """The dev plan (as the loop evaluates: training windows, ``--eval-batch-size``, autocast) and the --eval files'
+    plans (as ``xlqa evaluate`` runs them: ``--eval-max-seq-length`` windows, its automatic batch size, and an
+    extractive model in bf16 weights instead of autocast), each from batches timed its own way.
     """
-    eval_cfg = replace(cfg, max_seq_length=opts.eval_max_seq_length)
-    groups = [(cfg, [dev_set] if dev_set else []), (eval_cfg, targets)]
-    if eval_cfg.max_seq_length == cfg.max_seq_length:
-        groups = [(cfg, [*groups[0][1], *targets])]
     plans: list[EvalPlan] = []
-    samples: dict[int, Samples] = {}
-    for c, sets in groups:
-        if sets:
-            made, samples[c.max_seq_length] = plan_eval(model, tok, task, c, precision, device, sets,
-                                                        opts.measure_batches)  # fmt: skip
-            plans += made
-    dev_plan = plans.pop(0) if dev_set else None
+    samples: dict[str, Samples] = {}
+    if dev_set:
+        (dev_plan,), samples["dev"] = plan_eval(model, tok, task, cfg, precision, device, [dev_set],
+                                                opts.measure_batches)  # fmt: skip
+    else:
+        dev_plan = None
+    if targets:
+        eval_cfg = replace(cfg, max_seq_length=opts.eval_max_seq_length,
+                           eval_batch_size=eval_batch_size(0, device))  # fmt: skip
+        eval_model, eval_precision = model, precision
+        if task == "extractive" and precision == "bf16":  # as evaluate_model loads it
+            eval_model, eval_precision = copy.deepcopy(model).to(torch.bfloat16), "fp32"
+        plans, samples["eval"] = plan_eval(eval_model, tok, task, eval_cfg, eval_precision, device, targets,
+                                           opts.measure_batches)  # fmt: skip
+        del eval_model
     return dev_plan, plans, samples
 
 

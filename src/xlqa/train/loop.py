@@ -38,7 +38,7 @@ from xlqa.data import SquadData, load_squad
 from xlqa.errors import ConfigError, DataError, TrainingDiverged
 from xlqa.evaluate import score_examples
 from xlqa.fileio import environment, write_json_atomic
-from xlqa.modeling import apply_precision_policy, autocast, choose_precision
+from xlqa.modeling import apply_precision_policy, autocast, choose_precision, freeze
 from xlqa.plan.counts import step_budget
 from xlqa.sources.registry import spec_for_file
 from xlqa.tasks import make_optimizer, make_task
@@ -124,8 +124,7 @@ def _set_up(cfg: TrainConfig, faults: Faults | None) -> TrainContext:
     dev_set = load_squad(cfg.dev, max_examples=cfg.max_dev_examples) if cfg.dev else None
     model, tok = task.load(cfg)
     policy = apply_precision_policy(model, precision, allow_fp16_t5=cfg.allow_fp16_t5)
-    if cfg.freeze_embeddings:
-        model.get_input_embeddings().weight.requires_grad_(False)
+    freeze(model, embeddings=cfg.freeze_embeddings, layers=cfg.freeze_layers)
     with accelerator.main_process_first():
         data = task.train_data(train_set.examples, tok, cfg)
     if len(data.lengths) == 0:
