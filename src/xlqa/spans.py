@@ -64,10 +64,10 @@ def top_k_columns(x: np.ndarray, k: int) -> np.ndarray:
 def _masked(start_logits: np.ndarray, end_logits: np.ndarray, offsets: np.ndarray):
     """Both logits with -inf outside the context and wherever they are not finite (never candidates)."""
     dtype = np.result_type(start_logits.dtype, end_logits.dtype, np.float32)
-    penalty = np.where(offsets[..., 0] >= 0, dtype.type(0), dtype.type(-np.inf))
+    in_context = offsets[..., 0] >= 0
     out = []
     for logits in (start_logits, end_logits):
-        masked = logits + penalty
+        masked = np.where(in_context, logits, dtype.type(-np.inf)).astype(dtype, copy=False)
         top = masked.max(initial=-np.inf)
         if np.isnan(top) or top == np.inf:  # NaN or +inf logits (rare): never candidates either
             masked = np.where(masked < np.inf, masked, -np.inf)
@@ -84,12 +84,13 @@ def _multiplicity(char_pos: np.ndarray, usable: np.ndarray) -> np.ndarray:
     n, k = char_pos.shape
     tagged = np.where(usable, char_pos, -1 - np.arange(k))  # unusable entries made distinct
     tagged.sort(axis=1)
-    mult = np.ones(n, dtype=np.int64)
-    rows = np.flatnonzero((tagged[:, 1:] == tagged[:, :-1]).any(axis=1))
-    if len(rows):
-        sub = tagged[rows]
-        mult[rows] = (sub[:, :, None] == sub[:, None, :]).sum(axis=2).max(axis=1)
-    return mult
+    same = tagged[:, 1:] == tagged[:, :-1]  # equal offsets are neighbours: the longest run of them
+    run = np.zeros(n, dtype=np.int64)
+    longest = np.zeros(n, dtype=np.int64)
+    for j in range(k - 1):  # k columns, all rows at once
+        run = (run + 1) * same[:, j]
+        np.maximum(longest, run, out=longest)
+    return longest + 1
 
 
 def _valid_pairs(s_tok, e_tok, s_ok, e_ok, max_answer_length, seq_len: int) -> np.ndarray:
@@ -227,14 +228,16 @@ def window_candidates(
     shift = _length_shift(s_tok, e_tok, free_length, length_penalty, seq_len) if penalized else None
     keep = _best_pairs(s_val, e_val, valid, need, shift)
     k_s, k_e = valid.shape[1:]
-    win, si, ei = keep // (k_s * k_e), keep // k_e % k_s, keep % k_e
-    score = s_val[win, si] + e_val[win, ei]
+    win = keep // (k_s * k_e)
+    at_s, at_e = keep // k_e, win * k_e + keep % k_e  # flat indices into the [W, k] start and end columns
+    score = s_val.ravel()[at_s] + e_val.ravel()[at_e]
     if penalized:
-        score = _exact_penalty(score, e_tok[win, ei] - s_tok[win, si] + 1, free_length[win], length_penalty)
+        length = e_tok.ravel()[at_e] - s_tok.ravel()[at_s] + 1
+        score = _exact_penalty(score, length, free_length[win], length_penalty)
     return Candidates(
         ex=example_index[win],
-        start=char_start[win, si],
-        end=char_end[win, ei],
+        start=char_start.ravel()[at_s],
+        end=char_end.ravel()[at_e],
         score=score,
         win=win,
     )
@@ -264,19 +267,20 @@ def rank_per_example(cands: Candidates, n_best: int) -> tuple[Candidates, np.nda
         )  # equal keys: the same span, in windows that hold the same tokens there
     else:
         order = np.lexsort((cands.end, cands.start, score_rank, cands.ex))
-    cands = cands.take(order)
     # the same span again (overlapping windows, tokens sharing offsets) ranks after its best occurrence: keep
     # the first of each (example, span) in ranked order
-    key = cands.ex * (width * width) + span[order]
+    ex = cands.ex[order]
+    key = ex * (width * width) + span[order]
     by_span = np.argsort(key)
     first = np.ones(n, dtype=bool)
     first[1:] = key[by_span[1:]] != key[by_span[:-1]]
     keep = np.zeros(n, dtype=bool)
     keep[np.minimum.reduceat(by_span, np.flatnonzero(first))] = True
-    cands = cands.take(keep)
-    rank = np.arange(len(cands.ex)) - np.searchsorted(cands.ex, cands.ex, side="left")
+    order, ex = order[keep], ex[keep]
+    head = np.flatnonzero(np.diff(ex, prepend=-1))  # each example's best
+    rank = np.arange(len(ex)) - np.repeat(head, np.diff(np.append(head, len(ex))))
     top = rank < n_best
-    return cands.take(top), rank[top]
+    return cands.take(order[top]), rank[top]
 
 
 def null_scores(
