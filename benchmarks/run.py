@@ -62,6 +62,19 @@ def batching_rows(r: dict) -> list[tuple[str, str]]:
     return rows
 
 
+def loss_curve_rows(r: dict) -> list[tuple[str, str]]:
+    v, a = r["verdict"], r["args"]
+    (rm, rs), (xm, xs) = v["final"]["recipe"], v["final"]["xlqa"]
+    gap = v["largest_gap_over_recipe_sd"]
+    return [
+        (f"held-out loss, xlqa vs recipe ({a['seeds']} seeds, {a['steps']} steps)",
+         f"final {xm:.3f}+-{xs:.3f} vs {rm:.3f}+-{rs:.3f}; {v['points_within']}/{v['points_judged']} points "
+         f"within 2 SE ({'within' if v['within_noise'] else 'NOT within'} noise), largest gap "
+         f"{'n/a' if gap is None else f'{gap:.1f}'} x recipe seed sd"),
+        ("  training windows/s in those runs (side figure)", _x(r["train_speedup"])),
+    ]  # fmt: skip
+
+
 def eval_rows(r: dict) -> list[tuple[str, str]]:
     ph, share, sec = r["phase_seconds"], r["phase_share"], r["second_run"]
     rows = [
@@ -117,6 +130,10 @@ BENCHES: dict[str, Bench] = {
                       ["--steps", "2", "--warmup", "1", "--max-examples", "60", "--batch-size", "4",
                        "--max-seq-length", "192", "--eval-windows", "16", "--eval-batch-size", "8"],
                       batching_rows),
+    "loss_curve": Bench("bench_loss_curve.py", ["--seeds", "3", "--steps", "30", "--eval-every", "10"],
+                        ["--seeds", "2", "--steps", "2", "--eval-every", "1", "--max-examples", "40",
+                         "--heldout-examples", "20", "--heldout-windows", "8", "--batch-size", "4",
+                         "--max-seq-length", "192"], loss_curve_rows),
     "eval": Bench("bench_eval.py", ["--lever-batch-sizes", "64,16"], ["--langs", "en,de", "--max-examples", "20", "--lever-examples", "10",
                                         "--lever-rounds", "1", "--lever-batch-sizes", "64,16"], eval_rows),
     "memory": Bench("bench_memory.py", [], ["--steps", "2", "--max-train-examples", "30", "--max-eval-examples",

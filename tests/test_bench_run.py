@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -14,17 +15,18 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_runner_quick_on_a_tiny_model(tmp_path, shared_data, tiny_model_dir):
     out = tmp_path / "cpu.json"
     cmd = [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--quick", "--only", "batching", "eval", "memory",
-           "--model", str(tiny_model_dir), "--out", str(out)]  # fmt: skip
+           "loss_curve", "--model", str(tiny_model_dir), "--out", str(out)]  # fmt: skip
     env = dict(os.environ, CUDA_VISIBLE_DEVICES="", XLQA_CACHE=str(tmp_path / "cache"))
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     report = json.loads(out.read_text())
-    assert list(report["benchmarks"]) == ["batching", "eval", "memory"]
+    assert list(report["benchmarks"]) == ["batching", "eval", "memory", "loss_curve"]
     assert all(b["rc"] == 0 for b in report["benchmarks"].values())
     measures = {(r["benchmark"], r["measure"].split(",")[0]) for r in report["table"]}
     assert ("batching", "training windows/s") in measures
     assert ("memory", "training peak RSS (2 steps)") in measures
-    assert "FAILED" not in proc.stdout and "benchmark  measure" in proc.stdout  # the table was printed
+    assert "FAILED" not in proc.stdout
+    assert re.search(r"^benchmark +measure +result$", proc.stdout, re.M)  # the table was printed
 
     batching = report["benchmarks"]["batching"]["result"]
     assert batching["speedup"]["train"] > 0 and batching["speedup"]["eval"] > 0
@@ -46,3 +48,11 @@ def test_runner_quick_on_a_tiny_model(tmp_path, shared_data, tiny_model_dir):
 
     mem = report["benchmarks"]["memory"]["result"]
     assert mem["train"]["steps"] == 2 and mem["train"]["peak_rss_mb"] > mem["imports_rss_mb"] * 0.5
+
+    curve = report["benchmarks"]["loss_curve"]["result"]
+    assert curve["eval_steps"] == [0, 1, 2] and len(curve["runs"]) == 4  # two seeds on each side
+    assert all(len(r["heldout"]) == 3 and len(r["losses"]) == 2 for r in curve["runs"].values())
+    # step 0: the same initial weights on both sides, in eval mode: the same held-out loss
+    start = curve["verdict"]["points"][0]
+    assert abs(start["diff"]) < 1e-4 and start["recipe_sd"] == 0
+    assert curve["verdict"]["points_judged"] == 2 and ("loss_curve", "held-out loss") in measures
