@@ -28,13 +28,19 @@ largest gap over the recipe's seed spread, the final held-out losses, and traini
 
     flock /tmp/xlqa-torch.lock .venv/bin/python benchmarks/bench_loss_curve.py --seeds 3 --steps 30 \
         --eval-every 10 --out benchmarks/results/loss-curve-cpu.json
+
+``--xlqa-dropouts model`` gives the xlqa side the model's own dropouts (an ablation: how much of a gap is the
+dropout?), and ``--recipe-from EARLIER.json`` takes the recipe runs from an earlier run with the same settings,
+so that such an ablation trains only xlqa's runs.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from dataclasses import fields
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -135,6 +141,8 @@ def make_runs(recipe, ours, tok, feats, args, device) -> list[Run]:
             ("recipe", recipe, random_batches(len(feats), args.batch_size, seed), fixed, "fp32", "baseline"),
             ("xlqa", ours, shuffled_batches(feats.lengths, args.batch_size, seed), dyn, precision, "xlqa"),
         ):
+            if side == "recipe" and args.recipe_from:
+                continue
             if len(batches) < args.steps:
                 raise SystemExit(f"--steps {args.steps}: only {len(batches)} batches in {len(feats)} windows")
             loader = DataLoader(ds, batch_sampler=batches[: args.steps], collate_fn=collate)
@@ -154,11 +162,14 @@ def train_and_evaluate(recipe, ours, tok, feats, held, args, device) -> tuple[li
     runs = make_runs(recipe, ours, tok, feats, args, device)
     t0 = time.perf_counter()
     # step 0: every run of a side starts from that side's model (the same weights on both sides)
-    start = {"recipe": heldout_loss(runs[0].model, hds, hbatches, hcollate, device),
-             "xlqa": heldout_loss(runs[1].model, hds, hbatches, hcollate, device)}  # fmt: skip
+    start = {}
+    for run in runs:
+        side = run.name.split("_")[0]
+        if side not in start:
+            start[side] = heldout_loss(run.model, hds, hbatches, hcollate, device)
     eval_seconds = [time.perf_counter() - t0]
-    print(f"step 0 held-out loss: recipe {start['recipe']:.4f}, xlqa {start['xlqa']:.4f} "
-          f"({eval_seconds[0] / 2:.1f} s per evaluation)", flush=True)  # fmt: skip
+    print("step 0 held-out loss: " + ", ".join(f"{k} {v:.4f}" for k, v in start.items())
+          + f" ({eval_seconds[0] / len(start):.1f} s per evaluation)", flush=True)  # fmt: skip
     curves = {r.name: [start[r.name.split("_")[0]]] for r in runs}
     eval_steps = [0]
     for i in range(1, args.steps + 1):
@@ -189,6 +200,19 @@ def load_features(tok, args):
     return feats, dfeats, pick
 
 
+SAME_SETTINGS = ("model", "train", "heldout", "max_examples", "heldout_examples", "heldout_windows",
+                 "max_seq_length", "batch_size", "seeds", "steps", "eval_every")  # fmt: skip
+
+
+def earlier_recipe_runs(args) -> dict:
+    """The recipe runs of ``--recipe-from`` (a run of this benchmark with the same data, model and steps)."""
+    earlier = json.loads(Path(args.recipe_from).read_text())
+    differ = [k for k in SAME_SETTINGS if earlier["args"].get(k) != getattr(args, k)]
+    if differ:
+        raise SystemExit(f"--recipe-from {args.recipe_from}: other settings ({', '.join(differ)})")
+    return {k: r for k, r in earlier["runs"].items() if k.startswith("recipe")}
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=DemoConfig().model)
@@ -206,6 +230,17 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--steps", type=int, default=30, help="training steps per run")
     ap.add_argument("--eval-every", type=int, default=10, help="held-out loss every N steps (and at the end)")
     ap.add_argument("--pad-multiple", type=int, default=8, help="xlqa: pad each batch to a multiple of this")
+    ap.add_argument(
+        "--xlqa-dropouts",
+        choices=["demo", "model"],
+        default="demo",
+        help="xlqa side: the demo's dropouts, or the model's own (an ablation: is the gap dropout?)",
+    )
+    ap.add_argument(
+        "--recipe-from",
+        default=None,
+        help="result JSON of an earlier run with the same settings: its recipe runs, only xlqa's run",
+    )
     ap.add_argument("--out", default="benchmarks/results/loss-curve-cpu.json")
     return ap.parse_args(argv)
 
@@ -213,7 +248,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> None:
     args = parse_args(argv)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dropouts = demo_dropouts()
+    dropouts = demo_dropouts() if args.xlqa_dropouts == "demo" else {}
     recipe, ours, tok = build_models(args.model, dropouts)
     feats, dfeats, pick = load_features(tok, args)
     print(
@@ -221,15 +256,16 @@ def main(argv=None) -> None:
     )
     t0 = time.perf_counter()
     runs, eval_steps, res = train_and_evaluate(recipe, ours, tok, feats, (dfeats, pick), args, device)
-    curves = res["curves"]
-    v = verdict({s: [curves[r.name] for r in runs if r.name.startswith(s)] for s in SIDES}, eval_steps)
+    rows = {r.name: {**r.row(), "heldout": res["curves"][r.name]} for r in runs}
+    if args.recipe_from:
+        rows.update(earlier_recipe_runs(args))
+    v = verdict({s: [rows[k]["heldout"] for k in rows if k.startswith(s)] for s in SIDES}, eval_steps)
     print_table(v)
-    rows = {r.name: {**r.row(), "heldout": curves[r.name]} for r in runs}
     wps = {s: float(np.mean([rows[k]["windows_per_s"] for k in rows if k.startswith(s)])) for s in SIDES}
     print(f"training windows/s: xlqa {wps['xlqa']:.2f} vs recipe {wps['recipe']:.2f} "
           f"(x{wps['xlqa'] / wps['recipe']:.2f}; a side figure)", flush=True)  # fmt: skip
     summary = {"benchmark": "loss_curve", "model": args.model, **machine(), "args": vars(args),
-               "xlqa_settings": {**dropouts, "precision": runs[1].precision, "batches": "shuffled_batches",
+               "xlqa_settings": {**dropouts, "precision": runs[-1].precision, "batches": "shuffled_batches",
                                  "padding": f"dynamic, multiple of {args.pad_multiple}",
                                  "optimizer": "xlqa.tasks.make_optimizer"},
                "recipe_settings": {"dropouts": "the model's own", "precision": "fp32", "batches": "random",
@@ -237,7 +273,7 @@ def main(argv=None) -> None:
                "heldout": {"windows": len(pick), "precision": "fp32", "mode": "eval"},
                "eval_steps": eval_steps, "verdict": v, "windows_per_s": wps,
                "train_speedup": wps["xlqa"] / wps["recipe"], "eval_seconds": res["eval_seconds"],
-               "seconds": time.perf_counter() - t0, "runs": rows}  # fmt: skip
+               "seconds": time.perf_counter() - t0, "recipe_from": args.recipe_from, "runs": rows}  # fmt: skip
     write_result(args.out, summary)
 
 
