@@ -81,3 +81,22 @@ def test_a_run_trained_without_any_dropout_records_it(tmp_path, tiny_model_dir):
 def test_out_of_range_hidden_dropout_names_the_flag(value):
     with pytest.raises(ConfigError, match="--hidden-dropout"):
         TrainConfig(model="m", train="t.json", output="o", hidden_dropout=value).validate()
+
+
+def test_the_attention_implementation_is_chosen_and_trains(tmp_path, tiny_model_dir):
+    from xlqa.train.loop import train
+
+    default, _ = load_qa_model(str(tiny_model_dir))
+    eager, _ = load_qa_model(str(tiny_model_dir), attention="eager")
+    assert default.config._attn_implementation == "sdpa" and eager.config._attn_implementation == "eager"
+    ids = torch.tensor([[2, 5, 6, 7, 3]])
+    with torch.no_grad():  # the same function either way
+        torch.testing.assert_close(
+            eager.eval()(input_ids=ids).start_logits, default.eval()(input_ids=ids).start_logits
+        )
+    result = train(
+        tiny_config(tmp_path, tiny_model_dir, max_steps=2, attention="eager", attention_dropout=0.0)
+    )
+    assert result.steps == 2
+    with pytest.raises(ConfigError, match="--attention"):
+        TrainConfig(model="m", train="t.json", output="o", attention="flash").validate()

@@ -116,6 +116,7 @@ def run_demo(cfg: DemoConfig) -> Path:
             freeze_layers=cfg.freeze_layers,
             attention_dropout=cfg.attention_dropout,
             hidden_dropout=cfg.hidden_dropout,
+            attention=cfg.attention,
             precision=cfg.precision,
             progress=cfg.progress,
         )

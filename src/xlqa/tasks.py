@@ -76,7 +76,10 @@ class ExtractiveTask:
 
     def load(self, cfg: TrainConfig) -> tuple[torch.nn.Module, Any]:
         return load_qa_model(
-            cfg.model, attention_dropout=cfg.attention_dropout, hidden_dropout=cfg.hidden_dropout
+            cfg.model,
+            attention_dropout=cfg.attention_dropout,
+            hidden_dropout=cfg.hidden_dropout,
+            attention=cfg.attention,
         )
 
     def train_data(self, examples: list[Example], tok, cfg: TrainConfig) -> TrainData:
@@ -122,6 +125,10 @@ class GenerativeTask:
                 raise ConfigError(
                     f"{flag} is for extractive encoders; T5-family models have one dropout_rate for all layers"
                 )
+        if cfg.attention != "auto":
+            raise ConfigError(
+                "--attention is for extractive encoders; generative models keep transformers' default"
+            )
         return load_seq2seq_model(cfg.model)
 
     def train_data(self, examples: list[Example], tok, cfg: TrainConfig) -> TrainData:
