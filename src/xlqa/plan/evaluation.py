@@ -74,7 +74,9 @@ def plan_eval(model, tok, task: str, cfg: TrainConfig, precision: str, device: t
         per_file.append(batch_tokens(p.lengths, batches, p.multiple))
         pool += [(d, b) for b in batches]
     tokens = np.concatenate(per_file) if per_file else np.zeros(0, np.int64)
-    samples = measure.time_batches(lambda e: prepared[e[0]].run(e[1]), pool, tokens, n_batches, device)
+    samples = measure.time_batches(
+        lambda e: prepared[e[0]].run(e[1]), pool, tokens, n_batches, device, repeats=2
+    )
     plans = []
     for data, p, tk in zip(datasets, prepared, per_file, strict=True):
         fixed = p.prepare_seconds + p.decode_seconds
