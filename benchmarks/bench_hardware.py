@@ -6,8 +6,12 @@ In one run, on one device (CUDA if present, else the CPU):
 2. **Training step** of a real model (default the offline ``e5-small`` source, word embeddings frozen as in
    the demo) on real SQuAD windows (``xlqa.features``) with xlqa's batching: length-grouped batches
    (``shuffled_batches``) padded per batch (``Collator``), forward + backward + AdamW, bf16 autocast where the
-   hardware computes bf16 natively (``choose_precision("auto")``), else fp32.
-3. **Evaluation batches** on XQuAD-en windows, length-sorted, under ``inference_mode``.
+   hardware computes bf16 natively (``choose_precision("auto")``), else fp32; the demo's dropouts
+   (``DemoConfig``: attention and hidden dropout 0; ``--attention-dropout -1 --hidden-dropout -1`` for the
+   model's own 0.1) and attention implementation (``--attention``, the demo's ``eager``); every layer trains
+   (the demo freezes its bottom 4: the FLOP count below assumes a full backward pass).
+3. **Evaluation batches** on XQuAD-en windows, length-sorted, under ``inference_mode``, as ``xlqa evaluate``
+   runs them: batches of 16 on a CPU (64 on a GPU), and in bf16 the weights cast once instead of autocast.
 4. **Where the time goes**: one training step under ``torch.profiler``, each op's *self* time grouped into
    matmul / attention / elementwise+norm / optimizer / other, plus the unattributed rest of the step's wall
    time (Python, autograd and framework overhead).
@@ -40,6 +44,8 @@ import numpy as np
 import torch
 
 from benchlib import sync, train_step
+from xlqa.config import DemoConfig
+from xlqa.evaluate import eval_batch_size
 
 PEAK_SHAPES = ((4096, 4096, 4096), (3200, 384, 1536))
 GROUPS = ("matmul", "attention", "elementwise+norm", "optimizer", "other")
@@ -361,11 +367,21 @@ def main() -> None:
     ap.add_argument("--max-seq-length", type=int, default=256)
     ap.add_argument("--eval-max-seq-length", type=int, default=384)
     ap.add_argument("--batch-size", type=int, default=16)
-    ap.add_argument("--eval-batch-size", type=int, default=64)
+    ap.add_argument(
+        "--eval-batch-size", type=int, default=0, help="0: as xlqa evaluate (16 on a CPU, 64 on a GPU)"
+    )
     ap.add_argument("--steps", type=int, default=3, help="measured training steps and evaluation batches")
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--train-embeddings", action="store_true", help="default: word embeddings frozen (demo)")
     ap.add_argument("--precision", default="auto")
+    demo = DemoConfig()
+    ap.add_argument("--attention-dropout", type=float, default=demo.attention_dropout,
+                    help="training (default: the demo's; -1: the model's own)")  # fmt: skip
+    ap.add_argument("--hidden-dropout", type=float, default=demo.hidden_dropout,
+                    help="training (default: the demo's; -1: the model's own)")  # fmt: skip
+    ap.add_argument(
+        "--attention", default=demo.attention, help="attention implementation (default: the demo's)"
+    )
     ap.add_argument("--out", default=None, help="default benchmarks/results/hardware-<device>-<model>.json")
     args = ap.parse_args()
 
@@ -374,13 +390,19 @@ def main() -> None:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     precision = choose_precision(args.precision, device)
     peaks = measure_peaks(device)
-    model, tok = load_qa_model(args.model)
+    own = {"attention_dropout": args.attention_dropout, "hidden_dropout": args.hidden_dropout}
+    own = {k: (None if v is not None and v < 0 else v) for k, v in own.items()}
+    model, tok = load_qa_model(args.model, attention=args.attention, **own)
     if not args.train_embeddings:
         model.get_input_embeddings().weight.requires_grad_(False)
     model.to(device)
     tfeats, efeats = _windows(args, tok)
     train, prof = _train_rows(model, tok, tfeats, args, device, precision)
-    evaluation = _eval_row(model, tok, efeats, args, device, precision)
+    args.eval_batch_size = eval_batch_size(args.eval_batch_size, device)
+    model.set_attn_implementation("sdpa")  # as xlqa evaluate loads a model: transformers' default kernel
+    if precision == "bf16":  # as xlqa evaluate: weights cast to bf16 once, no autocast
+        model.to(torch.bfloat16)
+    evaluation = _eval_row(model, tok, efeats, args, device, "fp32" if precision == "bf16" else precision)
     ref = peaks["fp32_max" if precision == "fp32" else "bf16_max"]
     for row in (train, evaluation):
         row["fraction_of_peak"] = row["tflops"] / ref

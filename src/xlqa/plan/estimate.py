@@ -16,7 +16,6 @@ forward passes, decoding) with windows of ``--eval-max-seq-length`` tokens, the 
 
 from __future__ import annotations
 
-import copy
 import gc
 import logging
 import time
@@ -30,7 +29,14 @@ from xlqa.config import EstimateConfig, TrainConfig
 from xlqa.data import SquadData, load_squad
 from xlqa.errors import ConfigError, DataError
 from xlqa.evaluate import eval_batch_size
-from xlqa.modeling import apply_precision_policy, choose_precision, cpu_has_native_bf16, freeze, is_t5_family
+from xlqa.modeling import (
+    apply_precision_policy,
+    choose_precision,
+    cpu_has_native_bf16,
+    freeze,
+    is_t5_family,
+    load_qa_model,
+)
 from xlqa.plan import measure
 from xlqa.plan.candidates import candidates, eval_files
 from xlqa.plan.counts import TrainCounts, batch_tokens, count_training
@@ -229,8 +235,12 @@ def _plan_evaluations(model, tok, task: str, cfg: TrainConfig, precision: str, d
         eval_cfg = replace(cfg, max_seq_length=opts.eval_max_seq_length,
                            eval_batch_size=eval_batch_size(0, device))  # fmt: skip
         eval_model, eval_precision = model, precision
-        if task == "extractive" and precision == "bf16":  # as evaluate_model loads it
-            eval_model, eval_precision = copy.deepcopy(model).to(torch.bfloat16), "fp32"
+        if (
+            task == "extractive"
+        ):  # loaded as evaluate_model loads it: bf16 weights, the default attention kernel
+            bf16 = precision == "bf16"
+            eval_model, _ = load_qa_model(cfg.model, dtype=torch.bfloat16 if bf16 else None)
+            eval_model, eval_precision = eval_model.to(device), "fp32" if bf16 else precision
         plans, samples["eval"] = plan_eval(eval_model, tok, task, eval_cfg, eval_precision, device, targets,
                                            opts.measure_batches)  # fmt: skip
         del eval_model
