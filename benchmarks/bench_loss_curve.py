@@ -16,8 +16,9 @@ weights), at steps 0, ``--eval-every``, 2 x ``--eval-every``, ...
 
 - *recipe* (transformers' ``run_qa.py``): random batches padded to 256, fp32, the model's own dropouts (0.1),
   ``torch.optim.AdamW`` defaults;
-- *xlqa*: length-grouped batches (``shuffled_batches(seed)``), dynamic padding to a multiple of 8, precision and
-  dropouts from ``DemoConfig()``'s defaults (so this follows the demo), the optimizer of ``xlqa.tasks``.
+- *xlqa*: length-grouped batches (``shuffled_batches(seed)``), dynamic padding to a multiple of 8, precision,
+  dropouts, attention kernel and frozen layers from ``DemoConfig()``'s defaults (so this follows the demo), the
+  optimizer of ``xlqa.tasks``.
 
 Both: the demo's learning-rate schedule (linear warm-up over 10% of 232 steps, then decay; peak 1.5e-4) and
 gradient clipping at 1.0 (``bench_batching.Run``, ``benchlib.train_step``: the step every benchmark times).
@@ -52,27 +53,30 @@ from xlqa.batching import Collator, WindowDataset, shuffled_batches, sorted_batc
 from xlqa.config import DemoConfig
 from xlqa.data import load_squad
 from xlqa.features import FeatureParams, cached_features
-from xlqa.modeling import choose_precision, load_qa_model
+from xlqa.modeling import choose_precision, freeze, load_qa_model
 from xlqa.predict import model_inputs
 
 SIDES = ("recipe", "xlqa")
 
 
 def demo_dropouts() -> dict:
-    """The demo's training dropouts (``DemoConfig`` defaults), as ``load_qa_model`` keywords; None: the model's."""
+    """The demo's training settings that change the model (``DemoConfig`` defaults): dropouts (as
+    ``load_qa_model`` keywords; None: the model's), attention implementation and frozen layers."""
     names = {f.name for f in fields(DemoConfig)}
     demo = DemoConfig()
-    return {k: getattr(demo, k) for k in ("attention_dropout", "hidden_dropout") if k in names}
+    keys = ("attention_dropout", "hidden_dropout", "attention", "freeze_layers")
+    return {k: getattr(demo, k) for k in keys if k in names}
 
 
-def build_models(name: str, dropouts: dict):
-    """``(recipe model, xlqa model, tokenizer)``: one initial state (QA head included), dropouts apart."""
+def build_models(name: str, settings: dict):
+    """``(recipe model, xlqa model, tokenizer)``: one initial state (QA head included), settings apart."""
     torch.manual_seed(0)
     recipe, tok = load_qa_model(name)
-    ours, _ = load_qa_model(name, **{k: v for k, v in dropouts.items() if v is not None})
+    load = {k: v for k, v in settings.items() if k != "freeze_layers" and v is not None}
+    ours, _ = load_qa_model(name, **load)
     ours.load_state_dict(recipe.state_dict())
-    for m in (recipe, ours):
-        m.get_input_embeddings().weight.requires_grad_(False)
+    freeze(recipe, embeddings=True)
+    freeze(ours, embeddings=True, layers=settings.get("freeze_layers", 0))
     return recipe, ours, tok
 
 
