@@ -76,7 +76,12 @@ def build_models(name: str, settings: dict):
     ours, _ = load_qa_model(name, **load)
     ours.load_state_dict(recipe.state_dict())
     freeze(recipe, embeddings=True)
-    freeze(ours, embeddings=True, layers=settings.get("freeze_layers", 0))
+    layers = settings.get("freeze_layers", 0)
+    n = getattr(ours.config, "num_hidden_layers", layers + 1)
+    if layers >= n:  # a smaller model than the demo's (the --quick tiny BERT): keep its top layer training
+        print(f"the demo freezes {layers} layers; this model has {n}: freezing {n - 1}", flush=True)
+        layers = n - 1
+    freeze(ours, embeddings=True, layers=layers)
     return recipe, ours, tok
 
 

@@ -41,3 +41,10 @@ def test_report_table_gap_and_summary(tmp_path):
     assert "`xlqa demo --data-dir ../shared/data --train-examples 5000 --langs en,de,zh`" in text
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["average"]["f1"] == 50.0 and summary["languages"]["zh"]["exact_match"] == 40.0
+
+
+def test_the_demo_freezes_layers_only_of_the_model_it_was_measured_on():
+    from xlqa.demo import demo_freeze_layers
+
+    assert demo_freeze_layers(DemoConfig()) == DemoConfig().freeze_layers == 4
+    assert demo_freeze_layers(DemoConfig(model="minilm-l6")) == 0  # any depth, even a 2-layer test model

@@ -329,7 +329,9 @@ class DemoConfig:
     freeze_embeddings: bool = _f(True, "freeze the word embeddings", cli=False)
     # speed (issue 12, README): no dropout (the fused CPU attention kernel refuses it; hidden masks took a fifth of a
     # step), eager attention, bottom 4 of 12 layers frozen: training 3.1x faster than the model's way, XQuAD F1 +2.0
-    freeze_layers: int = _f(4, "freeze the embeddings and the bottom N layers", cli=False, ge=0)
+    freeze_layers: int = _f(
+        4, "freeze the embeddings and bottom N layers (default model only)", cli=False, ge=0
+    )
     attention_dropout: float | None = _f(0.0, "attention dropout in training (None: the model's)", cli=False)
     hidden_dropout: float | None = _f(0.0, "hidden dropout in training (None: the model's)", cli=False)
     attention: str = _f("eager", "attention implementation in training", cli=False, choices=ATTENTION_KERNELS)

@@ -90,6 +90,17 @@ def write_report(results: EvalResult, timings: dict, cfg: DemoConfig, out: Path)
     return path
 
 
+def demo_freeze_layers(cfg: DemoConfig) -> int:
+    """The layers the demo freezes: its ``freeze_layers`` for the model it was measured on (E5-small, 4 of 12);
+    another ``--model`` trains every layer (its depth may be anything, down to a 2-layer test model)."""
+    if cfg.model == DemoConfig().model:
+        return cfg.freeze_layers
+    if cfg.freeze_layers:
+        log.info("--model %s: every layer trains (the demo freezes %d only for %s)", cfg.model, cfg.freeze_layers,
+                 DemoConfig().model)  # fmt: skip
+    return 0
+
+
 def run_demo(cfg: DemoConfig) -> Path:
     """Train, evaluate every language, write the report; returns the report's path."""
     from xlqa.train.loop import train
@@ -113,7 +124,7 @@ def run_demo(cfg: DemoConfig) -> Path:
             max_seq_length=cfg.train_max_seq_length,
             max_train_examples=cfg.train_examples,
             freeze_embeddings=cfg.freeze_embeddings,
-            freeze_layers=cfg.freeze_layers,
+            freeze_layers=demo_freeze_layers(cfg),
             attention_dropout=cfg.attention_dropout,
             hidden_dropout=cfg.hidden_dropout,
             attention=cfg.attention,
