@@ -75,9 +75,6 @@ def check_fields(cfg: Any) -> None:
                 raise ConfigError(f"{flag} must be {_BOUND_WORDS[kind]} {bound:g}, got {value!r}")
 
 
-check_choices = check_fields  # its name before ranges were checked too
-
-
 def check_windows(cfg: Any) -> None:
     """The stride between windows must stay inside one window.
 
@@ -147,6 +144,9 @@ class TrainConfig:
         None,
         "dropout after the embeddings, attention outputs and feed-forward blocks while training (default: the "
         "model's own); 0 skips drawing the masks, about a fifth of a CPU training step",
+    )
+    bf16_weights: bool = _f(
+        False, "bf16 precision: train on a bf16 copy (no autocast casts), AdamW on fp32 weights; one process"
     )
     log_every: int = _f(10, "write a step event every N optimizer steps", ge=1)
     cache_dir: str | None = _f(None, "feature cache folder (default $XLQA_CACHE/features)", cli=False)
@@ -329,12 +329,11 @@ class DemoConfig:
     freeze_embeddings: bool = _f(True, "freeze the word embeddings", cli=False)
     # speed (issue 12, README): no dropout (the fused CPU attention kernel refuses it; hidden masks took a fifth of a
     # step), eager attention, bottom 4 of 12 layers frozen: training 3.1x faster than the model's way, XQuAD F1 +2.0
-    freeze_layers: int = _f(
-        4, "freeze the embeddings and bottom N layers (default model only)", cli=False, ge=0
-    )
+    freeze_layers: int = _f(4, "freeze the embeddings and bottom N layers (its model only)", cli=False, ge=0)
     attention_dropout: float | None = _f(0.0, "attention dropout in training (None: the model's)", cli=False)
     hidden_dropout: float | None = _f(0.0, "hidden dropout in training (None: the model's)", cli=False)
     attention: str = _f("eager", "attention implementation in training", cli=False, choices=ATTENTION_KERNELS)
+    bf16_weights: bool = _f(True, "train on a bf16 copy, fp32 master weights (with bf16)", cli=False)
     precision: str = _f("auto", "auto: bf16 where native, else fp32", choices=PRECISIONS, cli=False)
     langs: list[str] = _f(list(XQUAD_LANGS), "XQuAD languages, comma-separated")  # noqa: RUF009 (_f copies lists)
     eval_examples: int | None = _f(None, "first N questions per language (default: all)", ge=1)

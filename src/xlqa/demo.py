@@ -128,6 +128,7 @@ def run_demo(cfg: DemoConfig) -> Path:
             attention_dropout=cfg.attention_dropout,
             hidden_dropout=cfg.hidden_dropout,
             attention=cfg.attention,
+            bf16_weights=cfg.bf16_weights,
             precision=cfg.precision,
             progress=cfg.progress,
         )

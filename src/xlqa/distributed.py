@@ -1,4 +1,5 @@
-"""Evaluation across processes (``accelerate launch``, ``torchrun``): shard the windows, gather the logits.
+"""Evaluation across processes (``accelerate launch``, ``torchrun``): shard the windows, gather the logits; the
+training loop's Accelerator (:func:`make_accelerator`) and its collective flag (:func:`any_process`).
 
 Each process runs the forward pass on whole batches of the length-sorted evaluation order, dealt round-robin
 by Accelerate's ``BatchSamplerShard``, so every window meets the same batch-mates (and the same padding width)
@@ -18,11 +19,14 @@ means no sharding and no collectives.
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import torch
+
+from xlqa.errors import ConfigError
 
 
 def process_state():
@@ -115,3 +119,40 @@ def wait_for_everyone(state: Any) -> None:
     """A barrier: no process goes on before all have come here."""
     if is_distributed(state):
         state.wait_for_everyone()
+
+
+def any_process(accelerator, flag: bool) -> bool:
+    """True when ``flag`` is True in any process (a collective: every process must call it)."""
+    if accelerator.num_processes == 1:
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0], device=accelerator.device)
+    return bool(accelerator.reduce(t, reduction="sum").item() > 0)
+
+
+def make_accelerator(**kwargs):
+    """An Accelerator; a second run in the same process (tests, notebooks) may change the mixed precision.
+
+    Accelerate keeps one process-wide state and refuses a different ``mixed_precision`` once it is set. Under
+    ``accelerate launch`` a process trains once, so resetting the state between runs on one process is safe;
+    in a distributed job the state is left alone.
+
+    Without a GPU, Accelerate turns a process started by ``torchrun`` or ``accelerate launch --multi_gpu`` into
+    a lone single-process run (each process trains alone, silently) unless it is told to use the CPU; so
+    several processes without a GPU get ``cpu=True`` (gloo), and a process count other than the launcher's
+    ``WORLD_SIZE`` is refused rather than trained on.
+    """
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState, PartialState
+
+    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    if world > 1 and not torch.cuda.is_available():
+        kwargs["cpu"] = True
+    if AcceleratorState._shared_state and PartialState().num_processes == 1 and world == 1:
+        AcceleratorState._reset_state(reset_partial_state=True)
+    accelerator = Accelerator(**kwargs)
+    if accelerator.num_processes != world:
+        raise ConfigError(
+            f"launched as {world} processes (WORLD_SIZE) but Accelerate runs {accelerator.num_processes}"
+            f" ({accelerator.distributed_type}); check the launcher's configuration"
+        )
+    return accelerator

@@ -92,10 +92,15 @@ class ExtractiveTask:
         keys = ["input_ids", "attention_mask"]
         if "token_type_ids" in batch and getattr(config, "type_vocab_size", 0) > 1:
             keys.append("token_type_ids")
-        inputs = {k: batch[k] for k in keys}
-        return model(
-            **inputs, start_positions=batch["start_positions"], end_positions=batch["end_positions"]
-        ).loss
+        out = model(**{k: batch[k] for k in keys})
+        # transformers' QA loss, in fp32 whatever the logits' dtype (bf16 weights: --bf16-weights): the mean
+        # of the start and end cross-entropies, a position outside the window ignored
+        width = out.start_logits.size(1)
+        losses = [
+            torch.nn.functional.cross_entropy(logits.float(), batch[key].clamp(0, width), ignore_index=width)
+            for logits, key in ((out.start_logits, "start_positions"), (out.end_logits, "end_positions"))
+        ]
+        return (losses[0] + losses[1]) / 2
 
     def predict(
         self, model, tok, data: SquadData, cfg: TrainConfig, precision: str, desc: str, accelerator=None

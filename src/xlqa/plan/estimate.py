@@ -44,6 +44,7 @@ from xlqa.plan.evaluation import EvalPlan, plan_eval
 from xlqa.plan.measure import Range, Samples
 from xlqa.plan.writes import time_writes
 from xlqa.tasks import make_optimizer, make_task
+from xlqa.train.bf16 import Bf16Weights
 
 log = logging.getLogger(__name__)
 
@@ -220,15 +221,20 @@ def estimate_candidate(
 def _plan_evaluations(model, tok, task: str, cfg: TrainConfig, precision: str, device: torch.device,
                       dev_set: SquadData | None, targets: list[SquadData],
                       opts: EstimateConfig) -> tuple[EvalPlan | None, list[EvalPlan], dict[str, Samples]]:  # fmt: skip
-    """The dev plan (as the loop evaluates: training windows, ``--eval-batch-size``, autocast) and the --eval files'
-    plans (as ``xlqa evaluate`` runs them: ``--eval-max-seq-length`` windows, its automatic batch size, and an
-    extractive model in bf16 weights instead of autocast), each from batches timed its own way.
+    """The dev plan (as the loop evaluates: training windows, ``--eval-batch-size``, autocast or, with
+    ``--bf16-weights``, the bf16 copy) and the --eval files' plans (as ``xlqa evaluate`` runs them:
+    ``--eval-max-seq-length`` windows, its automatic batch size, and an extractive model in bf16 weights instead of
+    autocast), each from batches timed its own way.
     """
     plans: list[EvalPlan] = []
     samples: dict[str, Samples] = {}
     if dev_set:
-        (dev_plan,), samples["dev"] = plan_eval(model, tok, task, cfg, precision, device, [dev_set],
+        dev_model, dev_precision = model, precision
+        if cfg.bf16_weights and precision == "bf16":
+            dev_model, dev_precision = Bf16Weights(model).module, "fp32"
+        (dev_plan,), samples["dev"] = plan_eval(dev_model, tok, task, cfg, dev_precision, device, [dev_set],
                                                 opts.measure_batches)  # fmt: skip
+        del dev_model
     else:
         dev_plan = None
     if targets:
@@ -256,15 +262,22 @@ def _time_training(model, task, data, cfg: TrainConfig, precision: str, device: 
     opt_seconds: list[float] = []
     totals: list[float] = []
     model.train()
+    # --bf16-weights: the loop's steps run on a bf16 copy without autocast (xlqa.train.bf16)
+    bf16 = Bf16Weights(model) if cfg.bf16_weights and precision == "bf16" else None
+    step_model, step_precision = (model, precision) if bf16 is None else (bf16.module, "fp32")
 
     def run(idx: list[int]) -> None:
         t0 = time.perf_counter()
         batch = data.collate([data.dataset[i] for i in idx])  # the loader collates in this thread too
         batch = {k: v.to(device) for k, v in batch.items()}
-        with autocast(precision, device):
-            loss = task.loss(model, batch, model.config)
+        if bf16 is not None:
+            bf16.pull()
+        with autocast(step_precision, device):
+            loss = task.loss(step_model, batch, model.config)
         float(loss.detach())  # the loop reads the loss every batch
         loss.backward()
+        if bf16 is not None:
+            bf16.push_grads()
         measure.synchronize(device)
         t1 = time.perf_counter()
         torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)

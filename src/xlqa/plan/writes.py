@@ -42,10 +42,10 @@ def time_writes(model, tokenizer, optimizer, cfg: TrainConfig, task, precision: 
     """
     from transformers import get_linear_schedule_with_warmup
 
+    from xlqa.distributed import make_accelerator
     from xlqa.train.checkpoint import Progress, StateSnapshots, save_best, save_checkpoint
     from xlqa.train.events import EventLog
     from xlqa.train.guard import NonFiniteGuard
-    from xlqa.train.loop import make_accelerator
     from xlqa.train.state import TrainContext, TrainState
 
     tmp = Path(tempfile.mkdtemp(prefix="xlqa-estimate-"))

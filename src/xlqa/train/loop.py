@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 from xlqa.batching import shuffled_batches
 from xlqa.config import TrainConfig
 from xlqa.data import SquadData, load_squad
+from xlqa.distributed import any_process, make_accelerator
 from xlqa.errors import ConfigError, DataError, TrainingDiverged
 from xlqa.evaluate import score_examples
 from xlqa.fileio import environment, write_json_atomic
@@ -42,6 +43,7 @@ from xlqa.modeling import apply_precision_policy, autocast, choose_precision, fr
 from xlqa.plan.counts import step_budget
 from xlqa.sources.registry import spec_for_file
 from xlqa.tasks import make_optimizer, make_task
+from xlqa.train.bf16 import Bf16Weights
 from xlqa.train.checkpoint import (
     Progress,
     StateSnapshots,
@@ -112,10 +114,16 @@ def _set_up(cfg: TrainConfig, faults: Faults | None) -> TrainContext:
     precision = choose_precision(cfg.precision, device_type)
     # Accelerate's fp16 needs a GPU and silently runs fp32 on a CPU: there the loop autocasts itself
     own_autocast = precision == "fp16" and device_type == "cpu"
+    bf16_weights = cfg.bf16_weights and precision == "bf16"  # a bf16 copy to train on: no autocast
     accelerator = make_accelerator(
-        mixed_precision="no" if precision == "fp32" or own_autocast else precision,
+        mixed_precision="no" if precision == "fp32" or own_autocast or bf16_weights else precision,
         gradient_accumulation_steps=cfg.grad_accum,
     )
+    if bf16_weights and accelerator.num_processes > 1:
+        raise ConfigError(
+            f"--bf16-weights trains in one process, not {accelerator.num_processes}: the bf16 copy's gradients"
+            " are not reduced across processes; drop it (Accelerate's bf16 mixed precision applies instead)"
+        )
     set_seed(cfg.seed)
     events = EventLog(Path(cfg.output) / "events.jsonl", enabled=accelerator.is_main_process)
 
@@ -150,14 +158,15 @@ def _set_up(cfg: TrainConfig, faults: Faults | None) -> TrainContext:
         snapshot_every=cfg.guard_snapshot_every, lr_factor=cfg.guard_lr_factor,
         max_rollbacks=cfg.guard_max_rollbacks, snapshots=StateSnapshots(accelerator, cfg.output),
     )  # fmt: skip
-    run_meta = {"config": asdict(cfg), "precision": precision, "precision_policy": policy, "task": task.name}
+    run_meta = {"config": asdict(cfg), "precision": precision, "precision_policy": policy, "task": task.name,
+                "bf16_weights": bf16_weights}  # fmt: skip
     return TrainContext(
         cfg=cfg, task=task, accelerator=accelerator, model=prepared, unwrapped=unwrapped, tokenizer=tok,
         optimizer=optimizer, scheduler=scheduler, guard=guard, train_set=train_set, dev_set=dev_set, data=data,
         events=events, precision=precision, run_meta=run_meta,
         forward_ctx=(lambda: autocast("fp16", device_type)) if own_autocast else contextlib.nullcontext,
         steps_per_epoch=steps_per_epoch, total_steps=total_steps,
-        n_epochs=n_epochs, faults=faults, progress=progress,
+        n_epochs=n_epochs, faults=faults, progress=progress, bf16=Bf16Weights(unwrapped) if bf16_weights else None,
     )  # fmt: skip
 
 
@@ -168,7 +177,10 @@ def _resume(ctx: TrainContext, resume_from: str | Path) -> TrainState:
     ckpt = ckpt if (ckpt / "trainer_state.pt").exists() else latest_checkpoint(ckpt)
     if ckpt is None:
         raise ConfigError(f"{resume_from}: no complete checkpoint to resume from")
-    return load_checkpoint(ckpt, ctx)
+    st = load_checkpoint(ckpt, ctx)
+    if ctx.bf16 is not None:
+        ctx.bf16.sync()
+    return st
 
 
 def _announce(ctx: TrainContext, st: TrainState, *, resumed: bool) -> None:
@@ -200,7 +212,7 @@ def _run_epoch(ctx: TrainContext, st: TrainState, stop: GracefulStop, bar: tqdm)
         restore_rng(ctx.pending_rng)
         ctx.pending_rng = None
     bad_loss = False
-    ctx.model.train()
+    ctx.train_mode()
     for batch in batches:
         st.batch_in_epoch += 1
         st.seen += len(batch["input_ids"]) * ctx.n_proc
@@ -217,7 +229,7 @@ def _run_epoch(ctx: TrainContext, st: TrainState, stop: GracefulStop, bar: tqdm)
             ctx.events.write("step", **step_record(ctx, st, outcome.grad_norm))
             st.loss_sum, st.loss_n = 0.0, 0
         # -- checkpoint: periodic, and on a stop request (from any process)
-        stopping = _any_process(ctx.accelerator, stop.requested)
+        stopping = any_process(ctx.accelerator, stop.requested)
         if st.step % ctx.cfg.save_every == 0 or stopping:
             _checkpoint(ctx, st)
         if stopping:
@@ -257,11 +269,14 @@ class StepOutcome:
 
 def _optimizer_step(ctx: TrainContext, st: TrainState, batch: dict, bad_loss: bool) -> StepOutcome:
     """Forward and backward of one batch; once the gradients sync: clip, then step or skip the update."""
-    acc, faults, optimizer = ctx.accelerator, ctx.faults, ctx.optimizer
-    # -- forward / backward (gradients accumulate until sync_gradients)
+    acc, faults, optimizer, bf16 = ctx.accelerator, ctx.faults, ctx.optimizer, ctx.bf16
+    # -- forward / backward (gradients accumulate until sync_gradients); with --bf16-weights on the bf16 copy,
+    # whose gradients are added to the fp32 weights' right after the backward
     with acc.accumulate(ctx.model):
+        if bf16 is not None:
+            bf16.pull()
         with ctx.forward_ctx():
-            loss = ctx.task.loss(ctx.model, batch, ctx.unwrapped.config)
+            loss = ctx.task.loss(ctx.model if bf16 is None else bf16.module, batch, ctx.unwrapped.config)
         if faults is not None:
             loss = faults.poison_loss(st.step + 1, loss)
         if is_finite(loss):
@@ -270,13 +285,15 @@ def _optimizer_step(ctx: TrainContext, st: TrainState, batch: dict, bad_loss: bo
         else:
             bad_loss = True
         acc.backward(loss)
+        if bf16 is not None:
+            bf16.push_grads()
         if not acc.sync_gradients:
             return StepOutcome(loss, bad_loss)
         if faults is not None:
             faults.poison_grad(st.step + 1, ctx.unwrapped)
         # -- clip: the norm is computed after the gradient all-reduce, so every process sees it
         grad_norm = acc.clip_grad_norm_(ctx.model.parameters(), ctx.cfg.max_grad_norm)
-        loss_bad = _any_process(acc, bad_loss)
+        loss_bad = any_process(acc, bad_loss)
         ok = is_finite(grad_norm) and not loss_bad
         # fp16 on a GPU: inf gradients with a finite loss are the loss scaler's business (it skips the update
         # and lowers its scale), not a fault, as long as the scale stays above 1
@@ -308,6 +325,8 @@ def _guard(ctx: TrainContext, st: TrainState, outcome: StepOutcome, batch: dict)
                      consecutive=guard.state.consecutive, action=action)  # fmt: skip
     if action == "rollback":
         info = guard.rollback()
+        if ctx.bf16 is not None:
+            ctx.bf16.sync()
         ctx.events.write("rollback", step=st.step, **info)
         log.warning("step %d: %d non-finite steps in a row, rolled back to step %d, lr %.3g",
                     st.step, ctx.cfg.guard_max_consecutive, info["to_step"], info["lr"])  # fmt: skip
@@ -325,6 +344,9 @@ def _guard(ctx: TrainContext, st: TrainState, outcome: StepOutcome, batch: dict)
 def diagnose(ctx: TrainContext, st: TrainState, batch: dict) -> dict:
     """Re-run the failing batch with hooks (:func:`xlqa.train.guard.find_overflow`) and add the step's context."""
     model = ctx.unwrapped
+    if ctx.bf16 is not None:  # the failing step ran on the bf16 copy
+        ctx.bf16.pull()
+        model = ctx.bf16.module
 
     def loss_fn():
         with ctx.forward_ctx():
@@ -344,7 +366,7 @@ def _end_epoch(ctx: TrainContext, st: TrainState) -> None:
     ctx.accelerator.wait_for_everyone()
     with ctx.eta.timed("eval"):
         _evaluate_epoch(ctx, st)
-    ctx.model.train()
+    ctx.train_mode()
     # -- checkpoint at the epoch end: resuming starts the next epoch (or nothing, once done)
     st.epoch = st.epoch + 1 if st.step < ctx.total_steps else ctx.n_epochs
     st.batch_in_epoch = 0
@@ -365,8 +387,12 @@ def _evaluate_epoch(ctx: TrainContext, st: TrainState) -> None:
         spec = spec_for_file(dev)
         # FSDP and DeepSpeed gather the sharded weights in the wrapped model's forward; DDP's is not needed
         sharded = ctx.accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
-        preds = ctx.task.predict(ctx.model if sharded else ctx.unwrapped, ctx.tokenizer, dev, ctx.cfg,
-                                 ctx.precision, desc=f"dev epoch {st.epoch + 1}", accelerator=ctx.accelerator)  # fmt: skip
+        model, precision = ctx.model if sharded else ctx.unwrapped, ctx.precision
+        if ctx.bf16 is not None:  # the bf16 copy, as xlqa evaluate runs a model in bf16: no autocast
+            ctx.bf16.pull()
+            model, precision = ctx.bf16.module, "fp32"
+        preds = ctx.task.predict(model, ctx.tokenizer, dev, ctx.cfg, precision, desc=f"dev epoch {st.epoch + 1}",
+                                 accelerator=ctx.accelerator)  # fmt: skip
         scored = score_examples(dev.examples, preds, rules=spec.rules, language=spec.language or None)
         rec.f1, rec.em, rec.rules = scored.f1, scored.em, spec.rules
         ctx.events.write("eval", **rec.to_dict())
@@ -391,43 +417,6 @@ def _checkpoint(ctx: TrainContext, st: TrainState) -> str:
 
 
 # -- helpers ----------------------------------------------------------------------------------------------------
-def _any_process(accelerator, flag: bool) -> bool:
-    """True when ``flag`` is True in any process (a collective: every process must call it)."""
-    if accelerator.num_processes == 1:
-        return flag
-    t = torch.tensor([1.0 if flag else 0.0], device=accelerator.device)
-    return bool(accelerator.reduce(t, reduction="sum").item() > 0)
-
-
-def make_accelerator(**kwargs):
-    """An Accelerator; a second run in the same process (tests, notebooks) may change the mixed precision.
-
-    Accelerate keeps one process-wide state and refuses a different ``mixed_precision`` once it is set. Under
-    ``accelerate launch`` a process trains once, so resetting the state between runs on one process is safe;
-    in a distributed job the state is left alone.
-
-    Without a GPU, Accelerate turns a process started by ``torchrun`` or ``accelerate launch --multi_gpu`` into
-    a lone single-process run (each process trains alone, silently) unless it is told to use the CPU; so
-    several processes without a GPU get ``cpu=True`` (gloo), and a process count other than the launcher's
-    ``WORLD_SIZE`` is refused rather than trained on.
-    """
-    from accelerate import Accelerator
-    from accelerate.state import AcceleratorState, PartialState
-
-    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
-    if world > 1 and not torch.cuda.is_available():
-        kwargs["cpu"] = True
-    if AcceleratorState._shared_state and PartialState().num_processes == 1 and world == 1:
-        AcceleratorState._reset_state(reset_partial_state=True)
-    accelerator = Accelerator(**kwargs)
-    if accelerator.num_processes != world:
-        raise ConfigError(
-            f"launched as {world} processes (WORLD_SIZE) but Accelerate runs {accelerator.num_processes}"
-            f" ({accelerator.distributed_type}); check the launcher's configuration"
-        )
-    return accelerator
-
-
 def _data_report(data: SquadData) -> dict:
     """A training or dev file as ``config.json`` records it: path, checksum, language and what was repaired."""
     r = data.report

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from xlqa.data import SquadData
     from xlqa.plan.live import LiveEta
     from xlqa.tasks import Task, TrainData
+    from xlqa.train.bf16 import Bf16Weights
     from xlqa.train.events import EventLog
     from xlqa.train.faults import Faults
     from xlqa.train.guard import NonFiniteGuard
@@ -139,6 +140,7 @@ class TrainContext:
     pending_rng: dict | None = None  # a resumed process's RNG states, restored right before its first batch
     last_checkpoint: str | None = None
     eta: LiveEta | None = None  # the live ETA this session feeds (xlqa.train.events.live_eta)
+    bf16: Bf16Weights | None = None  # --bf16-weights: the bf16 copy the steps run on (xlqa.train.bf16)
 
     @property
     def out(self) -> Path:
@@ -151,6 +153,12 @@ class TrainContext:
     @property
     def n_proc(self) -> int:
         return self.accelerator.num_processes
+
+    def train_mode(self) -> None:
+        """Training mode for the model the steps run on (dropout, when the model has any)."""
+        self.model.train()
+        if self.bf16 is not None:
+            self.bf16.train()
 
     def start_clock(self, st: TrainState) -> None:
         """Start this session's clock, step and example counts (the step event's rates and ETA use them)."""
