@@ -42,6 +42,7 @@ from xlqa.features import FeatureParams, cached_features
 from xlqa.modeling import autocast, choose_precision, load_qa_model, load_tokenizer
 from xlqa.predict import model_inputs
 from xlqa.tasks import make_optimizer
+from xlqa.train.bf16 import Bf16Weights
 
 DEMO_STEPS, DEMO_LR = 232, 1.5e-4  # the demo's run: 2,800 questions, batch 16, one epoch
 
@@ -90,7 +91,8 @@ class Run:
     are those it would draw alone.
     """
 
-    def __init__(self, name, model, state, loader, *, side: str, seed: int, precision: str, device):
+    def __init__(self, name, model, state, loader, *, side: str, seed: int, precision: str, device,
+                 bf16_weights: bool = False):  # fmt: skip
         from transformers import get_linear_schedule_with_warmup
 
         self.name, self.side, self.seed, self.precision, self.device = name, side, seed, precision, device
@@ -98,6 +100,8 @@ class Run:
         self.model.load_state_dict(state)
         self.model.to(device).train()
         self.opt = make_opt(self.model, side, DEMO_LR)
+        # --bf16-weights (bf16 precision only): steps on a bf16 copy, the optimizer on self.model's fp32 weights
+        self.bf16 = Bf16Weights(self.model) if bf16_weights and precision == "bf16" else None
         self.sched = get_linear_schedule_with_warmup(self.opt, int(0.1 * DEMO_STEPS), DEMO_STEPS)
         self.rng = torch.Generator().manual_seed(seed).get_state()
         self.batches = iter(loader)
@@ -111,7 +115,7 @@ class Run:
         sync(self.device)
         t0 = time.perf_counter()
         loss = train_step(self.model, batch, self.opt, device=self.device, precision=self.precision,
-                          max_grad_norm=1.0)  # fmt: skip
+                          max_grad_norm=1.0, bf16=self.bf16)  # fmt: skip
         self.sched.step()
         sync(self.device)
         self.rng = torch.get_rng_state()

@@ -6,7 +6,8 @@ In one run, on one device (CUDA if present, else the CPU):
 2. **Training step** of a real model (default the offline ``e5-small`` source, word embeddings frozen as in
    the demo) on real SQuAD windows (``xlqa.features``) with xlqa's batching: length-grouped batches
    (``shuffled_batches``) padded per batch (``Collator``), forward + backward + AdamW, bf16 autocast where the
-   hardware computes bf16 natively (``choose_precision("auto")``), else fp32; the demo's dropouts
+   hardware computes bf16 natively (``choose_precision("auto")``), else fp32, or with the demo's
+   ``--bf16-weights`` on a bf16 copy of the model with fp32 master weights (no autocast); the demo's dropouts
    (``DemoConfig``: attention and hidden dropout 0; ``--attention-dropout -1 --hidden-dropout -1`` for the
    model's own 0.1) and attention implementation (``--attention``, the demo's ``eager``); every layer trains
    (the demo freezes its bottom 4: the FLOP count below assumes a full backward pass).
@@ -46,6 +47,7 @@ import torch
 from benchlib import sync, train_step
 from xlqa.config import DemoConfig
 from xlqa.evaluate import eval_batch_size
+from xlqa.train.bf16 import Bf16Weights
 
 PEAK_SHAPES = ((4096, 4096, 4096), (3200, 384, 1536))
 GROUPS = ("matmul", "attention", "elementwise+norm", "optimizer", "other")
@@ -270,9 +272,10 @@ def _train_rows(model, tok, feats, args, device, precision) -> tuple[dict, dict]
     fm = FlopModel.of(model)
     it = iter(loader)
     model.train()
+    bf16 = Bf16Weights(model) if args.bf16_weights and precision == "bf16" else None
 
     def step(batch):
-        train_step(model, batch, opt, device=device, precision=precision)
+        train_step(model, batch, opt, device=device, precision=precision, bf16=bf16)
 
     for _ in range(args.warmup):
         step(next(it))
@@ -382,6 +385,8 @@ def main() -> None:
     ap.add_argument(
         "--attention", default=demo.attention, help="attention implementation (default: the demo's)"
     )
+    ap.add_argument("--bf16-weights", action=argparse.BooleanOptionalAction, default=demo.bf16_weights,
+                    help="bf16 training on a bf16 copy with fp32 master weights (default: the demo's)")  # fmt: skip
     ap.add_argument("--out", default=None, help="default benchmarks/results/hardware-<device>-<model>.json")
     args = ap.parse_args()
 

@@ -9,16 +9,17 @@ loss on **held-out** windows instead, computed the same way for every run.
 every run, word embeddings frozen (as the demo). **Training data:** the first ``--max-examples`` SQuAD v1.1
 training questions as 256-token windows. **Held-out:** ``--heldout-windows`` training-style windows (with answer
 labels) of SQuAD dev-v1.1 picked once at random; their mean loss in eval mode (no dropout), in fp32 for every run
-(the referee is the weights each run learned, not the arithmetic it trained in; xlqa's autocast keeps fp32
-weights), at steps 0, ``--eval-every``, 2 x ``--eval-every``, ...
+(the referee is the weights each run learned, not the arithmetic it trained in; xlqa's autocast and its bf16
+weights both keep fp32 master weights), at steps 0, ``--eval-every``, 2 x ``--eval-every``, ...
 
 **Runs**, seeds ``0 .. --seeds - 1`` on each side (a seed sets the data order and the dropout masks):
 
 - *recipe* (transformers' ``run_qa.py``): random batches padded to 256, fp32, the model's own dropouts (0.1),
   ``torch.optim.AdamW`` defaults;
 - *xlqa*: length-grouped batches (``shuffled_batches(seed)``), dynamic padding to a multiple of 8, precision,
-  dropouts, attention kernel and frozen layers from ``DemoConfig()``'s defaults (so this follows the demo), the
-  optimizer of ``xlqa.tasks``.
+  dropouts, attention kernel, frozen layers and bf16 weights (``--bf16-weights``: steps on a bf16 copy, AdamW on
+  fp32 master weights) from ``DemoConfig()``'s defaults (so this follows the demo), the optimizer of
+  ``xlqa.tasks``.
 
 Both: the demo's learning-rate schedule (linear warm-up over 10% of 232 steps, then decay; peak 1.5e-4) and
 gradient clipping at 1.0 (``bench_batching.Run``, ``benchlib.train_step``: the step every benchmark times).
@@ -64,7 +65,7 @@ def demo_dropouts() -> dict:
     ``load_qa_model`` keywords; None: the model's), attention implementation and frozen layers."""
     names = {f.name for f in fields(DemoConfig)}
     demo = DemoConfig()
-    keys = ("attention_dropout", "hidden_dropout", "attention", "freeze_layers")
+    keys = ("attention_dropout", "hidden_dropout", "attention", "freeze_layers", "bf16_weights")
     return {k: getattr(demo, k) for k in keys if k in names}
 
 
@@ -72,7 +73,7 @@ def build_models(name: str, settings: dict):
     """``(recipe model, xlqa model, tokenizer)``: one initial state (QA head included), settings apart."""
     torch.manual_seed(0)
     recipe, tok = load_qa_model(name)
-    load = {k: v for k, v in settings.items() if k != "freeze_layers" and v is not None}
+    load = {k: v for k, v in settings.items() if k not in ("freeze_layers", "bf16_weights") and v is not None}
     ours, _ = load_qa_model(name, **load)
     ours.load_state_dict(recipe.state_dict())
     freeze(recipe, embeddings=True)
@@ -137,7 +138,7 @@ def print_table(v: dict) -> None:
           f"{'n/a' if gap is None else f'{gap:.2f}'} x the recipe's seed sd", flush=True)  # fmt: skip
 
 
-def make_runs(recipe, ours, tok, feats, args, device) -> list[Run]:
+def make_runs(recipe, ours, tok, feats, args, device, bf16_weights: bool = False) -> list[Run]:
     ds = WindowDataset(feats)
     pad = tok.pad_token_id or 0
     fixed = Collator(pad, pad_to_multiple_of=args.max_seq_length)
@@ -156,11 +157,12 @@ def make_runs(recipe, ours, tok, feats, args, device) -> list[Run]:
                 raise SystemExit(f"--steps {args.steps}: only {len(batches)} batches in {len(feats)} windows")
             loader = DataLoader(ds, batch_sampler=batches[: args.steps], collate_fn=collate)
             runs.append(Run(f"{side}_seed{seed}", model, state, loader, side=opt_side, seed=seed, precision=prec,
-                            device=device))  # fmt: skip
+                            device=device, bf16_weights=bf16_weights and side == "xlqa"))  # fmt: skip
     return runs
 
 
-def train_and_evaluate(recipe, ours, tok, feats, held, args, device) -> tuple[list[Run], list[int], dict]:
+def train_and_evaluate(recipe, ours, tok, feats, held, args, device,
+                       bf16_weights: bool = False) -> tuple[list[Run], list[int], dict]:  # fmt: skip
     """Train every run round-robin (shared machine load falls on all alike); evaluate each at the points."""
     held, pick = held
     hds, pad = WindowDataset(held), tok.pad_token_id or 0
@@ -168,7 +170,7 @@ def train_and_evaluate(recipe, ours, tok, feats, held, args, device) -> tuple[li
         [int(pick[j]) for j in b] for b in sorted_batches(held.lengths[pick], args.heldout_batch_size)
     ]
     hcollate = Collator(pad, pad_to_multiple_of=args.pad_multiple)
-    runs = make_runs(recipe, ours, tok, feats, args, device)
+    runs = make_runs(recipe, ours, tok, feats, args, device, bf16_weights)
     t0 = time.perf_counter()
     # step 0: every run of a side starts from that side's model (the same weights on both sides)
     start = {}
@@ -264,7 +266,8 @@ def main(argv=None) -> None:
         f"{len(feats)} training windows, {len(pick)} held-out windows; xlqa dropouts {dropouts}", flush=True
     )
     t0 = time.perf_counter()
-    runs, eval_steps, res = train_and_evaluate(recipe, ours, tok, feats, (dfeats, pick), args, device)
+    runs, eval_steps, res = train_and_evaluate(recipe, ours, tok, feats, (dfeats, pick), args, device,
+                                               bool(dropouts.get("bf16_weights")))  # fmt: skip
     rows = {r.name: {**r.row(), "heldout": res["curves"][r.name]} for r in runs}
     if args.recipe_from:
         rows.update(earlier_recipe_runs(args))

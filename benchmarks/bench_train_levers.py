@@ -7,14 +7,16 @@ AdamW, attention-probability dropout 0 in every variant: the first lever, measur
 - ``nohd``: hidden dropout 0 as well (no masks drawn after embeddings, attention outputs, feed-forward blocks);
 - ``eager``: attention as two matmuls and a softmax instead of the fused ``sdpa`` kernel;
 - ``compile``: ``torch.compile(dynamic=True)`` (its compile time is reported, not counted in the steps);
-- ``bf16w``: the whole model cast to bf16 and no autocast (a speed proxy for bf16 training with fp32 master
-  weights, which the loop does not have: here the optimizer updates the bf16 weights themselves).
+- ``bf16w``: the whole model cast to bf16 and no autocast (a speed proxy: the optimizer updates the bf16 weights
+  themselves);
+- ``master``: what ``--bf16-weights`` trains with (:class:`xlqa.train.bf16.Bf16Weights`): forward and backward
+  on a bf16 copy, gradients added to the fp32 weights, clipping and AdamW on those, the copy refreshed each step.
 
 Every variant starts from the same weights and sees the same batches in the same order; the runs advance one
 step each in turn, so load from other processes falls on all alike.
 
     flock /tmp/xlqa-torch.lock .venv/bin/python benchmarks/bench_train_levers.py \
-        --variants base,nohd,nohd+eager,nohd+eager+bf16w --steps 10
+        --variants base,nohd,nohd+eager,nohd+eager+bf16w,nohd+eager+master --steps 10
 """
 
 from __future__ import annotations
@@ -34,12 +36,13 @@ from xlqa.data import load_squad
 from xlqa.features import FeatureParams, cached_features
 from xlqa.modeling import choose_precision, load_qa_model
 from xlqa.tasks import make_optimizer
+from xlqa.train.bf16 import Bf16Weights
 
-LEVERS = ("base", "nohd", "eager", "compile", "bf16w")
+LEVERS = ("base", "nohd", "eager", "compile", "bf16w", "master")
 
 
 def build(base, variant: set[str], precision: str):
-    """``(model to call, optimizer, precision)`` of one variant, from a copy of ``base``."""
+    """``(model to call, optimizer, precision, bf16 copy or None)`` of one variant, from a copy of ``base``."""
     model = copy.deepcopy(base)
     for module in model.modules():
         if isinstance(module, torch.nn.Dropout) and "nohd" in variant:
@@ -52,7 +55,7 @@ def build(base, variant: set[str], precision: str):
         precision = "fp32"  # no autocast: every op in bf16
     model.train()
     call = torch.compile(model, dynamic=True) if "compile" in variant else model
-    return call, opt, precision
+    return call, opt, precision, Bf16Weights(model) if "master" in variant else None
 
 
 def main(argv=None) -> None:
@@ -62,7 +65,7 @@ def main(argv=None) -> None:
     ap.add_argument("--max-examples", type=int, default=800)
     ap.add_argument("--max-seq-length", type=int, default=256)
     ap.add_argument("--batch-size", type=int, default=16)
-    ap.add_argument("--variants", default="base,nohd,nohd+eager,nohd+eager+bf16w")
+    ap.add_argument("--variants", default="base,nohd,nohd+eager,nohd+eager+bf16w,nohd+eager+master")
     ap.add_argument("--steps", type=int, default=10, help="timed steps per variant")
     ap.add_argument("--warmup", type=int, default=2, help="untimed steps first (compiling happens here)")
     ap.add_argument("--out", default="benchmarks/results/train-levers-cpu.json")
@@ -83,15 +86,16 @@ def main(argv=None) -> None:
     collate = Collator(tok.pad_token_id or 0)
     runs = []
     for name, v in zip(names, variants, strict=True):
-        call, opt, prec = build(base, v, precision)
+        call, opt, prec, bf16 = build(base, v, precision)
         loader = iter(DataLoader(WindowDataset(feats), batch_sampler=batches, collate_fn=collate))
-        runs.append({"name": name, "call": call, "opt": opt, "precision": prec, "loader": loader, "times": [],
-                     "warmup_seconds": 0.0})  # fmt: skip
+        runs.append({"name": name, "call": call, "opt": opt, "precision": prec, "bf16": bf16, "loader": loader,
+                     "times": [], "warmup_seconds": 0.0})  # fmt: skip
     for i in range(args.warmup + args.steps):
         for r in runs:
             batch = next(r["loader"])
             t0 = time.perf_counter()
-            train_step(r["call"], batch, r["opt"], device=device, precision=r["precision"], max_grad_norm=1.0)
+            train_step(r["call"], batch, r["opt"], device=device, precision=r["precision"], max_grad_norm=1.0,
+                       bf16=r["bf16"])  # fmt: skip
             dt = time.perf_counter() - t0
             if i < args.warmup:
                 r["warmup_seconds"] += dt

@@ -17,7 +17,10 @@ from pathlib import Path
 import torch
 
 from xlqa.modeling import autocast
-from xlqa.predict import model_inputs
+from xlqa.tasks import ExtractiveTask
+from xlqa.train.bf16 import Bf16Weights
+
+_TASK = ExtractiveTask()  # the loop's loss of an extractive batch (xlqa.tasks)
 
 
 def sync(device: torch.device) -> None:
@@ -27,21 +30,25 @@ def sync(device: torch.device) -> None:
 
 
 def train_step(model, batch: dict, opt: torch.optim.Optimizer, *, device, precision: str,
-               max_grad_norm: float | None = None) -> float:  # fmt: skip
-    """Forward (under ``precision``'s autocast) + backward + optional clipping + optimizer step; the loss."""
+               max_grad_norm: float | None = None, bf16: Bf16Weights | None = None) -> float:  # fmt: skip
+    """One step as the loop takes it: forward (under ``precision``'s autocast, or on ``bf16``'s bf16 copy without
+    autocast, as ``--bf16-weights`` does) and the loop's loss, backward, optional clipping, optimizer step; the loss.
+    """
+    call = model
+    if bf16 is not None:
+        bf16.pull()
+        call, precision = bf16.module, "fp32"
+    batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
     with autocast(precision, device):
-        inputs = {k: v.to(device) for k, v in model_inputs(batch, model).items()}
-        out = model(
-            **inputs,
-            start_positions=batch["start_positions"].to(device),
-            end_positions=batch["end_positions"].to(device),
-        )
-    out.loss.backward()
+        loss = _TASK.loss(call, batch, model.config)
+    loss.backward()
+    if bf16 is not None:
+        bf16.push_grads()
     if max_grad_norm is not None:
         torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], max_grad_norm)
     opt.step()
     opt.zero_grad(set_to_none=True)
-    return float(out.loss.detach())
+    return float(loss.detach())
 
 
 def _status_kb(field: str) -> int | None:
