@@ -235,3 +235,15 @@ def test_slurm_recipe_is_valid_bash_that_launches_xlqa_with_accelerate():
     assert subprocess.run(["bash", "-n", str(script)], capture_output=True).returncode == 0
     text = script.read_text()
     assert "accelerate launch" in text and "-m xlqa.cli.main" in text and "--machine_rank" in text
+
+
+def test_bf16_weights_under_two_processes_is_refused_with_the_reason(tmp_path, tiny_model_dir, xlqa_cache):
+    """The bf16 copy is not wrapped by DDP: its gradients would not be reduced, so several processes refuse it."""
+    out = tmp_path / "run"
+    flags = [f if f != "fp32" else "bf16" for f in _data_flags(tmp_path, tiny_model_dir, out)]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "xlqa.cli.main", "train", *flags, "--bf16-weights"]  # fmt: skip
+    done = subprocess.run(cmd, env=_env(tmp_path, faults=False), capture_output=True, text=True, timeout=600)
+    assert done.returncode != 0
+    assert "--bf16-weights trains in one process, not 2" in done.stdout + done.stderr
+    assert latest_checkpoint(out) is None
