@@ -111,7 +111,7 @@ def test_eval_windows_at_their_own_length_are_what_evaluation_builds(
     assert est.dev.windows == len(at_train_length) < est.evals[0].windows
     # batched as xlqa evaluate batches on this device (--batch-size 0: 16 on a CPU), the dev set by --eval-batch-size
     assert est.evals[0].batches == math.ceil(est.evals[0].windows / eval_batch_size(0, torch.device("cpu")))
-    assert est.dev.batches == math.ceil(est.dev.windows / 64)
+    assert est.dev.batches == math.ceil(est.dev.windows / eval_batch_size(0, torch.device("cpu")))
 
 
 def test_predictions_scale_with_the_measured_samples():

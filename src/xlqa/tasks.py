@@ -25,6 +25,7 @@ from xlqa.batching import Collator, WindowDataset
 from xlqa.config import TrainConfig
 from xlqa.data import Example, SquadData
 from xlqa.errors import ConfigError
+from xlqa.evaluate import eval_batch_size
 from xlqa.features import FeatureParams, cached_features
 from xlqa.generative import Seq2SeqCollator, Seq2SeqDataset, build_windows, generate_answers
 from xlqa.modeling import is_seq2seq, is_t5_family, load_qa_model, load_seq2seq_model
@@ -109,7 +110,7 @@ class ExtractiveTask:
         dec = predict_examples(
             model, tok, data.examples,
             params=FeatureParams(cfg.max_seq_length, cfg.doc_stride, cfg.max_query_length),
-            batch_size=cfg.eval_batch_size, max_answer_length=cfg.max_answer_length, cache_dir=cfg.cache_dir,
+            batch_size=_batch_size(cfg, model, accelerator), max_answer_length=cfg.max_answer_length, cache_dir=cfg.cache_dir,
             progress=cfg.progress, null_threshold=threshold, desc=desc, precision=precision,
             accelerator=accelerator,
         )  # fmt: skip
@@ -154,7 +155,7 @@ class GenerativeTask:
         return generate_answers(
             model, tok, data.examples, max_seq_length=cfg.max_seq_length, doc_stride=cfg.doc_stride,
             max_query_length=cfg.max_query_length, max_answer_length=cfg.max_answer_length,
-            num_beams=cfg.num_beams, batch_size=cfg.eval_batch_size, precision=precision, progress=cfg.progress,
+            num_beams=cfg.num_beams, batch_size=_batch_size(cfg, model, accelerator), precision=precision, progress=cfg.progress,
             desc=desc, accelerator=accelerator,
         ).predictions  # fmt: skip
 
@@ -181,3 +182,9 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Opti
         # a fixed learning rate (the T5 fine-tuning recipe), so the schedule and the guard can scale it
         return Adafactor(groups, lr=cfg.lr, scale_parameter=False, relative_step=False, warmup_init=False)
     return torch.optim.AdamW(groups, lr=cfg.lr)
+
+
+def _batch_size(cfg: TrainConfig, model, accelerator) -> int:
+    """``--eval-batch-size``, 0 resolved as ``xlqa evaluate`` resolves it for the device the model is on."""
+    device = accelerator.device if accelerator is not None else next(model.parameters()).device
+    return eval_batch_size(cfg.eval_batch_size, device)

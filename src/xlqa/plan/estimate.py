@@ -230,9 +230,10 @@ def _plan_evaluations(model, tok, task: str, cfg: TrainConfig, precision: str, d
     samples: dict[str, Samples] = {}
     if dev_set:
         dev_model, dev_precision = model, precision
+        dev_cfg = replace(cfg, eval_batch_size=eval_batch_size(cfg.eval_batch_size, device))
         if cfg.bf16_weights and precision == "bf16":
             dev_model, dev_precision = Bf16Weights(model).module, "fp32"
-        (dev_plan,), samples["dev"] = plan_eval(dev_model, tok, task, cfg, dev_precision, device, [dev_set],
+        (dev_plan,), samples["dev"] = plan_eval(dev_model, tok, task, dev_cfg, dev_precision, device, [dev_set],
                                                 opts.measure_batches)  # fmt: skip
         del dev_model
     else:
