@@ -55,7 +55,10 @@ def build(base, variant: set[str], precision: str):
         precision = "fp32"  # no autocast: every op in bf16
     model.train()
     call = torch.compile(model, dynamic=True) if "compile" in variant else model
-    return call, opt, precision, Bf16Weights(model) if "master" in variant else None
+    bf16 = Bf16Weights(model) if "master" in variant else None
+    if bf16 is not None and "compile" in variant:  # the copy the steps run on is the one to compile
+        call, bf16.module = model, torch.compile(bf16.module, dynamic=True)
+    return call, opt, precision, bf16
 
 
 def main(argv=None) -> None:
