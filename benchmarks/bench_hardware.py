@@ -363,7 +363,9 @@ def _print(summary: dict) -> None:
         r = summary[phase]
         print(f"{phase:8s} {r['tflops']:8.3f} {r['fraction_of_peak']:8.1%}")
     cold = summary["train"]["cold"]
-    print(f"{'(cold)':8s} {cold['tflops']:8.3f} {cold['tflops'] / ref:8.1%}  training steps on shapes seen first")
+    print(
+        f"{'(cold)':8s} {cold['tflops']:8.3f} {cold['tflops'] / ref:8.1%}  training steps on shapes seen first"
+    )
     prof = summary["train_profile"]
     print(
         f"one training step ({prof['real_tokens']} real tokens, {prof['padded_shape']}), "
