@@ -15,7 +15,9 @@ Per family, in the same run and precision (bf16 by default), two rows per phase:
   ``--max-answer-length``), default AdamW, eager;
 - ``xlqa``: length-grouped batches (``shuffled_batches``; evaluation ``sorted_batches``) padded per batch to a
   multiple of ``default_pad_multiple()``, plus the levers as flags: ``--token-budget`` (batches filled up to a
-  number of padded tokens instead of a window count), ``--fused-adamw``, ``--compile``.
+  number of padded tokens instead of a window count), ``--fused-adamw``, ``--compile``, ``--bf16-weights``
+  (training on a bf16 copy with fp32 master weights, as ``xlqa train --bf16-weights``; evaluation in bf16
+  weights, as ``xlqa evaluate``).
 
 Training: forward + backward + optimizer step (collation included, as in the loop); evaluation: the forward
 pass under ``inference_mode`` (for mT5 a teacher-forced pass over the target, not beam search). MFU counts
@@ -25,7 +27,7 @@ matmul measured in the run. Peak memory: ``torch.cuda.max_memory_allocated`` per
 process's max RSS (monotonic, so only the first row of a run is its own).
 
     python benchmarks/bench_gpu.py --out benchmarks/results/gpu-h100.json
-    python benchmarks/bench_gpu.py --token-budget 16384 --fused-adamw --compile
+    python benchmarks/bench_gpu.py --token-budget 16384 --fused-adamw --compile --bf16-weights
     python benchmarks/bench_gpu.py --tiny --max-examples 24 --steps 2 --out /tmp/gpu-tiny.json   # CPU check
 """
 
@@ -49,6 +51,7 @@ from xlqa.features import FeatureParams, cached_features
 from xlqa.generative import Seq2SeqCollator, Seq2SeqDataset, build_windows
 from xlqa.modeling import autocast, choose_precision
 from xlqa.predict import model_inputs
+from xlqa.train.bf16 import Bf16Weights
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 FAMILIES = ("mbert", "xlmr", "mt5")
@@ -248,9 +251,13 @@ def run_phase(model, data, mode: str, phase: str, args, device, precision) -> di
     batches, collate = plan(data, mode, phase, args)
     ds, fm, training = data[phase], FlopModel.of(model), phase == "train"
     levers = mode == "xlqa" and training
-    run = torch.compile(model) if args.compile and mode == "xlqa" else model
+    # --bf16-weights: xlqa trains on a bf16 copy (fp32 master weights) and evaluates in bf16 weights, no autocast
+    bf16 = Bf16Weights(model) if mode == "xlqa" and args.bf16_weights and precision == "bf16" else None
+    target, step_precision = (model, precision) if bf16 is None else (bf16.module, "fp32")
+    run = torch.compile(target) if args.compile and mode == "xlqa" else target
     opt = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=True if levers and args.fused_adamw else None)
     model.train(training)
+    target.train(training)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     count = args.warmup + args.steps if training else args.warmup + len(batches)
@@ -259,10 +266,14 @@ def run_phase(model, data, mode: str, phase: str, args, device, precision) -> di
         sync(device)
         t0 = time.perf_counter()
         batch = collate([ds[j] for j in idx])
-        with torch.inference_mode(not training), autocast(precision, device):
+        if bf16 is not None and (training or i == 0):
+            bf16.pull()
+        with torch.inference_mode(not training), autocast(step_precision, device):
             out = _forward(run, batch, device, training)
         if training:
             out.loss.backward()
+            if bf16 is not None:
+                bf16.push_grads()
             opt.step()
             opt.zero_grad(set_to_none=True)
         sync(device)
@@ -335,6 +346,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--token-budget", type=int, default=0, help="xlqa: padded tokens per batch (0: off)")
     ap.add_argument("--fused-adamw", action="store_true", help="xlqa: AdamW(fused=True)")
     ap.add_argument("--compile", action="store_true", help="xlqa: torch.compile the model")
+    ap.add_argument("--bf16-weights", action="store_true",
+                    help="xlqa: train on a bf16 copy with fp32 master weights (xlqa train --bf16-weights), evaluate "
+                         "in bf16 weights (as xlqa evaluate); with --precision bf16")  # fmt: skip
     ap.add_argument("--steps", type=int, default=30, help="measured training steps")
     ap.add_argument("--warmup", type=int, default=3, help="untimed steps/batches first")
     ap.add_argument("--precision", default="bf16")

@@ -50,3 +50,23 @@ def test_bench_gpu_tiny_on_cpu(tmp_path, shared_data, shared_models):
         assert summary["speedups"][fam]["train"] > 0 and summary["speedups"][fam]["eval"] > 0
     assert summary["mbert_squad_epoch_seconds"] > 0
     assert "xlqa over padded baseline" in proc.stdout
+
+
+def test_bench_gpu_bf16_weights_lever_on_cpu(tmp_path, shared_data, shared_models):
+    """``--bf16-weights``: xlqa's rows train on a bf16 copy (fp32 master weights); the args record the lever."""
+    out = tmp_path / "gpu.json"
+    cmd = [
+        sys.executable, str(ROOT / "benchmarks" / "bench_gpu.py"), "--tiny", "--families", "mbert",
+        "--train", str(shared_data / "squad" / "dev-v1.1.json"),
+        "--eval", str(shared_data / "squad" / "dev-v1.1.json"),
+        "--models", str(shared_models), "--max-examples", "24", "--steps", "2", "--warmup", "1",
+        "--batch-size", "8", "--eval-batch-size", "16", "--bf16-weights", "--out", str(out),
+    ]  # fmt: skip
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="", XLQA_CACHE=str(tmp_path / "cache"))
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads(out.read_text())
+    assert summary["args"]["bf16_weights"] is True
+    rows = {(r["mode"], r["phase"]): r for r in summary["rows"]}
+    assert set(rows) == {(m, p) for m in ("baseline", "xlqa") for p in ("train", "eval")}
+    assert all(rows[k]["windows_per_s"] > 0 and 0 < rows[k]["mfu"] < 1 for k in rows)
