@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -261,3 +262,20 @@ def test_a_tiny_t5_learns_to_answer_held_out_questions(tmp_path, xlqa_cache):
     assert result.steps == steps and [r.epoch for r in result.history] == [1, 2, 3, 4]
     assert max(r.f1 for r in result.history) == pytest.approx(trained)  # best/ is the best epoch
     assert untrained < 10 and trained >= 75
+
+
+def test_generative_training_on_bf16_weights(tmp_path, tiny_t5_dir, xlqa_cache):
+    """--bf16-weights on a seq2seq model: steps on the bf16 copy, finite losses, fp32 weights exported."""
+    from safetensors.torch import load_file
+
+    from xlqa.train.loop import train
+
+    cfg = tiny_config(tmp_path, tiny_t5_dir, lr=1e-2, max_seq_length=24, doc_stride=8, max_answer_length=4,
+                      max_steps=6, precision="bf16", bf16_weights=True)  # fmt: skip
+    result = train(cfg)
+    assert result.steps == 6 and result.status == "finished"
+    assert json.loads((Path(cfg.output) / "config.json").read_text())["bf16_weights"] is True
+    losses = [e["loss"] for e in events_of(Path(cfg.output)) if e["event"] == "step"]
+    assert len(losses) == 6 and all(math.isfinite(x) for x in losses)
+    weights = load_file(Path(result.best_dir) / "model.safetensors")
+    assert {w.dtype for w in weights.values()} == {torch.float32}
