@@ -9,7 +9,7 @@ gated-GELU 1024, vocabulary 250,112, untied LM head). Windows are real: SQuAD v1
 ``xlqa.generative.build_windows`` with the XLM-R SentencePiece tokenizer (mT5's own is not in
 ``../shared/models``; both are multilingual SentencePiece vocabularies of about 250k pieces, and the ids fit).
 
-Per family, in the same run and precision (bf16 by default), two rows per phase:
+Per family, in the same run and precision (bf16 where the device computes it natively, else fp32; ``--precision``), two rows per phase:
 
 - ``baseline``: random batches, every window padded to ``--max-seq-length`` (targets to
   ``--max-answer-length``), default AdamW, eager;
@@ -351,7 +351,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                          "in bf16 weights (as xlqa evaluate); with --precision bf16")  # fmt: skip
     ap.add_argument("--steps", type=int, default=30, help="measured training steps")
     ap.add_argument("--warmup", type=int, default=3, help="untimed steps/batches first")
-    ap.add_argument("--precision", default="bf16")
+    ap.add_argument("--precision", default="auto", help="auto: bf16 where native (any bf16 GPU), else fp32")
     ap.add_argument("--out", default="benchmarks/results/gpu.json")
     return ap.parse_args(argv)
 
