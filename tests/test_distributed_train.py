@@ -36,13 +36,14 @@ from xlqa.train.faults import Faults
 
 xlqa.train.loop.train = functools.partial(xlqa.train.loop.train, faults=Faults(nonfinite_steps={3, 4, 5}))
 """
-# the same for a slow checkpoint: step 6's sleeps half-written, time to stop the run from outside
+# the same for a slow checkpoint: step 6's sleeps half-written, time to stop the run from outside (10 s: `xlqa
+# runs stop` starting up on a slow, loaded CPU took over 3 s, and the run had gone on to step 8)
 SLOW_CHECKPOINT = """
 import functools
 import xlqa.train.loop
 from xlqa.train.faults import Faults
 
-xlqa.train.loop.train = functools.partial(xlqa.train.loop.train, faults=Faults(checkpoint_delay=(6, 3.0)))
+xlqa.train.loop.train = functools.partial(xlqa.train.loop.train, faults=Faults(checkpoint_delay=(6, 10.0)))
 """
 FLAGS = ["--max-steps", "16", "--batch-size", "4", "--lr", "5e-3", "--save-every", "6", "--log-every", "1",
          "--warmup-ratio", "0", "--max-seq-length", "64", "--max-query-length", "32", "--doc-stride", "32",
@@ -133,7 +134,9 @@ def test_detach_num_processes_two_ranks_stop_and_resume(tmp_path, tiny_model_dir
         assert not process_alive(launchers[0]), "the launcher outlived its stopped processes"
         events = events_of(out)
         assert json.loads((out / "run.json").read_text())["status"] == "stopped"
-        assert events[-1]["event"] == "stopped" and events[-1]["steps"] == 7  # both ranks stopped at one step
+        # the stop came during step 6's checkpoint: the next step's check sees it in every process at once
+        assert events[-1]["event"] == "stopped" and events[-1]["steps"] == 7, events[-3:]
+        assert latest_checkpoint(out).name == "step-0000007"
         resumed = subprocess.run([*xlqa, "runs", "resume", "two"], env=env, capture_output=True, text=True,
                                  timeout=60)  # fmt: skip
         assert resumed.returncode == 0, resumed.stdout + resumed.stderr
