@@ -39,7 +39,8 @@ from xlqa.batching import Collator, WindowDataset, shuffled_batches, sorted_batc
 from xlqa.config import TrainConfig
 from xlqa.data import load_squad
 from xlqa.features import FeatureParams, cached_features
-from xlqa.modeling import autocast, choose_precision, load_qa_model, load_tokenizer
+from xlqa.modeling import load_qa_model, load_tokenizer
+from xlqa.precision import autocast, choose_precision
 from xlqa.predict import model_inputs
 from xlqa.tasks import make_optimizer
 from xlqa.train.bf16 import Bf16Weights

@@ -49,7 +49,7 @@ from xlqa.batching import Collator, WindowDataset, default_pad_multiple, shuffle
 from xlqa.data import load_squad
 from xlqa.features import FeatureParams, cached_features
 from xlqa.generative import Seq2SeqCollator, Seq2SeqDataset, build_windows
-from xlqa.modeling import autocast, choose_precision
+from xlqa.precision import autocast, choose_precision
 from xlqa.predict import model_inputs
 from xlqa.train.bf16 import Bf16Weights
 

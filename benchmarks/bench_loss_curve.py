@@ -54,7 +54,8 @@ from xlqa.batching import Collator, WindowDataset, shuffled_batches, sorted_batc
 from xlqa.config import DemoConfig
 from xlqa.data import load_squad
 from xlqa.features import FeatureParams, cached_features
-from xlqa.modeling import choose_precision, freeze, load_qa_model
+from xlqa.modeling import freeze, load_qa_model
+from xlqa.precision import choose_precision
 from xlqa.predict import model_inputs
 
 SIDES = ("recipe", "xlqa")

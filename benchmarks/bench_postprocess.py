@@ -54,7 +54,8 @@ def model_logits(model_name: str, data_file: Path, cache: Path, batch_size: int)
     import torch
 
     from xlqa.features import FeatureParams, build_features
-    from xlqa.modeling import choose_precision, load_qa_model
+    from xlqa.modeling import load_qa_model
+    from xlqa.precision import choose_precision
     from xlqa.predict import padded_offsets, predict_logits
 
     model, tok = load_qa_model(model_name)

@@ -34,7 +34,8 @@ from xlqa.batching import Collator, WindowDataset, shuffled_batches
 from xlqa.config import TrainConfig
 from xlqa.data import load_squad
 from xlqa.features import FeatureParams, cached_features
-from xlqa.modeling import choose_precision, load_qa_model
+from xlqa.modeling import load_qa_model
+from xlqa.precision import choose_precision
 from xlqa.tasks import make_optimizer
 from xlqa.train.bf16 import Bf16Weights
 

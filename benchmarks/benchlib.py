@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from xlqa.modeling import autocast
+from xlqa.precision import autocast
 from xlqa.tasks import ExtractiveTask
 from xlqa.train.bf16 import Bf16Weights
 

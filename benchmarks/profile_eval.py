@@ -18,8 +18,9 @@ import torch
 from xlqa.data import load_squad
 from xlqa.evaluate import score_examples
 from xlqa.features import FeatureParams, build_features
-from xlqa.modeling import choose_precision, load_qa_model
+from xlqa.modeling import load_qa_model
 from xlqa.postprocess import decode
+from xlqa.precision import choose_precision
 from xlqa.predict import padded_offsets, predict_logits
 from xlqa.sources.registry import spec_for_file
 

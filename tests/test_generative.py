@@ -123,7 +123,8 @@ def test_generative_training_and_evaluation_outputs(tmp_path, tiny_t5_dir, xlqa_
 
 
 def test_fp16_on_t5_is_refused_unless_overridden(tmp_path, tiny_t5_dir):
-    from xlqa.modeling import apply_precision_policy, load_seq2seq_model
+    from xlqa.modeling import load_seq2seq_model
+    from xlqa.precision import apply_precision_policy
     from xlqa.train.loop import train
 
     with pytest.raises(ValueError, match=r"fp16 is refused for t5.*--precision bf16.*fp32.*--allow-fp16-t5"):

@@ -187,7 +187,8 @@ def evaluate_model(
     """
     import torch
 
-    from xlqa.modeling import choose_precision, load_qa_model
+    from xlqa.modeling import load_qa_model
+    from xlqa.precision import choose_precision
     from xlqa.predict import predict_examples
 
     targets = targets if targets is not None else load_targets(cfg.data, cfg.max_examples)  # fail early

@@ -211,7 +211,7 @@ def generate_answers(
     generates its share of the batches (:mod:`xlqa.distributed`) and every process returns all the answers.
     """
     from xlqa.distributed import gather_generated, is_main, shard_batches
-    from xlqa.modeling import autocast
+    from xlqa.precision import autocast
 
     windows = build_windows(examples, tokenizer, max_seq_length=max_seq_length, doc_stride=doc_stride,
                             max_query_length=max_query_length, training=False)  # fmt: skip
@@ -283,7 +283,8 @@ def evaluate_generative(cfg, *, model=None, tokenizer=None, targets=None, state=
     """
     from xlqa.distributed import is_distributed
     from xlqa.evaluate import eval_batch_size, evaluate_targets, load_targets
-    from xlqa.modeling import apply_precision_policy, choose_precision, load_seq2seq_model
+    from xlqa.modeling import load_seq2seq_model
+    from xlqa.precision import apply_precision_policy, choose_precision
 
     targets = targets if targets is not None else load_targets(cfg.data, cfg.max_examples)  # fail early
     if model is None:

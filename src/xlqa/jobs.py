@@ -170,7 +170,8 @@ def predict(cfg: PredictConfig) -> Prediction:
     from xlqa.data import load_squad
     from xlqa.features import FeatureParams
     from xlqa.fileio import write_json_atomic
-    from xlqa.modeling import choose_precision, load_qa_model, resolve_model
+    from xlqa.modeling import load_qa_model, resolve_model
+    from xlqa.precision import choose_precision
     from xlqa.predict import answer, predict_examples
 
     cfg.validate()

@@ -18,8 +18,8 @@ from xlqa.batching import Collator, WindowDataset, sorted_batches
 from xlqa.data import Example
 from xlqa.distributed import gather_windows, is_main, main_first, shard_batches
 from xlqa.features import FeatureParams, Features, cached_features
-from xlqa.modeling import autocast
 from xlqa.postprocess import MAX_ANSWER_LENGTH, Decoded, decode, pad_ragged
+from xlqa.precision import autocast
 from xlqa.results import NBestCandidate
 
 log = logging.getLogger(__name__)

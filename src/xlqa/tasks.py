@@ -28,7 +28,8 @@ from xlqa.errors import ConfigError
 from xlqa.evaluate import eval_batch_size
 from xlqa.features import FeatureParams, cached_features
 from xlqa.generative import Seq2SeqCollator, Seq2SeqDataset, build_windows, generate_answers
-from xlqa.modeling import is_seq2seq, is_t5_family, load_qa_model, load_seq2seq_model
+from xlqa.modeling import is_seq2seq, load_qa_model, load_seq2seq_model
+from xlqa.precision import is_t5_family
 from xlqa.predict import predict_examples
 from xlqa.sources.registry import spec_for_file
 

@@ -29,20 +29,14 @@ from xlqa.config import EstimateConfig, TrainConfig
 from xlqa.data import SquadData, load_squad
 from xlqa.errors import ConfigError, DataError
 from xlqa.evaluate import eval_batch_size
-from xlqa.modeling import (
-    apply_precision_policy,
-    choose_precision,
-    cpu_has_native_bf16,
-    freeze,
-    is_t5_family,
-    load_qa_model,
-)
+from xlqa.modeling import freeze, load_qa_model
 from xlqa.plan import measure
 from xlqa.plan.candidates import candidates, eval_files
 from xlqa.plan.counts import TrainCounts, batch_tokens, count_training
 from xlqa.plan.evaluation import EvalPlan, plan_eval
 from xlqa.plan.measure import Range, Samples
 from xlqa.plan.writes import time_writes
+from xlqa.precision import apply_precision_policy, choose_precision, cpu_has_native_bf16, is_t5_family
 from xlqa.tasks import make_optimizer, make_task
 from xlqa.train.bf16 import Bf16Weights
 
@@ -257,7 +251,7 @@ def _plan_evaluations(model, tok, task: str, cfg: TrainConfig, precision: str, d
 def _time_training(model, task, data, cfg: TrainConfig, precision: str, device: torch.device, optimizer,
                    counts: TrainCounts, opts: EstimateConfig) -> tuple[Samples, list[float]]:  # fmt: skip
     """Forward/backward samples (tokens, seconds) and optimizer seconds (warm-up first) of real steps."""
-    from xlqa.modeling import autocast
+    from xlqa.precision import autocast
 
     params = [p for p in model.parameters() if p.requires_grad]
     opt_seconds: list[float] = []

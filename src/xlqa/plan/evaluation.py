@@ -89,8 +89,8 @@ def plan_eval(model, tok, task: str, cfg: TrainConfig, precision: str, device: t
 
 def _extractive(model, tok, data: SquadData, cfg: TrainConfig, precision: str, device) -> _Prepared:
     from xlqa.features import FeatureParams, cached_features
-    from xlqa.modeling import autocast
     from xlqa.postprocess import decode
+    from xlqa.precision import autocast
     from xlqa.predict import model_inputs, padded_offsets
 
     params = FeatureParams(cfg.max_seq_length, cfg.doc_stride, cfg.max_query_length)
@@ -125,7 +125,7 @@ def _extractive(model, tok, data: SquadData, cfg: TrainConfig, precision: str, d
 
 def _generative(model, tok, data: SquadData, cfg: TrainConfig, precision: str, device) -> _Prepared:
     from xlqa.generative import Seq2SeqCollator, Seq2SeqDataset, build_windows
-    from xlqa.modeling import autocast
+    from xlqa.precision import autocast
 
     def build():
         return build_windows(data.examples, tok, max_seq_length=cfg.max_seq_length, doc_stride=cfg.doc_stride,

@@ -27,8 +27,8 @@ import torch
 from xlqa.batching import Collator
 from xlqa.data import Example
 from xlqa.features import FeatureParams, Features, build_features
-from xlqa.modeling import autocast
 from xlqa.postprocess import Decoded, decode, pad_ragged
+from xlqa.precision import autocast
 from xlqa.predict import model_inputs, padded_offsets
 from xlqa.server.errors import QueueFull
 from xlqa.server.metrics import Metrics

@@ -21,7 +21,8 @@ from fastapi import HTTPException
 
 from xlqa.errors import ModelLoadError
 from xlqa.features import FeatureParams
-from xlqa.modeling import choose_precision, is_seq2seq, load_qa_model, resolve_model
+from xlqa.modeling import is_seq2seq, load_qa_model, resolve_model
+from xlqa.precision import choose_precision
 from xlqa.server.batching import Batcher, BatchLimits
 from xlqa.server.errors import NotReady
 from xlqa.server.state import ServerState

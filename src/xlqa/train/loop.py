@@ -39,8 +39,9 @@ from xlqa.distributed import any_process, make_accelerator
 from xlqa.errors import ConfigError, DataError, TrainingDiverged
 from xlqa.evaluate import score_examples
 from xlqa.fileio import environment, write_json_atomic
-from xlqa.modeling import apply_precision_policy, autocast, choose_precision, freeze
+from xlqa.modeling import freeze
 from xlqa.plan.counts import step_budget
+from xlqa.precision import apply_precision_policy, autocast, choose_precision
 from xlqa.sources.registry import spec_for_file
 from xlqa.tasks import make_optimizer, make_task
 from xlqa.train.bf16 import Bf16Weights
