@@ -57,22 +57,28 @@ def configs(work: Path, shared: Path, quick: bool) -> list[dict]:
     syn_train = write_squad(work / "syn-train.json", make_questions(600, places, 0, "t"))
     syn_dev = write_squad(work / "syn-dev.json", make_questions(100, held, 1, "d"))
     n = 0.5 if quick else 1.0
+    from xlqa.precision import cpu_has_native_bf16
+
+    # bf16 on a CPU that emulates it (AVX2 only) runs matrix products about 100x slower than fp32: minutes per step
+    # of the larger configs; there the bf16 configurations run in fp32 and say so in their names
+    bf16 = "bf16" if cpu_has_native_bf16() else "fp32"
+    b16 = "bf16" if bf16 == "bf16" else "fp32 (bf16 emulated here)"
     ext = dict(train=str(squad), dev=str(xquad / "xquad.en.json"), eval=[str(xquad / "xquad.de.json")],
                max_dev_examples=int(60 * n), max_eval_examples=int(120 * n), progress=False)  # fmt: skip
     return [
         dict(name="bert-h64 fp32 s128 b8", model=tiny, precision="fp32", batch_size=8, max_seq_length=128,
              doc_stride=64, max_train_examples=int(300 * n), **ext),
-        dict(name="bert-h128 bf16 s256 b16", model=small, precision="bf16", batch_size=16, max_seq_length=256,
+        dict(name=f"bert-h128 {b16} s256 b16", model=small, precision=bf16, batch_size=16, max_seq_length=256,
              max_train_examples=int(300 * n), **ext),
         dict(name="bert-h128 fp32 s192 b4 accum2", model=small, precision="fp32", batch_size=4, grad_accum=2,
              max_seq_length=192, doc_stride=64, max_train_examples=int(120 * n), **ext),
-        dict(name="bert-h256 bf16 s384 b8", model=mid, precision="bf16", batch_size=8, max_seq_length=384,
+        dict(name=f"bert-h256 {b16} s384 b8", model=mid, precision=bf16, batch_size=8, max_seq_length=384,
              max_train_examples=int(160 * n), **ext),
         dict(name="t5-tiny fp32 b16 (generative)", model=t5, precision="fp32", batch_size=16, max_seq_length=64,
              doc_stride=32, train=str(syn_train), dev=str(syn_dev), eval=[str(syn_dev)],
              max_train_examples=int(600 * n),
              max_dev_examples=int(60 * n), max_eval_examples=int(100 * n), max_answer_length=8, progress=False),
-        dict(name="t5-tiny bf16 b32 (generative)", model=t5, precision="bf16", batch_size=32, max_seq_length=64,
+        dict(name=f"t5-tiny {b16} b32 (generative)", model=t5, precision=bf16, batch_size=32, max_seq_length=64,
              doc_stride=32, train=str(syn_train), dev=str(syn_dev), eval=[str(syn_dev)],
              max_train_examples=int(600 * n),
              max_dev_examples=int(60 * n), max_eval_examples=int(100 * n), max_answer_length=8, progress=False),
