@@ -260,14 +260,26 @@ def profile_step(step_fn, device: torch.device) -> dict:
     }
 
 
+def _stride(max_seq_length: int) -> int:
+    """The demo's doc stride (128), halved for windows too short to hold it."""
+    return min(128, max_seq_length // 2)
+
+
 def _windows(args, tok):
     from xlqa.data import load_squad
     from xlqa.features import FeatureParams, cached_features
 
     train = load_squad(args.train, max_examples=args.max_examples)
-    tfeats = cached_features(train.examples, tok, FeatureParams(args.max_seq_length, 128), training=True)
+    tfeats = cached_features(
+        train.examples, tok, FeatureParams(args.max_seq_length, _stride(args.max_seq_length)), training=True
+    )
     ev = load_squad(args.eval, max_examples=args.max_examples)
-    efeats = cached_features(ev.examples, tok, FeatureParams(args.eval_max_seq_length, 128), training=False)
+    efeats = cached_features(
+        ev.examples,
+        tok,
+        FeatureParams(args.eval_max_seq_length, _stride(args.eval_max_seq_length)),
+        training=False,
+    )
     return tfeats, efeats
 
 
