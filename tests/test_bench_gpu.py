@@ -3,28 +3,23 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from benchscript import run_benchmark
+
 NUMBERS = ("windows", "real_tokens", "padded_tokens", "seconds", "windows_per_s", "tokens_per_s", "tflops",
            "mfu", "peak_memory_mb", "flops", "params_m")  # fmt: skip
 
 
 def test_bench_gpu_tiny_on_cpu(tmp_path, shared_data, shared_models):
     out = tmp_path / "gpu.json"
-    cmd = [
-        sys.executable, str(ROOT / "benchmarks" / "bench_gpu.py"), "--tiny",
+    args = [
+        "--tiny",
         "--train", str(shared_data / "squad" / "dev-v1.1.json"),
         "--eval", str(shared_data / "squad" / "dev-v1.1.json"),
         "--models", str(shared_models), "--max-examples", "24", "--steps", "2", "--warmup", "1",
         "--batch-size", "8", "--eval-batch-size", "16", "--out", str(out),
     ]  # fmt: skip
-    env = dict(os.environ, CUDA_VISIBLE_DEVICES="", XLQA_CACHE=str(tmp_path / "cache"))
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = run_benchmark("bench_gpu.py", args, tmp_path)
     summary = json.loads(out.read_text())
     assert summary["device_type"] == "cpu" and summary["peak_tflops"] > 0
     assert summary["peak_source"].startswith("measured")
@@ -55,16 +50,14 @@ def test_bench_gpu_tiny_on_cpu(tmp_path, shared_data, shared_models):
 def test_bench_gpu_bf16_weights_lever_on_cpu(tmp_path, shared_data, shared_models):
     """``--bf16-weights``: xlqa's rows train on a bf16 copy (fp32 master weights); the args record the lever."""
     out = tmp_path / "gpu.json"
-    cmd = [
-        sys.executable, str(ROOT / "benchmarks" / "bench_gpu.py"), "--tiny", "--families", "mbert",
+    args = [
+        "--tiny", "--families", "mbert",
         "--train", str(shared_data / "squad" / "dev-v1.1.json"),
         "--eval", str(shared_data / "squad" / "dev-v1.1.json"),
         "--models", str(shared_models), "--max-examples", "24", "--steps", "2", "--warmup", "1",
         "--batch-size", "8", "--eval-batch-size", "16", "--bf16-weights", "--out", str(out),
     ]  # fmt: skip
-    env = dict(os.environ, CUDA_VISIBLE_DEVICES="", XLQA_CACHE=str(tmp_path / "cache"))
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_benchmark("bench_gpu.py", args, tmp_path)
     summary = json.loads(out.read_text())
     assert summary["args"]["bf16_weights"] is True
     rows = {(r["mode"], r["phase"]): r for r in summary["rows"]}

@@ -7,27 +7,20 @@ for over 6 minutes there before the benchmark reached the model.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
+from benchscript import run_benchmark
 from xlqa.precision import cpu_has_native_bf16
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_bench_hardware_tiny_model(tmp_path, shared_data, tiny_model_dir):
     out = tmp_path / "hardware.json"
-    cmd = [
-        sys.executable, str(ROOT / "benchmarks" / "bench_hardware.py"), "--model", str(tiny_model_dir),
+    args = [
+        "--model", str(tiny_model_dir),
         "--train", str(shared_data / "squad" / "dev-v1.1.json"), "--eval", str(shared_data / "xquad" / "xquad.en.json"),
         "--max-examples", "16", "--steps", "1", "--warmup", "1", "--batch-size", "4",
         "--max-seq-length", "128", "--eval-max-seq-length", "128", "--out", str(out),
     ]  # fmt: skip
-    env = dict(os.environ, CUDA_VISIBLE_DEVICES="", XLQA_CACHE=str(tmp_path / "cache"))
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = run_benchmark("bench_hardware.py", args, tmp_path)
     summary = json.loads(out.read_text())
     peaks = summary["peak_tflops"]
     assert summary["device_type"] == "cpu" and peaks["fp32_max"] > 0 and peaks["bf16_max"] > 0

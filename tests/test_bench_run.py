@@ -3,22 +3,18 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from benchscript import run_benchmark
 
 
 def test_runner_quick_on_a_tiny_model(tmp_path, shared_data, tiny_model_dir):
     out = tmp_path / "cpu.json"
-    cmd = [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--quick", "--only", "batching", "eval", "memory",
-           "loss_curve", "--model", str(tiny_model_dir), "--out", str(out)]  # fmt: skip
-    env = dict(os.environ, CUDA_VISIBLE_DEVICES="", XLQA_CACHE=str(tmp_path / "cache"))
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    args = [
+        "--quick", "--only", "batching", "eval", "memory",
+        "loss_curve", "--model", str(tiny_model_dir), "--out", str(out),
+    ]  # fmt: skip
+    proc = run_benchmark("run.py", args, tmp_path, timeout=300)
     report = json.loads(out.read_text())
     assert list(report["benchmarks"]) == ["batching", "eval", "memory", "loss_curve"]
     assert all(b["rc"] == 0 for b in report["benchmarks"].values())

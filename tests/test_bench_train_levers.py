@@ -3,23 +3,24 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
+
+from benchscript import run_benchmark
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_every_lever_runs_on_a_tiny_model(tmp_path, shared_data, tiny_model_dir):
     out = tmp_path / "levers.json"
-    cmd = [sys.executable, str(ROOT / "benchmarks" / "bench_train_levers.py"), "--model", str(tiny_model_dir),
-           "--train", str(shared_data / "squad" / "train-v1.1.json"), "--max-examples", "40", "--max-seq-length",
-           "192", "--batch-size", "4", "--steps", "2", "--warmup", "1", "--variants", "base,nohd+eager,nohd+bf16w,master",
-           "--out", str(out)]  # fmt: skip
-    env = dict(os.environ, CUDA_VISIBLE_DEVICES="", XLQA_CACHE=str(tmp_path / "cache"))
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    args = [
+        "--model", str(tiny_model_dir),
+        "--train", str(shared_data / "squad" / "train-v1.1.json"), "--max-examples", "40", "--max-seq-length",
+        "192", "--batch-size", "4", "--steps", "2", "--warmup", "1", "--variants", "base,nohd+eager,nohd+bf16w,master",
+        "--out", str(out),
+    ]  # fmt: skip
+    run_benchmark("bench_train_levers.py", args, tmp_path, timeout=300)
     rows = json.loads(out.read_text())["variants"]
     assert list(rows) == ["base", "nohd+eager", "nohd+bf16w", "master"]
     assert rows["base"]["speedup"] == 1.0
