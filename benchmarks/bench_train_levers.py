@@ -10,10 +10,12 @@ AdamW, attention-probability dropout 0 in every variant: the first lever, measur
 - ``bf16w``: the whole model cast to bf16 and no autocast (a speed proxy: the optimizer updates the bf16 weights
   themselves);
 - ``master``: what ``--bf16-weights`` trains with (:class:`xlqa.train.bf16.Bf16Weights`): forward and backward
-  on a bf16 copy, gradients added to the fp32 weights, clipping and AdamW on those, the copy refreshed each step.
+  on a bf16 copy, gradients added to the fp32 weights, clipping and AdamW on those, the copy refreshed each step;
+- ``fused``: PyTorch's fused AdamW kernel (``fused=True``) instead of xlqa's default (``foreach``) one.
 
 Every variant starts from the same weights and sees the same batches in the same order; the runs advance one
-step each in turn, so load from other processes falls on all alike.
+step each in turn, each round led by the next variant, so load from other processes and the cost of a new
+batch shape fall on all alike.
 
     flock /tmp/xlqa-torch.lock .venv/bin/python benchmarks/bench_train_levers.py \
         --variants base,nohd,nohd+eager,nohd+eager+bf16w,nohd+eager+master --steps 10
@@ -39,7 +41,7 @@ from xlqa.precision import choose_precision
 from xlqa.tasks import make_optimizer
 from xlqa.train.bf16 import Bf16Weights
 
-LEVERS = ("base", "nohd", "eager", "compile", "bf16w", "master")
+LEVERS = ("base", "nohd", "eager", "compile", "bf16w", "master", "fused")
 
 
 def build(base, variant: set[str], precision: str):
@@ -51,6 +53,8 @@ def build(base, variant: set[str], precision: str):
     if "eager" in variant:
         model.set_attn_implementation("eager")
     opt = make_optimizer(model, TrainConfig(model="x", train="x", lr=1e-4))
+    if "fused" in variant:  # the same parameter groups and settings, PyTorch's fused AdamW kernel
+        opt = torch.optim.AdamW(opt.param_groups, fused=True)
     if "bf16w" in variant:
         model.to(torch.bfloat16)  # in place: the optimizer keeps the same parameters
         precision = "fp32"  # no autocast: every op in bf16
@@ -95,7 +99,9 @@ def main(argv=None) -> None:
         runs.append({"name": name, "call": call, "opt": opt, "precision": prec, "bf16": bf16, "loader": loader,
                      "times": [], "warmup_seconds": 0.0})  # fmt: skip
     for i in range(args.warmup + args.steps):
-        for r in runs:
+        # each round starts with another variant: the first to meet a new padded shape also builds its kernels
+        # (oneDNN's primitive cache is per process), which would otherwise always fall on the same variant
+        for r in runs[i % len(runs) :] + runs[: i % len(runs)]:
             batch = next(r["loader"])
             t0 = time.perf_counter()
             train_step(r["call"], batch, r["opt"], device=device, precision=r["precision"], max_grad_norm=1.0,
@@ -105,14 +111,18 @@ def main(argv=None) -> None:
                 r["warmup_seconds"] += dt
             else:
                 r["times"].append(dt)
-    base_median = statistics.median(runs[0]["times"])
+    base_times = runs[0]["times"]
+    base_median = statistics.median(base_times)
     rows = {}
     for r in runs:
         med = statistics.median(r["times"])
+        # per batch: the reference's time over this variant's on the same batch, the median of those ratios
+        paired = statistics.median(b / t for b, t in zip(base_times, r["times"], strict=True))
         rows[r["name"]] = {"step_seconds_median": med, "step_seconds": r["times"], "speedup": base_median / med,
-                           "warmup_seconds": r["warmup_seconds"]}  # fmt: skip
+                           "speedup_paired": paired, "warmup_seconds": r["warmup_seconds"]}  # fmt: skip
         print(
-            f"{r['name']:32s} median step {med:.3f} s  x{base_median / med:.2f}  (warm-up {r['warmup_seconds']:.1f} s)"
+            f"{r['name']:32s} median step {med:.3f} s  x{base_median / med:.2f}  paired x{paired:.2f}"
+            f"  (warm-up {r['warmup_seconds']:.1f} s)"
         )
     write_result(args.out, {"benchmark": "train_levers", "model": args.model, **machine(), "args": vars(args),
                             "reference": names[0], "variants": rows})  # fmt: skip

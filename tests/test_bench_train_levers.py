@@ -17,13 +17,14 @@ def test_every_lever_runs_on_a_tiny_model(tmp_path, shared_data, tiny_model_dir)
     args = [
         "--model", str(tiny_model_dir),
         "--train", str(shared_data / "squad" / "train-v1.1.json"), "--max-examples", "40", "--max-seq-length",
-        "192", "--batch-size", "4", "--steps", "2", "--warmup", "1", "--variants", "base,nohd+eager,nohd+bf16w,master",
+        "192", "--batch-size", "4", "--steps", "2", "--warmup", "1", "--variants", "base,nohd+eager,nohd+bf16w,master+fused",
         "--out", str(out),
     ]  # fmt: skip
     run_benchmark("bench_train_levers.py", args, tmp_path, timeout=300)
     rows = json.loads(out.read_text())["variants"]
-    assert list(rows) == ["base", "nohd+eager", "nohd+bf16w", "master"]
-    assert rows["base"]["speedup"] == 1.0
+    assert list(rows) == ["base", "nohd+eager", "nohd+bf16w", "master+fused"]
+    assert rows["base"]["speedup"] == rows["base"]["speedup_paired"] == 1.0
+    assert all(r["speedup_paired"] > 0 for r in rows.values())
     assert all(len(r["step_seconds"]) == 2 and r["step_seconds_median"] > 0 for r in rows.values())
 
 
