@@ -8,7 +8,8 @@ trained model on the ``--eval`` file (the seconds evaluation records per file), 
 384-token windows (the estimate's ``--eval-max-seq-length``), not the training length. Errors are of the
 expected value, relative to the actual time; whether the actual time fell inside the predicted range is reported too.
 
-    flock /tmp/xlqa-torch.lock .venv/bin/python benchmarks/bench_planner.py [--shared ../shared] [--quick]
+    flock /tmp/xlqa-torch.lock .venv/bin/python benchmarks/bench_planner.py [--shared ../shared] [--quick] \
+        [--only "bert-h64,t5-tiny fp32"]
 
 Writes benchmarks/results/planner-<host>-<date>.json and prints a table.
 """
@@ -19,6 +20,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import statistics
 import sys
 import tempfile
@@ -107,59 +109,76 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--shared", default=str(ROOT.parent / "shared"))
     ap.add_argument("--quick", action="store_true", help="half the data (a smoke run, not the figures)")
+    ap.add_argument(
+        "--only", default=None, help="comma-separated parts of configuration names: run only those"
+    )
     ap.add_argument("--out", default=None, help="default benchmarks/results/planner-<host>-<date>.json")
     args = ap.parse_args()
+    wanted = [w.strip() for w in args.only.split(",")] if args.only else None
     work = Path(tempfile.mkdtemp(prefix="bench-planner-"))
-    os.environ["XLQA_CACHE"] = str(work / "cache")
-    from xlqa import jobs
-    from xlqa.config import EstimateConfig
+    try:
+        os.environ["XLQA_CACHE"] = str(work / "cache")
+        from xlqa import jobs
+        from xlqa.config import EstimateConfig
 
-    rows = []
-    for c in configs(work, Path(args.shared), args.quick):
-        t0 = time.perf_counter()
-        est_kw = {k: v for k, v in c.items() if k != "name"}
-        est = jobs.estimate(EstimateConfig(**est_kw, epochs=1.0, eval_max_seq_length=EVAL_MAX_SEQ_LENGTH))[0]
-        plan_s = time.perf_counter() - t0
-        train_s, eval_s, steps = actual(c, work / c["name"].replace(" ", "_"))
-        pt, pe = est.train_seconds, est.eval_seconds
-        total_pred, total_act = pt.expected + pe.expected, train_s + eval_s
-        rows.append({
-            "name": c["name"], "steps": est.steps, "actual_steps": steps, "estimate_seconds": round(plan_s, 2),
-            "train": {"predicted": pt.to_json(), "actual": round(train_s, 3),
-                      "error": round(abs(pt.expected - train_s) / train_s, 4)},
-            "eval": {"predicted": pe.to_json(), "actual": round(eval_s, 3),
-                     "error": round(abs(pe.expected - eval_s) / eval_s, 4)},
-            "total": {"predicted": round(total_pred, 3), "actual": round(total_act, 3),
-                      "error": round(abs(total_pred - total_act) / total_act, 4),
-                      "in_range": pt.low + pe.low <= total_act <= pt.high + pe.high},
-            "train_breakdown": {k: v["expected"] for k, v in est.to_json()["train_breakdown"].items()},
-            "guard_snapshots": est.counts.guard_snapshots, "write_seconds": est.measured["write_seconds"],
-            "eval_windows": sum(e.windows for e in est.evals),
-            "measured_step_seconds": est.measured["step_seconds"], "peak_memory_mb": round(est.peak_memory_mb),
-        })  # fmt: skip
-        r = rows[-1]
-        print(f"{r['name']:34} steps {r['steps']:4} train {pt.expected:7.2f}/{train_s:7.2f} s "
-              f"eval {pe.expected:6.2f}/{eval_s:6.2f} s  total error {r['total']['error']:.1%}", flush=True)  # fmt: skip
-    errs = [r["total"]["error"] for r in rows]
-    summary = {"median_abs_error": statistics.median(errs), "worst_abs_error": max(errs),
-               "median_train_error": statistics.median(r["train"]["error"] for r in rows),
-               "median_eval_error": statistics.median(r["eval"]["error"] for r in rows),
-               "in_range": sum(r["total"]["in_range"] for r in rows), "configs": len(rows)}  # fmt: skip
-    import torch
+        rows = []
+        chosen = [
+            c
+            for c in configs(work, Path(args.shared), args.quick)
+            if not wanted or any(w in c["name"] for w in wanted)
+        ]
+        if not chosen:
+            ap.error(f"--only {args.only}: no configuration's name contains any of {wanted}")
+        for c in chosen:
+            t0 = time.perf_counter()
+            est_kw = {k: v for k, v in c.items() if k != "name"}
+            est = jobs.estimate(
+                EstimateConfig(**est_kw, epochs=1.0, eval_max_seq_length=EVAL_MAX_SEQ_LENGTH)
+            )[0]
+            plan_s = time.perf_counter() - t0
+            train_s, eval_s, steps = actual(c, work / c["name"].replace(" ", "_"))
+            pt, pe = est.train_seconds, est.eval_seconds
+            total_pred, total_act = pt.expected + pe.expected, train_s + eval_s
+            rows.append({
+                "name": c["name"], "steps": est.steps, "actual_steps": steps, "estimate_seconds": round(plan_s, 2),
+                "train": {"predicted": pt.to_json(), "actual": round(train_s, 3),
+                          "error": round(abs(pt.expected - train_s) / train_s, 4)},
+                "eval": {"predicted": pe.to_json(), "actual": round(eval_s, 3),
+                         "error": round(abs(pe.expected - eval_s) / eval_s, 4)},
+                "total": {"predicted": round(total_pred, 3), "actual": round(total_act, 3),
+                          "error": round(abs(total_pred - total_act) / total_act, 4),
+                          "in_range": pt.low + pe.low <= total_act <= pt.high + pe.high},
+                "train_breakdown": {k: v["expected"] for k, v in est.to_json()["train_breakdown"].items()},
+                "guard_snapshots": est.counts.guard_snapshots, "write_seconds": est.measured["write_seconds"],
+                "eval_windows": sum(e.windows for e in est.evals),
+                "measured_step_seconds": est.measured["step_seconds"], "peak_memory_mb": round(est.peak_memory_mb),
+            })  # fmt: skip
+            r = rows[-1]
+            print(f"{r['name']:34} steps {r['steps']:4} train {pt.expected:7.2f}/{train_s:7.2f} s "
+                  f"eval {pe.expected:6.2f}/{eval_s:6.2f} s  total error {r['total']['error']:.1%}", flush=True)  # fmt: skip
+        errs = [r["total"]["error"] for r in rows]
+        summary = {"median_abs_error": statistics.median(errs), "worst_abs_error": max(errs),
+                   "median_train_error": statistics.median(r["train"]["error"] for r in rows),
+                   "median_eval_error": statistics.median(r["eval"]["error"] for r in rows),
+                   "in_range": sum(r["total"]["in_range"] for r in rows), "configs": len(rows)}  # fmt: skip
+        import torch
 
-    report = {"benchmark": "planner", "host": platform.node(), "cpu": platform.processor() or platform.machine(),
-              "threads": torch.get_num_threads(), "torch": torch.__version__, "quick": args.quick,
-              "date": time.strftime("%Y-%m-%d %H:%M"), "summary": summary, "configs": rows}  # fmt: skip
-    default = (
-        ROOT / "benchmarks" / "results" / f"planner-{platform.node()}-{time.strftime('%Y%m%d-%H%M')}.json"
-    )
-    out = Path(args.out) if args.out else default
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2))
-    print(
-        f"median |error| {summary['median_abs_error']:.1%}, worst {summary['worst_abs_error']:.1%}, "
-        f"actual inside the range {summary['in_range']}/{len(rows)}; {out}"
-    )
+        report = {"benchmark": "planner", "host": platform.node(), "cpu": platform.processor() or platform.machine(),
+                  "threads": torch.get_num_threads(), "torch": torch.__version__, "quick": args.quick,
+                  "date": time.strftime("%Y-%m-%d %H:%M"), "summary": summary, "configs": rows}  # fmt: skip
+        default = (
+            ROOT / "benchmarks" / "results" / f"planner-{platform.node()}-{time.strftime('%Y%m%d-%H%M')}.json"
+        )
+        out = Path(args.out) if args.out else default
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report, indent=2))
+        print(
+            f"median |error| {summary['median_abs_error']:.1%}, worst {summary['worst_abs_error']:.1%}, "
+            f"actual inside the range {summary['in_range']}/{len(rows)}; {out}"
+        )
+
+    finally:  # the random-weight models (up to 120 MB each with mBERT's vocabulary) and the runs
+        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
