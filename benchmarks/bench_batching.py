@@ -34,11 +34,11 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from benchlib import machine, sync, train_step, write_result
+from benchlib import machine, sync, train_step, window_params, write_result
 from xlqa.batching import Collator, WindowDataset, shuffled_batches, sorted_batches
 from xlqa.config import TrainConfig
 from xlqa.data import load_squad
-from xlqa.features import FeatureParams, cached_features
+from xlqa.features import cached_features
 from xlqa.modeling import load_qa_model, load_tokenizer
 from xlqa.precision import autocast, choose_precision
 from xlqa.predict import model_inputs
@@ -102,7 +102,7 @@ class Run:
         self.model.to(device).train()
         self.opt = make_opt(self.model, side, DEMO_LR)
         # --bf16-weights (bf16 precision only): steps on a bf16 copy, the optimizer on self.model's fp32 weights
-        self.bf16 = Bf16Weights(self.model) if bf16_weights and precision == "bf16" else None
+        self.bf16 = Bf16Weights.when(self.model, bf16_weights, precision)
         self.sched = get_linear_schedule_with_warmup(self.opt, int(0.1 * DEMO_STEPS), DEMO_STEPS)
         self.rng = torch.Generator().manual_seed(seed).get_state()
         self.batches = iter(loader)
@@ -252,9 +252,9 @@ def main(argv=None) -> None:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     base, ours, tok = build_models(args)
     train = load_squad(args.train, max_examples=args.max_examples)
-    feats = cached_features(train.examples, tok, FeatureParams(args.max_seq_length, 128), training=True)
+    feats = cached_features(train.examples, tok, window_params(args.max_seq_length), training=True)
     ev = load_squad(args.eval, max_examples=args.max_examples)
-    efeats = cached_features(ev.examples, tok, FeatureParams(args.eval_max_seq_length, 128), training=False)
+    efeats = cached_features(ev.examples, tok, window_params(args.eval_max_seq_length), training=False)
     train_res = train_rows(base, ours, tok, feats, args, device)
     eval_res = eval_rows(ours, tok, efeats, args, device)
     speed = {

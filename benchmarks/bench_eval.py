@@ -25,11 +25,11 @@ from pathlib import Path
 
 import torch
 
-from benchlib import machine, peak_rss_mb, reset_peak_rss, write_result
+from benchlib import machine, peak_rss_mb, reset_peak_rss, window_params, write_result
 from xlqa.config import EvalConfig
 from xlqa.data import load_squad
 from xlqa.evaluate import evaluate_model, score_examples
-from xlqa.features import FeatureParams, cached_features
+from xlqa.features import cached_features
 from xlqa.modeling import load_qa_model
 from xlqa.postprocess import decode
 from xlqa.precision import choose_precision
@@ -52,7 +52,7 @@ def one_language(path: Path, model, tok, args, precision: str, cache: str) -> di
         return out
 
     data = timed("load", lambda: load_squad(path, max_examples=args.max_examples))
-    params = FeatureParams(args.max_seq_length, 128)
+    params = window_params(args.max_seq_length)
     feats = timed("features", lambda: cached_features(data.examples, tok, params, cache_dir=cache))
     start, end = timed("forward", lambda: predict_logits(
         model, feats, pad_token_id=tok.pad_token_id or 0, batch_size=args.batch_size, progress=False,
@@ -80,7 +80,7 @@ class Captured(logging.Handler):
 
 def second_run(files: list[Path], model, tok, args, cache: str) -> dict:
     """The same files again: features from the cache for each, and one real evaluation's own words."""
-    params = FeatureParams(args.max_seq_length, 128)
+    params = window_params(args.max_seq_length)
     per_lang, t_all = {}, time.perf_counter()
     for lang, path in zip(args.langs, files):
         data = load_squad(path, max_examples=args.max_examples)
@@ -120,7 +120,7 @@ def forward_levers(path: Path, model, tok, args, precision: str, cache: str) -> 
     import copy
 
     data = load_squad(path, max_examples=args.lever_examples)
-    feats = cached_features(data.examples, tok, FeatureParams(args.max_seq_length, 128), cache_dir=cache)
+    feats = cached_features(data.examples, tok, window_params(args.max_seq_length), cache_dir=cache)
     bf16 = copy.deepcopy(model).to(torch.bfloat16) if precision == "bf16" else None
     settings = [(f"autocast batch {b}", model, b, precision) for b in args.lever_batch_sizes]
     if bf16 is not None:

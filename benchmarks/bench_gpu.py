@@ -45,9 +45,10 @@ import numpy as np
 import torch
 
 from bench_hardware import FlopModel, matmul_tflops, real_lengths, sync
+from benchlib import window_params
 from xlqa.batching import Collator, WindowDataset, default_pad_multiple, shuffled_batches, sorted_batches
 from xlqa.data import load_squad
-from xlqa.features import FeatureParams, cached_features
+from xlqa.features import cached_features
 from xlqa.generative import Seq2SeqCollator, Seq2SeqDataset, build_windows
 from xlqa.precision import autocast, choose_precision
 from xlqa.predict import model_inputs
@@ -177,7 +178,9 @@ def family_data(family: str, args, train: list, dev: list) -> dict:
     tok = AutoTokenizer.from_pretrained(str(Path(args.models) / TOKENIZERS[family]))
     if family == "mt5":
         kw = dict(
-            max_seq_length=args.max_seq_length, doc_stride=128, max_answer_length=args.max_answer_length
+            max_seq_length=args.max_seq_length,
+            doc_stride=window_params(args.max_seq_length).doc_stride,
+            max_answer_length=args.max_answer_length,
         )
         tw, ew = build_windows(train, tok, training=True, **kw), build_windows(dev, tok, training=True, **kw)
         return {
@@ -189,7 +192,7 @@ def family_data(family: str, args, train: list, dev: list) -> dict:
             "eval_lengths": ew.lengths,
             "collate": Seq2SeqCollator(0),
         }
-    params = FeatureParams(args.max_seq_length, 128)
+    params = window_params(args.max_seq_length)
     tf_, ef = (
         cached_features(train, tok, params, training=True),
         cached_features(dev, tok, params, training=False),
@@ -252,7 +255,7 @@ def run_phase(model, data, mode: str, phase: str, args, device, precision) -> di
     ds, fm, training = data[phase], FlopModel.of(model), phase == "train"
     levers = mode == "xlqa" and training
     # --bf16-weights: xlqa trains on a bf16 copy (fp32 master weights) and evaluates in bf16 weights, no autocast
-    bf16 = Bf16Weights(model) if mode == "xlqa" and args.bf16_weights and precision == "bf16" else None
+    bf16 = Bf16Weights.when(model, mode == "xlqa" and args.bf16_weights, precision)
     target, step_precision = (model, precision) if bf16 is None else (bf16.module, "fp32")
     run = torch.compile(target) if args.compile and mode == "xlqa" else target
     opt = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=True if levers and args.fused_adamw else None)

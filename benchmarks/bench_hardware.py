@@ -47,7 +47,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchlib import sync, train_step
+from benchlib import sync, train_step, window_params
 from xlqa.config import DemoConfig
 from xlqa.evaluate import eval_batch_size
 from xlqa.train.bf16 import Bf16Weights
@@ -260,24 +260,17 @@ def profile_step(step_fn, device: torch.device) -> dict:
     }
 
 
-def _stride(max_seq_length: int) -> int:
-    """The demo's doc stride (128), halved for windows too short to hold it."""
-    return min(128, max_seq_length // 2)
-
-
 def _windows(args, tok):
     from xlqa.data import load_squad
-    from xlqa.features import FeatureParams, cached_features
+    from xlqa.features import cached_features
 
     train = load_squad(args.train, max_examples=args.max_examples)
-    tfeats = cached_features(
-        train.examples, tok, FeatureParams(args.max_seq_length, _stride(args.max_seq_length)), training=True
-    )
+    tfeats = cached_features(train.examples, tok, window_params(args.max_seq_length), training=True)
     ev = load_squad(args.eval, max_examples=args.max_examples)
     efeats = cached_features(
         ev.examples,
         tok,
-        FeatureParams(args.eval_max_seq_length, _stride(args.eval_max_seq_length)),
+        window_params(args.eval_max_seq_length),
         training=False,
     )
     return tfeats, efeats
@@ -297,7 +290,7 @@ def _train_rows(model, tok, feats, args, device, precision) -> tuple[dict, dict]
     fm = FlopModel.of(model)
     it = iter(loader)
     model.train()
-    bf16 = Bf16Weights(model) if args.bf16_weights and precision == "bf16" else None
+    bf16 = Bf16Weights.when(model, args.bf16_weights, precision)
 
     def step(batch):
         train_step(model, batch, opt, device=device, precision=precision, bf16=bf16)

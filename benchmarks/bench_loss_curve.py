@@ -49,11 +49,11 @@ import torch
 from torch.utils.data import DataLoader
 
 from bench_batching import Run, random_batches
-from benchlib import machine, write_result
+from benchlib import machine, window_params, write_result
 from xlqa.batching import Collator, WindowDataset, shuffled_batches, sorted_batches
 from xlqa.config import DemoConfig
 from xlqa.data import load_squad
-from xlqa.features import FeatureParams, cached_features
+from xlqa.features import cached_features
 from xlqa.modeling import freeze, load_qa_model
 from xlqa.precision import choose_precision
 from xlqa.predict import model_inputs
@@ -200,7 +200,7 @@ def train_and_evaluate(recipe, ours, tok, feats, held, args, device,
 
 
 def load_features(tok, args):
-    params = FeatureParams(args.max_seq_length, 128)
+    params = window_params(args.max_seq_length)
     train = load_squad(args.train, max_examples=args.max_examples)
     feats = cached_features(train.examples, tok, params, training=True)
     dev = load_squad(args.heldout, max_examples=args.heldout_examples)

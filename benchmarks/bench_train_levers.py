@@ -31,11 +31,11 @@ import time
 import torch
 from torch.utils.data import DataLoader
 
-from benchlib import machine, train_step, write_result
+from benchlib import machine, train_step, window_params, write_result
 from xlqa.batching import Collator, WindowDataset, shuffled_batches
 from xlqa.config import TrainConfig
 from xlqa.data import load_squad
-from xlqa.features import FeatureParams, cached_features
+from xlqa.features import cached_features
 from xlqa.modeling import load_qa_model
 from xlqa.precision import choose_precision
 from xlqa.tasks import make_optimizer
@@ -89,7 +89,7 @@ def main(argv=None) -> None:
     base, tok = load_qa_model(args.model, attention_dropout=0.0)  # hidden dropout: the model's, unless nohd
     base.get_input_embeddings().weight.requires_grad_(False)
     feats = cached_features(load_squad(args.train, max_examples=args.max_examples).examples, tok,
-                            FeatureParams(args.max_seq_length, 128), training=True)  # fmt: skip
+                            window_params(args.max_seq_length), training=True)  # fmt: skip
     batches = shuffled_batches(feats.lengths, args.batch_size, 0)
     collate = Collator(tok.pad_token_id or 0)
     runs = []

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from xlqa.features import FeatureParams
 from xlqa.precision import autocast
 from xlqa.tasks import ExtractiveTask
 from xlqa.train.bf16 import Bf16Weights
@@ -97,3 +98,9 @@ def write_result(out: str | Path, summary: dict) -> Path:
     path.write_text(json.dumps(summary, indent=2))
     print(f"written {path}")
     return path
+
+
+def window_params(max_seq_length: int) -> FeatureParams:
+    """Windows of ``max_seq_length`` tokens with the demo's doc stride (128), halved for windows too short to
+    hold it (``--max-seq-length 128`` or less: the stride must stay below the window)."""
+    return FeatureParams(max_seq_length, min(128, max_seq_length // 2))

@@ -49,6 +49,14 @@ def test_pull_copies_the_trained_weights_and_sync_every_weight():
     assert torch.equal(bf16.module[0].weight, model[0].weight.bfloat16())
 
 
+def test_a_copy_only_where_wanted_and_the_step_runs_in_bf16():
+    model, _ = _pair()
+    copy = Bf16Weights.when(model, True, "bf16")
+    assert isinstance(copy, Bf16Weights) and copy.master is model
+    assert Bf16Weights.when(model, False, "bf16") is None
+    assert Bf16Weights.when(model, True, "fp32") is None and Bf16Weights.when(model, True, "fp16") is None
+
+
 def test_a_run_learns_on_the_bf16_copy_and_keeps_fp32_weights(tmp_path, tiny_model_dir, xlqa_cache):
     from xlqa.train.loop import train
 

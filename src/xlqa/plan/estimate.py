@@ -258,7 +258,7 @@ def _time_training(model, task, data, cfg: TrainConfig, precision: str, device: 
     totals: list[float] = []
     model.train()
     # --bf16-weights: the loop's steps run on a bf16 copy without autocast (xlqa.train.bf16)
-    bf16 = Bf16Weights(model) if cfg.bf16_weights and precision == "bf16" else None
+    bf16 = Bf16Weights.when(model, cfg.bf16_weights, precision)
     step_model, step_precision = (model, precision) if bf16 is None else (bf16.module, "fp32")
 
     def run(idx: list[int]) -> None:

@@ -28,6 +28,12 @@ import torch
 class Bf16Weights:
     """A bf16 copy of ``model`` to train on, whose gradients flow back to ``model``'s fp32 weights."""
 
+    @classmethod
+    def when(cls, model: torch.nn.Module, wanted: bool, precision: str) -> Bf16Weights | None:
+        """A copy of ``model`` where ``wanted`` and the step's precision is bf16; None otherwise (fp32 and fp16
+        steps run as without ``--bf16-weights``)."""
+        return cls(model) if wanted and precision == "bf16" else None
+
     def __init__(self, model: torch.nn.Module):
         self.master = model
         self.module = copy.deepcopy(model).to(torch.bfloat16)
