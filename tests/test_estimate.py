@@ -6,6 +6,7 @@ import json
 import math
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -17,7 +18,7 @@ from xlqa import jobs
 from xlqa.config import EstimateConfig, TrainConfig
 from xlqa.errors import ConfigError
 from xlqa.evaluate import eval_batch_size
-from xlqa.plan.measure import Samples, predict
+from xlqa.plan.measure import Samples, first_call_extra, predict, time_batches
 
 LONG = " ".join(f"Sentence number {i} tells about the river Elbe and the town of Dresden." for i in range(12))
 
@@ -125,6 +126,37 @@ def test_predictions_scale_with_the_measured_samples():
     assert r.low < r.expected < r.high
 
 
+def test_a_shape_s_first_call_is_counted_once_per_shape_not_per_step():
+    # the first measured batch is the warm-up's shape (built already): left out
+    first = Samples([400, 300, 200, 100], [1.0, 2.0, 1.5, 1.2])
+    steady = Samples([400, 300, 200, 100], [1.0, 1.5, 1.4, 1.0])
+    r = first_call_extra(first, steady, n_shapes=10)
+    assert (r.low, r.expected, r.high) == pytest.approx((1.0, 2.0, 5.0))
+    assert first_call_extra(Samples([9], [1.0]), Samples([9], [1.2]), n_shapes=3).expected == 0.0
+    assert first_call_extra(first, steady, n_shapes=0).expected == 0.0
+
+
+def test_time_batches_keeps_the_fastest_run_and_reports_the_first():
+    seen: set[int] = set()
+
+    def run(batch):  # a shape's first call also "builds its kernels"
+        time.sleep(0.002 * len(batch) + (0.05 if len(batch) not in seen else 0.0))
+        seen.add(len(batch))
+
+    batches = [[0] * n for n in (1, 2, 3, 4)]
+    tokens = np.array([len(b) for b in batches])
+    first = Samples()
+    steady = time_batches(run, batches, tokens, 4, torch.device("cpu"), repeats=2, first=first)
+    assert (
+        steady.tokens == first.tokens and steady.tokens[0] == 4 and len(steady.tokens) >= 3
+    )  # largest first
+    by_tokens = dict(zip(first.tokens, first.seconds, strict=True))
+    for t, s in zip(steady.tokens, steady.seconds, strict=True):
+        assert s < 0.04  # the second call
+        assert by_tokens[t] > 0.04 or t == 4  # 4: the warm-up's batch, built before timing
+    assert first_call_extra(first, steady, n_shapes=2).expected > 0.08
+
+
 def test_a_slower_model_gets_proportionally_larger_predictions(
     tiny_model_dir, squad_files, tmp_path, xlqa_cache
 ):
@@ -147,6 +179,9 @@ def test_a_slower_model_gets_proportionally_larger_predictions(
     assert len(m["train_batches"]["seconds"]) >= 1 and len(m["step_seconds"]) == len(
         m["train_batches"]["seconds"]
     )
+    # each timed batch ran twice: its first run is kept apart, and counted once per batch shape of the run
+    assert m["train_batches_first_call"]["tokens"] == m["train_batches"]["tokens"]
+    assert m["batch_shapes"] >= 1 and m["first_call_seconds"]["low"] <= m["first_call_seconds"]["high"]
     assert min(m["step_seconds"]) * 0.5 * big_est.steps <= big_est.steps_seconds.expected
     assert big_est.steps_seconds.expected <= max(m["step_seconds"]) * 2 * big_est.steps
 

@@ -418,7 +418,7 @@ class EstimateConfig(TrainConfig):
         ge=16,
     )
     configs: str | None = _f(None, "JSON file: a list of training configs, one candidate each")
-    measure_steps: int = _f(4, "training steps timed per candidate, after one warm-up step")
+    measure_steps: int = _f(4, "training batches timed per candidate, each twice, after one warm-up step")
     measure_batches: int = _f(6, "evaluation batches timed per candidate (each twice), after a warm-up batch")
 
     def validate(self) -> None:

@@ -3,7 +3,8 @@
 For a candidate (a :class:`~xlqa.config.TrainConfig`) the model is loaded as training loads it, its training
 windows built by the task's own ``train_data``, and the loop's batches and steps counted
 (:mod:`xlqa.plan.counts`). Then, on this hardware: a few real training steps (forward, backward, clipping,
-optimizer) on real batches spread over the token range, after a warm-up step; a few real evaluation batches
+optimizer) on real batches spread over the token range, after a warm-up step, each batch twice (its first run
+also builds its shape's kernels, which a run pays once per shape, not per step); a few real evaluation batches
 (forward passes, or generation for a generative model) on the real evaluation windows; one checkpoint, one
 best model and one guard snapshot written by the loop's own functions (:mod:`xlqa.plan.writes`); the peak
 memory. :mod:`xlqa.plan.measure` turns these into ranges over the exact batches of the run.
@@ -171,11 +172,13 @@ def estimate_candidate(
 
     # -- training steps: forward, backward, clip, optimizer, on real batches across the token range
     optimizer = make_optimizer(model, cfg)
-    fb, opt_all = _time_training(model, task, data, cfg, precision, device, optimizer, counts, opts)
+    fb, fb_first, opt_all = _time_training(model, task, data, cfg, precision, device, optimizer, counts, opts)
     opt_s = opt_all[1:]  # the warm-up step allocates the optimizer state: not a step like the others
     opt_mid = float(np.median(opt_s)) if opt_s else 0.0
     opt_range = Range(min(opt_s, default=0.0), opt_mid, max(opt_s, default=0.0)).scale(counts.total_steps)
-    steps_seconds = measure.predict(fb, trained_tokens) + opt_range
+    n_shapes = len(set(trained_tokens.tolist()))  # windows x padded width: one batch shape each
+    first_calls = measure.first_call_extra(fb_first, fb, n_shapes)
+    steps_seconds = measure.predict(fb, trained_tokens) + opt_range + first_calls
 
     # -- evaluation: dev after every epoch (training windows), and the --eval files (--eval-max-seq-length)
     model.eval()
@@ -196,9 +199,11 @@ def estimate_candidate(
         risks.append(
             f"peak memory {peak:,.0f} MB is above {MEMORY_MARGIN:.0%} of the device's {total:,.0f} MB"
         )
-    step_s = [f + opt for f, opt in zip(fb.seconds, opt_s, strict=False)]
+    step_s = [f + opt for f, opt in zip(fb.seconds, opt_all[2::2], strict=True)]  # second runs, as fb
     measured = {
-        "train_batches": fb.to_json(), "optimizer_seconds": [round(s, 5) for s in opt_s],
+        "train_batches": fb.to_json(), "train_batches_first_call": fb_first.to_json(),
+        "batch_shapes": n_shapes, "first_call_seconds": first_calls.to_json(),
+        "optimizer_seconds": [round(s, 5) for s in opt_s],
         "warmup_optimizer_seconds": round(opt_all[0], 5) if opt_all else None,
         "step_seconds": [round(s, 5) for s in step_s],
         "step_seconds_median": round(float(np.median(step_s)), 5) if step_s else None,
@@ -249,8 +254,9 @@ def _plan_evaluations(model, tok, task: str, cfg: TrainConfig, precision: str, d
 
 
 def _time_training(model, task, data, cfg: TrainConfig, precision: str, device: torch.device, optimizer,
-                   counts: TrainCounts, opts: EstimateConfig) -> tuple[Samples, list[float]]:  # fmt: skip
-    """Forward/backward samples (tokens, seconds) and optimizer seconds (warm-up first) of real steps."""
+                   counts: TrainCounts, opts: EstimateConfig) -> tuple[Samples, Samples, list[float]]:  # fmt: skip
+    """Forward/backward samples (tokens, seconds) of real steps, each batch's second run (its shape's kernels
+    built) and its first; and the optimizer seconds (warm-up first)."""
     from xlqa.precision import autocast
 
     params = [p for p in model.parameters() if p.requires_grad]
@@ -286,5 +292,7 @@ def _time_training(model, task, data, cfg: TrainConfig, precision: str, device: 
     # sample the batches of the first epoch, as training builds them (not padded to max_seq_length)
     first = counts.batches[: max(1, counts.batches_per_epoch)]
     tokens = batch_tokens(data.lengths, first, getattr(data.collate, "multiple", 1))
-    timed = measure.time_batches(run, first, tokens, opts.measure_steps, device)
-    return Samples(timed.tokens, totals[1:]), opt_seconds
+    # each batch twice: its first run also builds its shape's kernels, which the run pays once per shape
+    timed = measure.time_batches(run, first, tokens, opts.measure_steps, device, repeats=2)
+    steady, first_calls = Samples(timed.tokens, totals[2::2]), Samples(timed.tokens, totals[1::2])
+    return steady, first_calls, opt_seconds

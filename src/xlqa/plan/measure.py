@@ -96,13 +96,14 @@ def pick(tokens: np.ndarray, n: int) -> list[int]:
 
 
 def time_batches(run: Callable[[list[int]], None], batches: list[list[int]], tokens: np.ndarray, n: int,
-                 device: torch.device, *, repeats: int = 1) -> Samples:  # fmt: skip
+                 device: torch.device, *, repeats: int = 1, first: Samples | None = None) -> Samples:  # fmt: skip
     """Time ``run(batch)`` on ``n`` batches spread over the token range, after one untimed warm-up batch.
 
-    ``repeats`` > 1 runs each batch that many times and keeps the fastest: for inference, where a whole evaluation
-    meets each batch shape many times, so one slow first call of a shape (or a stray load on the machine) would
-    be counted for every batch of the run (an E5-small estimate once took 1.21 s for a 16 x 384 batch that takes
-    0.35 s).
+    ``repeats`` > 1 runs each batch that many times and keeps the fastest: a whole run meets each batch shape
+    many times, so one slow first call of a shape (building its kernels, or a stray load on the machine) would
+    otherwise be counted for every batch of the run (an E5-small estimate once took 1.21 s for a 16 x 384
+    evaluation batch that takes 0.35 s). ``first`` receives each batch's first call, for what a run pays once
+    per shape.
     """
     chosen = pick(tokens, n)
     samples = Samples()
@@ -111,12 +112,15 @@ def time_batches(run: Callable[[list[int]], None], batches: list[list[int]], tok
     run(batches[chosen[0]])  # warm-up on the largest batch: allocator, kernels, optimizer state, peak memory
     for i in chosen:
         best = float("inf")
-        for _ in range(repeats):
+        for r in range(repeats):
             synchronize(device)
             t0 = time.perf_counter()
             run(batches[i])
             synchronize(device)
-            best = min(best, time.perf_counter() - t0)
+            took = time.perf_counter() - t0
+            if r == 0 and first is not None:
+                first.add(int(tokens[i]), took)
+            best = min(best, took)
         samples.add(int(tokens[i]), best)
     return samples
 
@@ -163,3 +167,18 @@ def device_memory_mb(device: torch.device) -> float | None:
         return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2**20
     except (ValueError, OSError, AttributeError):
         return None
+
+
+def first_call_extra(first: Samples, steady: Samples, n_shapes: int) -> Range:
+    """What a run spends once per batch shape beyond its steady steps (on a CPU, oneDNN building the shape's
+    kernels: an E5-small step on a new shape took 7.2 s where the same shape later took 6.0 s), over its
+    ``n_shapes`` shapes: the extra seconds of each measured batch's first call over its fastest, low to high.
+
+    The first measured batch is the warm-up's own (the largest), whose shape is built already; it is left out
+    where there are others.
+    """
+    extra = [max(0.0, f - s) for f, s in zip(first.seconds, steady.seconds, strict=True)]
+    extra = extra[1:] or extra
+    if not extra or n_shapes <= 0:
+        return ZERO
+    return Range(min(extra), float(np.median(extra)), max(extra)).scale(n_shapes)
