@@ -115,6 +115,35 @@ def test_eval_windows_at_their_own_length_are_what_evaluation_builds(
     assert est.dev.batches == math.ceil(est.dev.windows / eval_batch_size(0, torch.device("cpu")))
 
 
+def test_an_eval_file_s_new_batch_shapes_are_counted_once_per_evaluation(
+    tiny_model_dir, squad_files, tmp_path, xlqa_cache
+):
+    """The same file twice: the same batches, so the same predicted forward passes; the first-call cost of their
+    shapes falls on the first copy only (one process builds each shape's kernels once)."""
+    train, dev = squad_files
+    twin = tmp_path / "twin" / dev.name
+    twin.parent.mkdir()
+    twin.write_bytes(dev.read_bytes())
+    base = _base(tiny_model_dir, train, dev, batch_size=[8], max_steps=2, eval=[str(dev), str(twin)],
+                 measure_steps=1, measure_batches=2, eval_max_seq_length=32, eval_batch_size=2)  # fmt: skip
+    est = jobs.estimate(EstimateConfig(**base))[0]
+    first, second = est.evals
+    assert first.windows == second.windows and first.batches == second.batches > 1
+    assert first.new_shapes >= 1 and second.new_shapes == 0  # the twin's batches have the first file's shapes
+
+    def passes(plan):  # predicted seconds without the file's own measured loading and decoding
+        fixed = plan.prepare_seconds + plan.decode_seconds
+        return [getattr(plan.seconds, k) - fixed for k in ("low", "expected", "high")]
+
+    timed = est.measured["eval_batches"]
+    steady = Samples(timed["eval"]["tokens"], timed["eval"]["seconds"])
+    first_calls = Samples(timed["eval_first_call"]["tokens"], timed["eval_first_call"]["seconds"])
+    assert first_calls.tokens == steady.tokens and len(steady.tokens) == 2
+    extra = first_call_extra(first_calls, steady, first.new_shapes)
+    for a, b, e in zip(passes(first), passes(second), (extra.low, extra.expected, extra.high), strict=True):
+        assert a - b == pytest.approx(e, abs=2e-5 * first.new_shapes)  # JSON keeps 5 decimals
+
+
 def test_predictions_scale_with_the_measured_samples():
     tokens = np.array([100, 200, 300, 400])
     fast = Samples([100, 400], [0.1, 0.4])

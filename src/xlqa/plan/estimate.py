@@ -232,8 +232,9 @@ def _plan_evaluations(model, tok, task: str, cfg: TrainConfig, precision: str, d
         dev_cfg = replace(cfg, eval_batch_size=eval_batch_size(cfg.eval_batch_size, device))
         if cfg.bf16_weights and precision == "bf16":
             dev_model, dev_precision = Bf16Weights(model).module, "fp32"
-        (dev_plan,), samples["dev"] = plan_eval(dev_model, tok, task, dev_cfg, dev_precision, device, [dev_set],
-                                                opts.measure_batches)  # fmt: skip
+        (dev_plan,), samples["dev"], samples["dev_first_call"] = plan_eval(
+            dev_model, tok, task, dev_cfg, dev_precision, device, [dev_set], opts.measure_batches
+        )
         del dev_model
     else:
         dev_plan = None
@@ -247,8 +248,9 @@ def _plan_evaluations(model, tok, task: str, cfg: TrainConfig, precision: str, d
             bf16 = precision == "bf16"
             eval_model, _ = load_qa_model(cfg.model, dtype=torch.bfloat16 if bf16 else None)
             eval_model, eval_precision = eval_model.to(device), "fp32" if bf16 else precision
-        plans, samples["eval"] = plan_eval(eval_model, tok, task, eval_cfg, eval_precision, device, targets,
-                                           opts.measure_batches)  # fmt: skip
+        plans, samples["eval"], samples["eval_first_call"] = plan_eval(
+            eval_model, tok, task, eval_cfg, eval_precision, device, targets, opts.measure_batches
+        )
         del eval_model
     return dev_plan, plans, samples
 

@@ -2,8 +2,9 @@
 
 Extractive: the windows come from :func:`xlqa.features.cached_features` as evaluation builds them (so the
 evaluation that follows finds them in the cache, and the time to load them from there is measured), forward
-passes are timed on batches of :func:`xlqa.batching.sorted_batches`, and decoding is timed once at the file's
-full size. Generative: the windows come from :func:`xlqa.generative.build_windows` (rebuilt by every
+passes are timed on batches of :func:`xlqa.batching.sorted_batches` (each twice: the fastest run is the batch,
+and the first run's extra time, a new shape's kernels, is added once per batch shape that no earlier file of the
+same evaluation met), and decoding is timed once at the file's full size. Generative: the windows come from :func:`xlqa.generative.build_windows` (rebuilt by every
 evaluation, so that time counts), and generation is timed on real batches as :mod:`xlqa.generative` runs it.
 """
 
@@ -38,6 +39,7 @@ class EvalPlan:
     seconds: Range
     prepare_seconds: float  # loading the cached windows (extractive) or building them (generative)
     decode_seconds: float
+    new_shapes: int = 0  # batch shapes no earlier file of the same evaluation met (each pays its first call)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -50,6 +52,7 @@ class EvalPlan:
             "seconds": self.seconds.to_json(),
             "prepare_seconds": round(self.prepare_seconds, 4),
             "decode_seconds": round(self.decode_seconds, 4),
+            "new_shapes": self.new_shapes,
         }
 
 
@@ -63,8 +66,9 @@ class _Prepared:
 
 
 def plan_eval(model, tok, task: str, cfg: TrainConfig, precision: str, device: torch.device,
-              datasets: list[SquadData], n_batches: int) -> tuple[list[EvalPlan], Samples]:  # fmt: skip
-    """A plan per dataset, from evaluation batches timed across all of them (one warm-up batch first)."""
+              datasets: list[SquadData], n_batches: int) -> tuple[list[EvalPlan], Samples, Samples]:  # fmt: skip
+    """A plan per dataset, from evaluation batches timed across all of them (one warm-up batch first); the timed
+    batches' fastest runs and their first runs."""
     prep = _extractive if task == "extractive" else _generative
     prepared = [prep(model, tok, data, cfg, precision, device) for data in datasets]
     pool: list[tuple[int, list[int]]] = []
@@ -74,17 +78,25 @@ def plan_eval(model, tok, task: str, cfg: TrainConfig, precision: str, device: t
         per_file.append(batch_tokens(p.lengths, batches, p.multiple))
         pool += [(d, b) for b in batches]
     tokens = np.concatenate(per_file) if per_file else np.zeros(0, np.int64)
+    first = Samples()
     samples = measure.time_batches(
-        lambda e: prepared[e[0]].run(e[1]), pool, tokens, n_batches, device, repeats=2
+        lambda e: prepared[e[0]].run(e[1]), pool, tokens, n_batches, device, repeats=2, first=first
     )
     plans = []
+    seen: set[int] = (
+        set()
+    )  # batch shapes met by an earlier file: their kernels are built already (one process)
     for data, p, tk in zip(datasets, prepared, per_file, strict=True):
         fixed = p.prepare_seconds + p.decode_seconds
+        new_shapes = set(tk.tolist()) - seen
+        seen |= new_shapes
+        seconds = measure.predict(samples, tk) + Range(fixed, fixed, fixed)
+        seconds += measure.first_call_extra(first, samples, len(new_shapes))
         plans.append(EvalPlan(
             file_stem(data.path), str(data.path), len(data.examples), len(p.lengths), int(tk.sum()), len(tk),
-            measure.predict(samples, tk) + Range(fixed, fixed, fixed), p.prepare_seconds, p.decode_seconds,
+            seconds, p.prepare_seconds, p.decode_seconds, len(new_shapes),
         ))  # fmt: skip
-    return plans, samples
+    return plans, samples, first
 
 
 def _extractive(model, tok, data: SquadData, cfg: TrainConfig, precision: str, device) -> _Prepared:
