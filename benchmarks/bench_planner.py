@@ -97,7 +97,7 @@ def actual(c: dict, out: Path) -> tuple[float, float, int]:
 
     tc = {k: v for k, v in c.items() if k not in ("name", "eval", "max_eval_examples")}
     result = train(TrainConfig(**tc, output=str(out / "run"), epochs=1.0))
-    ec = EvalConfig(model=result.best_dir, data=c["eval"], output=str(out / "eval"), batch_size=64,
+    ec = EvalConfig(model=result.best_dir, data=c["eval"], output=str(out / "eval"),
                     max_seq_length=EVAL_MAX_SEQ_LENGTH, doc_stride=c.get("doc_stride", 128),
                     max_examples=c["max_eval_examples"], precision=c["precision"], progress=False,
                     max_answer_length=c.get("max_answer_length", 30))  # fmt: skip
