@@ -4,8 +4,9 @@ Extractive: the windows come from :func:`xlqa.features.cached_features` as evalu
 evaluation that follows finds them in the cache, and the time to load them from there is measured), forward
 passes are timed on batches of :func:`xlqa.batching.sorted_batches` (each twice: the fastest run is the batch,
 and the first run's extra time, a new shape's kernels, is added once per batch shape that no earlier file of the
-same evaluation met), and decoding is timed once at the file's full size. Generative: the windows come from :func:`xlqa.generative.build_windows` (rebuilt by every
-evaluation, so that time counts), and generation is timed on real batches as :mod:`xlqa.generative` runs it.
+same evaluation met), and decoding is timed once at the file's full size. Generative: the windows come from
+:func:`xlqa.generative.build_windows` (rebuilt by every evaluation, so that time counts), and generation is
+timed on real batches as :mod:`xlqa.generative` runs it.
 """
 
 from __future__ import annotations
@@ -83,9 +84,8 @@ def plan_eval(model, tok, task: str, cfg: TrainConfig, precision: str, device: t
         lambda e: prepared[e[0]].run(e[1]), pool, tokens, n_batches, device, repeats=2, first=first
     )
     plans = []
-    seen: set[int] = (
-        set()
-    )  # batch shapes met by an earlier file: their kernels are built already (one process)
+    # batch shapes met by an earlier file: one process builds their kernels once
+    seen: set[int] = set()
     for data, p, tk in zip(datasets, prepared, per_file, strict=True):
         fixed = p.prepare_seconds + p.decode_seconds
         new_shapes = set(tk.tolist()) - seen
