@@ -98,7 +98,8 @@ def second_run(files: list[Path], model, tok, args, cache: str) -> dict:
     try:
         with tempfile.TemporaryDirectory() as out:
             cfg = EvalConfig(model=args.model, data=[str(files[0])], output=out, batch_size=args.batch_size,
-                             max_seq_length=args.max_seq_length, max_examples=args.max_examples,
+                             max_seq_length=args.max_seq_length,
+                             doc_stride=window_params(args.max_seq_length).doc_stride, max_examples=args.max_examples,
                              cache_dir=cache, progress=False)  # fmt: skip
             evaluate_model(cfg, model=model, tokenizer=tok)
     finally:
