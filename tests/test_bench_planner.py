@@ -27,7 +27,9 @@ def test_two_configurations_predicted_against_their_real_runs(tmp_path, shared_d
             assert r[part]["actual"] > 0
         assert r["eval_windows"] > 0 and r["peak_memory_mb"] > 0
         total = r["total"]
-        assert abs(total["error"] - abs(total["predicted"] - total["actual"]) / total["actual"]) < 1e-3
+        # predicted and actual are kept to 3 decimals, the error from the unrounded values
+        tolerance = 1e-3 / total["actual"] + 1e-4
+        assert abs(total["error"] - abs(total["predicted"] - total["actual"]) / total["actual"]) < tolerance
     summary = report["summary"]
     assert summary["configs"] == 2 and 0 <= summary["in_range"] <= 2
     assert summary["worst_abs_error"] == max(r["total"]["error"] for r in rows)
