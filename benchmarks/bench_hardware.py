@@ -267,12 +267,7 @@ def _windows(args, tok):
     train = load_squad(args.train, max_examples=args.max_examples)
     tfeats = cached_features(train.examples, tok, window_params(args.max_seq_length), training=True)
     ev = load_squad(args.eval, max_examples=args.max_examples)
-    efeats = cached_features(
-        ev.examples,
-        tok,
-        window_params(args.eval_max_seq_length),
-        training=False,
-    )
+    efeats = cached_features(ev.examples, tok, window_params(args.eval_max_seq_length), training=False)
     return tfeats, efeats
 
 

@@ -230,8 +230,9 @@ def _plan_evaluations(model, tok, task: str, cfg: TrainConfig, precision: str, d
     if dev_set:
         dev_model, dev_precision = model, precision
         dev_cfg = replace(cfg, eval_batch_size=eval_batch_size(cfg.eval_batch_size, device))
-        if cfg.bf16_weights and precision == "bf16":
-            dev_model, dev_precision = Bf16Weights(model).module, "fp32"
+        bf16 = Bf16Weights.when(model, cfg.bf16_weights, precision)
+        if bf16 is not None:
+            dev_model, dev_precision = bf16.module, "fp32"
         (dev_plan,), samples["dev"], samples["dev_first_call"] = plan_eval(
             dev_model, tok, task, dev_cfg, dev_precision, device, [dev_set], opts.measure_batches
         )
