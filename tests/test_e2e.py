@@ -78,7 +78,10 @@ def test_checkpoint_loads_in_a_transformers_pipeline(trained):
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(msg)
         pytest.skip(msg)
+    # kernels is optional for transformers 5.2, and the version that transformers >= 5.25 brings into the main
+    # environment breaks 5.2's import ("Either a revision or a version must be specified"): hidden from it
     code = (
+        "import sys; sys.modules['kernels'] = None;"
         "import json, transformers; from transformers import pipeline;"
         f"p = pipeline('question-answering', model={result.best_dir!r});"
         f"r = p(question={QUESTION!r}, context={CONTEXT!r});"
