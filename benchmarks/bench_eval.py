@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shutil
 import statistics
 import tempfile
 import time
@@ -207,8 +208,19 @@ def _print(summary: dict) -> None:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
+    if args.cache_dir:
+        run(args, args.cache_dir)
+        return
+    cache = tempfile.mkdtemp(prefix="bench-eval-cache-")  # its own feature cache, removed afterwards
+    try:
+        run(args, cache)
+    finally:
+        shutil.rmtree(cache, ignore_errors=True)
+
+
+def run(args, cache: str) -> None:
+    """Every phase of every language, the second run from the cache, the levers; print and write the JSON."""
     files = [Path(args.xquad) / f"xquad.{lang}.json" for lang in args.langs]
-    cache = args.cache_dir or tempfile.mkdtemp(prefix="bench-eval-cache-")
     reset_peak_rss()
     t0 = time.perf_counter()
     model, tok = load_qa_model(args.model)
