@@ -9,11 +9,13 @@ from __future__ import annotations
 import json
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from benchscript import run_benchmark
 from conftest import write_squad
 from xlqa.batching import shuffled_batches
 from xlqa.config import TrainConfig
@@ -79,9 +81,24 @@ def test_the_fit_ignores_warm_up_and_adds_measured_phases():
     assert eta.estimate().expected == pytest.approx(exact + 2 * 0.5, rel=1e-6)
     with eta.timed("eval"):
         time.sleep(0.05)
-    assert eta.left == {"eval": 0, "checkpoint": 2}
+    assert eta.left == {"eval": 0, "checkpoint": 2, "snapshot": 0}
     eta.batch_done(5.0)  # the batch after a phase pays for a new data loader: not a sample
     assert len(eta.samples) == 7
+
+
+def test_phases_count_at_their_prior_until_one_is_measured():
+    tokens = np.full(20, 100, dtype=np.int64)
+    work = RemainingWork(tokens, epoch_ends=2, periodic_checkpoints=1)
+    eta = LiveEta(work, warmup=0, snapshots=3, prior={"eval": 10.0, "checkpoint": 2.0, "snapshot": 1.0})
+    for _ in range(5):
+        eta.batch_done(0.1)
+    batches = 15 * 0.1
+    assert eta.estimate().expected == pytest.approx(batches + 2 * 10.0 + 3 * 2.0 + 3 * 1.0)
+    eta.add_phase("eval", 4.0)  # measured: the mean of those measured replaces the prior
+    eta.add_phase("snapshot", 0.5, new_loader=False)
+    eta.batch_done(0.1)  # a snapshot starts no data loader: the next batch is a sample
+    assert len(eta.samples) == 5
+    assert eta.estimate().expected == pytest.approx(14 * 0.1 + 1 * 4.0 + 3 * 2.0 + 2 * 0.5)
 
 
 def _short_then_long(path: Path, n: int) -> Path:
@@ -144,3 +161,71 @@ def test_a_run_whose_batches_get_longer_gets_a_token_aware_eta(tmp_path, tiny_mo
         mean_err.append(abs(mean - actual) / actual)
     assert np.median(live_err) < 0.3, (live_err, mean_err)
     assert np.median(live_err) < 0.5 * np.median(mean_err), (live_err, mean_err)
+
+
+def test_a_guard_snapshot_tells_the_eta_its_seconds(tmp_path):
+    import torch
+
+    from xlqa.distributed import make_accelerator
+    from xlqa.train.checkpoint import StateSnapshots
+
+    acc = make_accelerator(mixed_precision="no")
+    model = torch.nn.Linear(64, 64)
+    acc.prepare(model, torch.optim.AdamW(model.parameters()))
+    eta = LiveEta(RemainingWork(np.full(10, 100), epoch_ends=1, periodic_checkpoints=0), snapshots=2)
+    store = StateSnapshots(acc, tmp_path)
+    store.on_save = lambda seconds: eta.add_phase("snapshot", seconds, new_loader=False)
+    store.save()
+    assert len(eta.durations["snapshot"]) == 1 and eta.durations["snapshot"][0] > 0
+    assert eta.left["snapshot"] == 1 and (tmp_path / "checkpoints" / ".guard-snapshot").is_dir()
+
+
+def _losses_and_events(cfg: TrainConfig) -> tuple[list, list[dict]]:
+    from xlqa.train.loop import train
+
+    train(cfg)
+    events = [json.loads(line) for line in (Path(cfg.output) / "events.jsonl").read_text().splitlines()]
+    return [e["loss"] for e in events if e["event"] == "step"], events
+
+
+def test_the_eta_counts_the_first_evaluation_and_writes_before_they_happen(
+    tmp_path, tiny_model_dir, xlqa_cache, monkeypatch
+):
+    """At its start a run times dev batches and its first guard snapshot: until the first epoch ends, the ETA
+    counts the dev evaluation, the best-model save and the checkpoint at those priors (before, it left them
+    out), and the probe leaves training as it was (the same losses without it)."""
+    import xlqa.train.eta as eta_module
+
+    train_file = _short_then_long(tmp_path / "train.json", 96)
+    dev_file = _short_then_long(tmp_path / "dev.json", 40)
+    cfg = TrainConfig(model=str(tiny_model_dir), train=str(train_file), dev=str(dev_file),
+                      output=str(tmp_path / "run"), batch_size=8, epochs=1, max_seq_length=384, doc_stride=128,
+                      log_every=1, progress=False, precision="fp32", lr=1e-3, cache_dir="",
+                      guard_snapshot_every=5)  # fmt: skip
+    losses, events = _losses_and_events(cfg)
+    prior = next(e for e in events if e["event"] == "eta_prior")
+    assert prior["eval"] > 0 and prior["checkpoint"] > prior["snapshot"] > 0
+    steps = [e for e in events if e["event"] == "step"]
+    total = steps[-1]["step"]
+    assert total == 12 and not any(e["event"] == "eval" for e in events[: events.index(steps[-1])])
+    # the last step: no batch and no snapshot left, the evaluation and the checkpoint at their priors
+    phases = prior["eval"] + prior["checkpoint"]
+    assert steps[-1]["eta"] == pytest.approx(phases, abs=0.051)
+
+    # the benchmark's scoring of a finished run: each step event against the time really left
+    out = tmp_path / "live-eta.json"
+    run_benchmark(
+        "bench_live_eta.py", ["--events", tmp_path / "run" / "events.jsonl", "--out", out], tmp_path
+    )
+    scored = json.loads(out.read_text())
+    assert (
+        scored["total_steps"] == 12 and scored["step_events"] == 11 and len(scored["events"]) == len(events)
+    )
+    last = scored["rows"][-1]  # "left" is rounded to 0.01 s, the error computed before
+    assert last["step"] == 11 and last["left"] > 0
+    assert last["error"] == pytest.approx((last["eta"] - last["left"]) / last["left"], abs=0.02)
+
+    monkeypatch.setattr(eta_module, "dev_eval_seconds", lambda ctx: 0.0)
+    unprobed, events2 = _losses_and_events(replace(cfg, output=str(tmp_path / "run2")))
+    assert next(e for e in events2 if e["event"] == "eta_prior")["eval"] < prior["eval"]
+    assert unprobed == losses  # the probe ran in eval mode and kept the RNG: dropout masks are the same

@@ -58,7 +58,9 @@ class EvalPlan:
 
 
 @dataclass
-class _Prepared:
+class Prepared:
+    """One file made ready to time: its windows' lengths, one batch through the model, the fixed costs."""
+
     lengths: np.ndarray
     run: Callable[[list[int]], None]  # one batch of window indices through the model
     multiple: int
@@ -70,8 +72,7 @@ def plan_eval(model, tok, task: str, cfg: TrainConfig, precision: str, device: t
               datasets: list[SquadData], n_batches: int) -> tuple[list[EvalPlan], Samples, Samples]:  # fmt: skip
     """A plan per dataset, from evaluation batches timed across all of them (one warm-up batch first); the timed
     batches' fastest runs and their first runs."""
-    prep = _extractive if task == "extractive" else _generative
-    prepared = [prep(model, tok, data, cfg, precision, device) for data in datasets]
+    prepared = [prepare(model, tok, task, data, cfg, precision, device) for data in datasets]
     pool: list[tuple[int, list[int]]] = []
     per_file: list[np.ndarray] = []
     for d, p in enumerate(prepared):
@@ -99,7 +100,12 @@ def plan_eval(model, tok, task: str, cfg: TrainConfig, precision: str, device: t
     return plans, samples, first
 
 
-def _extractive(model, tok, data: SquadData, cfg: TrainConfig, precision: str, device) -> _Prepared:
+def prepare(model, tok, task: str, data: SquadData, cfg: TrainConfig, precision: str, device) -> Prepared:
+    """``data``'s windows as the evaluation builds them, and a function that runs one batch of them."""
+    return (_extractive if task == "extractive" else _generative)(model, tok, data, cfg, precision, device)
+
+
+def _extractive(model, tok, data: SquadData, cfg: TrainConfig, precision: str, device) -> Prepared:
     from xlqa.features import FeatureParams, cached_features
     from xlqa.postprocess import decode
     from xlqa.precision import autocast
@@ -132,10 +138,10 @@ def _extractive(model, tok, data: SquadData, cfg: TrainConfig, precision: str, d
             out = model(**{k: v.to(device) for k, v in model_inputs(batch, model).items()})
         out.start_logits.float().cpu().numpy(), out.end_logits.float().cpu().numpy()
 
-    return _Prepared(feats.lengths, run, collate.multiple, load_s, decode_s)
+    return Prepared(feats.lengths, run, collate.multiple, load_s, decode_s)
 
 
-def _generative(model, tok, data: SquadData, cfg: TrainConfig, precision: str, device) -> _Prepared:
+def _generative(model, tok, data: SquadData, cfg: TrainConfig, precision: str, device) -> Prepared:
     from xlqa.generative import Seq2SeqCollator, Seq2SeqDataset, build_windows
     from xlqa.precision import autocast
 
@@ -160,4 +166,4 @@ def _generative(model, tok, data: SquadData, cfg: TrainConfig, precision: str, d
             )  # fmt: skip
         tok.batch_decode(out.sequences, skip_special_tokens=True)
 
-    return _Prepared(windows.lengths, run, 1, build_s, 0.0)
+    return Prepared(windows.lengths, run, 1, build_s, 0.0)

@@ -4,9 +4,10 @@
 timed before the run (:mod:`xlqa.plan.measure`). While the run trains, :class:`LiveEta` fits the same line on
 the batches the run itself has just trained on (a recent window, after the first warm-up batches of the
 session) and sums it over the exact batches still to come (:func:`remaining_work`: the loop's batch order and
-step rule from the current position), plus the end-of-epoch evaluations and checkpoint writes still to come
-at the durations measured for the ones already done. Remaining batches that are longer or shorter than those
-so far therefore move the ETA, which a per-step average cannot do.
+step rule from the current position), plus the end-of-epoch evaluations, checkpoint writes and guard snapshots
+still to come at the durations measured for the ones already done (before the first of a kind is done, at a
+prior measured at the session's start: :mod:`xlqa.train.eta`). Remaining batches that are longer or shorter
+than those so far therefore move the ETA, which a per-step average cannot do.
 """
 
 from __future__ import annotations
@@ -25,25 +26,35 @@ __all__ = ["LiveEta", "RemainingWork", "remaining_work"]  # the walk lives in co
 
 
 class LiveEta:
-    """Seconds left in a run, from its own measured batches, evaluations and checkpoint writes.
+    """Seconds left in a run, from its own measured batches, evaluations, checkpoint writes and guard snapshots.
 
     The loop calls :meth:`batch_done` after every batch and wraps evaluations and checkpoint writes in
-    :meth:`timed`; :meth:`estimate` is the ETA. The clock runs between consecutive :meth:`batch_done` calls,
-    so a batch's time includes the loop's own work around it (logging, the guard), as the real run does.
+    :meth:`timed` (guard snapshots report through :meth:`add_phase`); :meth:`estimate` is the ETA. The clock
+    runs between consecutive :meth:`batch_done` calls, so a batch's time includes the loop's own work around it
+    (logging, the guard), as the real run does.
+
+    A phase not measured yet this session (the first epoch's evaluation, before it ends) counts at its
+    ``prior`` (:func:`xlqa.train.eta.live_eta` measures one at the start: the dev evaluation from timed
+    dev batches as ``xlqa estimate`` does, writes from the first guard snapshot), until it is measured.
 
     Args:
         work: the run's remaining batches and phases (:func:`remaining_work`) at the start of this session.
         warmup: the session's first batches, left out of the fit (allocator, kernels, optimizer state).
         window: the fit uses the most recent ``window`` measured batches, so it follows a change of pace.
+        snapshots: the guard snapshots still to come.
+        prior: seconds of one phase of each kind (``"eval"``, ``"checkpoint"``, ``"snapshot"``) until measured.
     """
 
-    def __init__(self, work: RemainingWork, *, warmup: int = 3, window: int = 128):
+    def __init__(self, work: RemainingWork, *, warmup: int = 3, window: int = 128, snapshots: int = 0,
+                 prior: dict[str, float] | None = None):  # fmt: skip
         self.tokens = work.tokens
         self.warmup = warmup
         self.done = 0
         self.samples: deque[tuple[int, float]] = deque(maxlen=window)
-        self.left = {"eval": work.epoch_ends, "checkpoint": work.epoch_ends + work.periodic_checkpoints}
-        self.durations: dict[str, list[float]] = {"eval": [], "checkpoint": []}
+        self.left = {"eval": work.epoch_ends, "checkpoint": work.epoch_ends + work.periodic_checkpoints,
+                     "snapshot": snapshots}  # fmt: skip
+        self.durations: dict[str, list[float]] = {k: [] for k in self.left}
+        self.prior = dict(prior or {})
         self._last = time.perf_counter()
         self._skip = False
 
@@ -67,20 +78,21 @@ class LiveEta:
         finally:
             self.add_phase(kind, time.perf_counter() - t0)
 
-    def add_phase(self, kind: str, seconds: float) -> None:
-        """One evaluation or checkpoint write of ``seconds`` done."""
+    def add_phase(self, kind: str, seconds: float, *, new_loader: bool = True) -> None:
+        """One evaluation, checkpoint write or guard snapshot of ``seconds`` done (its time stays out of the next
+        batch's); ``new_loader``: the next batch starts a new data loader (not a typical batch)."""
         self.durations[kind].append(seconds)
         self.left[kind] = max(0, self.left[kind] - 1)
         self._last = time.perf_counter()
-        self._skip = True
+        self._skip = self._skip or new_loader
 
     def estimate(self) -> Range | None:
         """Seconds left (expected, and a low-high range); None until two batches after warm-up are measured.
 
         Batches: the line fitted by :func:`xlqa.plan.measure.fit` on the recent measured batches, summed over
         the remaining ones; the range scales that sum by the 10th and 90th percentile of measured/fitted time.
-        Evaluations and checkpoints: how many are left times the mean of those measured (none yet: not
-        counted).
+        Evaluations, checkpoints and snapshots: how many are left times the mean of those measured, or their
+        prior.
         """
         if len(self.samples) < 2:
             return None
@@ -92,5 +104,10 @@ class LiveEta:
         ratios = np.asarray(samples.seconds) / np.maximum(fitted, 1e-12)
         lo, hi = np.percentile(ratios, [10, 90])
         batches = Range(expected * float(min(lo, 1.0)), expected, expected * float(max(hi, 1.0)))
-        phases = sum(self.left[k] * float(np.mean(d)) for k, d in self.durations.items() if d)
+        phases = sum(n * self.phase_seconds(k) for k, n in self.left.items())
         return batches + Range(phases, phases, phases)
+
+    def phase_seconds(self, kind: str) -> float:
+        """One phase of ``kind``: the mean of those measured this session, else its prior, else 0."""
+        done = self.durations[kind]
+        return float(np.mean(done)) if done else self.prior.get(kind, 0.0)

@@ -27,6 +27,8 @@ import os
 import random
 import re
 import shutil
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -322,10 +324,12 @@ class StateSnapshots:
     def __init__(self, accelerator, run_dir: str | Path):
         self.acc = accelerator
         self.folder = Path(run_dir) / CHECKPOINTS / ".guard-snapshot"
+        self.on_save: Callable[[float], None] | None = None  # told each save's seconds (the live ETA)
 
     def save(self) -> None:
         """Write the snapshot next to the last one and swap it in; a failed write keeps the last one."""
         acc, tmp = self.acc, self.folder.with_name(".guard-snapshot.tmp")
+        t0 = time.perf_counter()
         if acc.is_main_process:
             shutil.rmtree(tmp, ignore_errors=True)
         acc.wait_for_everyone()
@@ -342,6 +346,8 @@ class StateSnapshots:
             except OSError as err:
                 failure = err
         _agree(acc, failure, f"writing the guard's snapshot to {self.folder} failed")
+        if self.on_save is not None:
+            self.on_save(time.perf_counter() - t0)
 
     def restore(self) -> None:
         rng = capture_rng()

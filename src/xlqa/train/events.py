@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from xlqa.plan.live import LiveEta, remaining_work
 from xlqa.train.guard import is_finite
 
 if TYPE_CHECKING:
@@ -76,16 +75,6 @@ def num(x) -> float | str:
     """A number for the JSON event log: non-finite values as the strings "nan", "inf", "-inf"."""
     v = float(x.detach().float()) if isinstance(x, torch.Tensor) else float(x)
     return v if math.isfinite(v) else str(v)
-
-
-def live_eta(ctx: TrainContext, st: TrainState) -> LiveEta:
-    """The run's live ETA from its position in ``st``: the exact batches, evaluations and checkpoints left."""
-    work = remaining_work(
-        ctx.data.lengths, ctx.cfg, epoch=st.epoch, batch_in_epoch=st.batch_in_epoch, step=st.step,
-        total_steps=ctx.total_steps, n_epochs=ctx.n_epochs, n_proc=ctx.n_proc,
-        multiple=getattr(ctx.data.collate, "multiple", 1),
-    )  # fmt: skip
-    return LiveEta(work)
 
 
 def step_record(ctx: TrainContext, st: TrainState, grad_norm) -> dict:

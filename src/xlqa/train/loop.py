@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -54,7 +55,8 @@ from xlqa.train.checkpoint import (
     save_best,
     save_checkpoint,
 )
-from xlqa.train.events import EventLog, GracefulStop, live_eta, num, step_record
+from xlqa.train.eta import live_eta
+from xlqa.train.events import EventLog, GracefulStop, num, step_record
 from xlqa.train.faults import Faults
 from xlqa.train.guard import NonFiniteGuard, describe, find_overflow, is_finite
 from xlqa.train.state import EpochRecord, TrainContext, TrainResult, TrainState
@@ -79,9 +81,11 @@ def train(
     ctx = _set_up(cfg, faults)
     st = _resume(ctx, resume_from) if resume_from is not None else TrainState()
     _announce(ctx, st, resumed=resume_from is not None)
+    t0 = time.perf_counter()
     ctx.guard.take_snapshot(st.step)
+    snapshot_seconds = time.perf_counter() - t0
     ctx.start_clock(st)
-    ctx.eta = live_eta(ctx, st)
+    ctx.eta = live_eta(ctx, st, snapshot_seconds)
     status = "finished"
     bar = tqdm(total=ctx.total_steps, initial=st.step, desc="train", unit="step",
                disable=not (cfg.progress and ctx.main), dynamic_ncols=True)  # fmt: skip

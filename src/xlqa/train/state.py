@@ -139,7 +139,7 @@ class TrainContext:
     progress: Any = None  # xlqa.train.checkpoint.Progress, registered with Accelerate for checkpointing
     pending_rng: dict | None = None  # a resumed process's RNG states, restored right before its first batch
     last_checkpoint: str | None = None
-    eta: LiveEta | None = None  # the live ETA this session feeds (xlqa.train.events.live_eta)
+    eta: LiveEta | None = None  # the live ETA this session feeds (xlqa.train.eta.live_eta)
     bf16: Bf16Weights | None = None  # --bf16-weights: the bf16 copy the steps run on (xlqa.train.bf16)
 
     @property
