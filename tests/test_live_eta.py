@@ -210,6 +210,8 @@ def test_the_eta_counts_the_first_evaluation_and_writes_before_they_happen(
     assert total == 12 and not any(e["event"] == "eval" for e in events[: events.index(steps[-1])])
     # the last step: no batch and no snapshot left, the evaluation and the checkpoint at their priors
     phases = prior["eval"] + prior["checkpoint"]
+    # the first step: no fit yet, the per-step average plus the phases
+    assert "eta_low" not in steps[0] and steps[0]["eta"] >= phases - 0.05
     assert steps[-1]["eta"] == pytest.approx(phases, abs=0.051)
 
     # the benchmark's scoring of a finished run: each step event against the time really left

@@ -104,8 +104,12 @@ class LiveEta:
         ratios = np.asarray(samples.seconds) / np.maximum(fitted, 1e-12)
         lo, hi = np.percentile(ratios, [10, 90])
         batches = Range(expected * float(min(lo, 1.0)), expected, expected * float(max(hi, 1.0)))
-        phases = sum(n * self.phase_seconds(k) for k, n in self.left.items())
+        phases = self.phases_left()
         return batches + Range(phases, phases, phases)
+
+    def phases_left(self) -> float:
+        """Seconds of the evaluations, checkpoints and snapshots still to come."""
+        return sum(n * self.phase_seconds(k) for k, n in self.left.items())
 
     def phase_seconds(self, kind: str) -> float:
         """One phase of ``kind``: the mean of those measured this session, else its prior, else 0."""

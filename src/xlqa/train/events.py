@@ -81,13 +81,14 @@ def step_record(ctx: TrainContext, st: TrainState, grad_norm) -> dict:
     """The ``step`` event: progress, loss since the last one, learning rate, speed, ETA and guard counts.
 
     ``eta`` (seconds) comes from :class:`~xlqa.plan.live.LiveEta` (fixed + per-token time fitted on the
-    run's own batches, over the exact batches left, plus evaluations and checkpoints), with ``eta_low`` and
-    ``eta_high``; until it has measured batches after warm-up, it is the session's mean step time times the
-    steps left.
+    run's own batches, over the exact batches left, plus evaluations, checkpoints and guard snapshots), with
+    ``eta_low`` and ``eta_high``; until it has measured batches after warm-up, it is the session's mean step time
+    times the steps left, plus the same phases.
     """
     now = time.time() - ctx.t0
     live = ctx.eta.estimate() if ctx.eta is not None else None
     mean_eta = now / max(1, st.step - ctx.start_step) * (ctx.total_steps - st.step)
+    mean_eta += ctx.eta.phases_left() if ctx.eta is not None else 0.0
     rec = {
         "step": st.step,
         "epoch": round(st.epoch + min(1.0, st.batch_in_epoch / max(1, ctx.steps_per_epoch)), 3),
