@@ -256,6 +256,11 @@ def test_follow_a_training_run_and_stop_it(tab, site, tmp_path, tiny_model_dir, 
         assert 5 in shapes  # the non-finite step is marked on the loss curve
         assert "nonfinite" in page.inner_text("#notable")
         assert "step" in page.inner_text("#progress-text")
+        # the live ETA with its range (the step events' eta_low and eta_high)
+        page.wait_for_function(
+            r"/ETA [^(]+ \([^)]+ – [^)]+\)/.test(document.getElementById('progress-text').textContent)",
+            timeout=30_000,
+        )
         page.wait_for_selector("#checkpoints td.path", timeout=60_000)
         tab.shot("run-live")
         page.click("#stop")

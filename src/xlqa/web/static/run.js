@@ -54,7 +54,10 @@
     const frac = total ? Math.min(1, step / total) : 0;
     document.getElementById("bar").style.width = `${(100 * frac).toFixed(1)}%`;
     const live = statusOf(d) === "running" && s.eta !== null && s.eta !== undefined;
-    const eta = live ? ` · ETA ${duration(s.eta)}` : "";
+    const [low, high] = Array.isArray(s.eta_range) ? s.eta_range : [null, null];
+    const range = low !== null && low !== undefined && high !== null && high !== undefined
+      ? ` (${duration(low)} – ${duration(high)})` : "";
+    const eta = live ? ` · ETA ${duration(s.eta)}${range}` : "";
     const epoch = s.epoch !== null && s.epoch !== undefined ? ` · epoch ${num(s.epoch, 2)}` : "";
     const speed = s.examples_per_s ? ` · ${num(s.examples_per_s, 1)} examples/s` : "";
     document.getElementById("progress-text").textContent =
