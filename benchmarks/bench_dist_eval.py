@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -57,32 +58,36 @@ def main() -> None:
     ap.add_argument("--out", default="")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench-dist-eval-"))
-    model = frozen_model(args.model, tmp / "model")
-    flags = ["evaluate", "--model", model, "--data", args.data, "--max-examples", str(args.max_examples),
-             "--batch-size", str(args.batch_size), "--precision", "fp32", "--no-progress"]  # fmt: skip
-    rows = {}
-    for name, launcher, threads in (
-        ("1 process", [str(BIN / "xlqa")], None),
-        (
-            "2 processes (torchrun)",
-            [str(BIN / "torchrun"), "--standalone", "--nproc_per_node", "2", "-m", "xlqa.cli.main"],
-            "1",
-        ),
-    ):
-        env = {**os.environ, "XLQA_RUNS": str(tmp / name[0] / "store")}
-        if threads:
-            env["OMP_NUM_THREADS"] = threads
-        out = tmp / name[0] / "out"
-        # a first run fills the feature cache, so both timed runs read the same cached windows
-        run([*launcher, *flags, "--output", str(tmp / name[0] / "warm")], env)
-        seconds = run([*launcher, *flags, "--output", str(out)], env)
-        stem = Path(args.data).name.removesuffix(".gz").removesuffix(".json")
-        results = json.loads((out / "results.json").read_text())
-        rows[name] = {
-            "seconds": round(seconds, 2),
-            "predictions": json.loads((out / stem / "predictions.json").read_text()),
-            "metrics": results["datasets"][0]["metrics"],
-        }
+    try:
+        model = frozen_model(args.model, tmp / "model")
+        flags = ["evaluate", "--model", model, "--data", args.data, "--max-examples", str(args.max_examples),
+                 "--batch-size", str(args.batch_size), "--precision", "fp32", "--no-progress"]  # fmt: skip
+        rows = {}
+        for name, launcher, threads in (
+            ("1 process", [str(BIN / "xlqa")], None),
+            (
+                "2 processes (torchrun)",
+                [str(BIN / "torchrun"), "--standalone", "--nproc_per_node", "2", "-m", "xlqa.cli.main"],
+                "1",
+            ),
+        ):
+            # torchrun leaves a torchelastic_* folder in TMPDIR per launch: this one's, removed with it
+            env = {**os.environ, "XLQA_RUNS": str(tmp / name[0] / "store"), "TMPDIR": str(tmp)}
+            if threads:
+                env["OMP_NUM_THREADS"] = threads
+            out = tmp / name[0] / "out"
+            # a first run fills the feature cache, so both timed runs read the same cached windows
+            run([*launcher, *flags, "--output", str(tmp / name[0] / "warm")], env)
+            seconds = run([*launcher, *flags, "--output", str(out)], env)
+            stem = Path(args.data).name.removesuffix(".gz").removesuffix(".json")
+            results = json.loads((out / "results.json").read_text())
+            rows[name] = {
+                "seconds": round(seconds, 2),
+                "predictions": json.loads((out / stem / "predictions.json").read_text()),
+                "metrics": results["datasets"][0]["metrics"],
+            }
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # the saved model, the runs and the predictions
     one, two = rows["1 process"], rows["2 processes (torchrun)"]
     same = one["predictions"] == two["predictions"] and one["metrics"] == two["metrics"]
     print(f"{'setup':<26}{'wall s':>9}{'x':>7}")

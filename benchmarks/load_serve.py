@@ -68,8 +68,10 @@ def start(args, batch_size: int, log_path: Path) -> tuple[subprocess.Popen, str]
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"xlqa serve exited with {proc.returncode}; see {log_path}")
+        if proc.poll() is not None:  # its log goes with the temporary folder: say what it said
+            log.close()
+            said = log_path.read_text(errors="replace")[-2000:]
+            raise SystemExit(f"xlqa serve exited with {proc.returncode}; its log ends:\n{said}")
         try:
             if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
                 return proc, url
@@ -77,7 +79,9 @@ def start(args, batch_size: int, log_path: Path) -> tuple[subprocess.Popen, str]
             pass
         time.sleep(0.2)
     proc.kill()
-    raise SystemExit(f"xlqa serve was not ready within 300 s; see {log_path}")
+    log.close()
+    said = log_path.read_text(errors="replace")[-2000:]
+    raise SystemExit(f"xlqa serve was not ready within 300 s; its log ends:\n{said}")
 
 
 async def load(url: str, bodies: list[dict], n: int, clients: int, limit_s: float) -> dict:
