@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -29,3 +30,10 @@ def run_benchmark(
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return proc
+
+
+def benchmark_json(script: str, args: list, tmp_path: Path, *, timeout: int = 600) -> dict:
+    """:func:`run_benchmark` with ``--out`` a file under ``tmp_path``; the JSON it wrote."""
+    out = tmp_path / f"{Path(script).stem}.json"
+    run_benchmark(script, [*args, "--out", out], tmp_path, timeout=timeout)
+    return json.loads(out.read_text())

@@ -4,17 +4,13 @@ torchrun processes answer exactly as one), and that each cleans up after itself 
 
 from __future__ import annotations
 
-import json
-
-from benchscript import run_benchmark
+from benchscript import benchmark_json
 
 
 def test_load_serve_answers_every_request_batched_and_one_by_one(tmp_path, shared_data, tiny_model_dir):
-    out = tmp_path / "serve.json"
     args = ["--model", tiny_model_dir, "--data", shared_data / "xquad", "--requests", "24", "--clients", "4",
-            "--warmup", "4", "--max-seq-length", "256", "--time-limit", "120", "--out", out]  # fmt: skip
-    run_benchmark("load_serve.py", args, tmp_path)
-    report = json.loads(out.read_text())
+            "--warmup", "4", "--max-seq-length", "256", "--time-limit", "120"]  # fmt: skip
+    report = benchmark_json("load_serve.py", args, tmp_path)
     assert [r["batch_size"] for r in report["results"]] == [32, 1]
     for r in report["results"]:
         assert not r["failed"] and not r["timed_out"] and r["requests_per_s"] > 0, r
@@ -25,21 +21,17 @@ def test_load_serve_answers_every_request_batched_and_one_by_one(tmp_path, share
 
 
 def test_profile_eval_times_every_phase(tmp_path, shared_data, tiny_model_dir):
-    out = tmp_path / "profile.json"
     args = ["--model", tiny_model_dir, "--data", shared_data / "xquad" / "xquad.de.json", "--batch-size", "32",
-            "--precision", "fp32", "--out", out]  # fmt: skip
-    run_benchmark("profile_eval.py", args, tmp_path)
-    report = json.loads(out.read_text())
+            "--precision", "fp32"]  # fmt: skip
+    report = benchmark_json("profile_eval.py", args, tmp_path)
     phases = {"load_model", "load_data", "features", "forward", "offsets", "decode", "score"}
     assert set(report["phases_s"]) == phases and all(s >= 0 for s in report["phases_s"].values())
     assert report["windows"] >= 1190 and 0 <= report["metrics"]["f1"] <= 100
 
 
 def test_two_torchrun_processes_evaluate_exactly_as_one(tmp_path, shared_data, tiny_model_dir):
-    out = tmp_path / "dist.json"
     args = ["--model", tiny_model_dir, "--data", shared_data / "xquad" / "xquad.de.json", "--max-examples", "24",
-            "--batch-size", "8", "--out", out]  # fmt: skip
-    run_benchmark("bench_dist_eval.py", args, tmp_path)
-    report = json.loads(out.read_text())
+            "--batch-size", "8"]  # fmt: skip
+    report = benchmark_json("bench_dist_eval.py", args, tmp_path)
     assert report["identical"] is True and set(report["runs"]) == {"1 process", "2 processes (torchrun)"}
     assert all(r["seconds"] > 0 for r in report["runs"].values()) and report["speedup"] > 0

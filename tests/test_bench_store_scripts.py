@@ -4,13 +4,12 @@ questions from every loader), and that each cleans up after itself (``run_benchm
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 import pytest
 
-from benchscript import run_benchmark
+from benchscript import benchmark_json
 from run_index import need_pg, pg_problem
 
 CHROMIUM = "/usr/bin/chromium"
@@ -18,10 +17,8 @@ CHROMIUM = "/usr/bin/chromium"
 
 def test_run_store_writers_and_listing_on_both_backends(tmp_path):
     need_pg()  # the PostgreSQL half is the point: skip (fail under CI=true) without the test server
-    out = tmp_path / "store.json"
-    args = ["--writers", "2", "--runs", "3", "--listing", "20", "--repeat", "2", "--out", out]
-    run_benchmark("bench_run_store.py", args, tmp_path, timeout=300)
-    report = json.loads(out.read_text())
+    args = ["--writers", "2", "--runs", "3", "--listing", "20", "--repeat", "2"]
+    report = benchmark_json("bench_run_store.py", args, tmp_path, timeout=300)
     rows = {r["backend"]: r for r in report["results"]}
     assert set(rows) == {"sqlite", "postgresql"} and pg_problem() is None
     for name, row in rows.items():
@@ -39,9 +36,7 @@ def test_dashboard_pages_a_store_of_60_runs_in_chromium(tmp_path):
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(f"CI=true but {msg}")
         pytest.skip(msg)
-    out = tmp_path / "dashboard.json"
-    run_benchmark("bench_dashboard.py", ["--runs", "60", "--repeat", "2", "--out", out], tmp_path)
-    report = json.loads(out.read_text())
+    report = benchmark_json("bench_dashboard.py", ["--runs", "60", "--repeat", "2"], tmp_path)
     assert report["runs"] == 60 and len(report["api_ms_median"]) >= 4
     assert all(ms > 0 for ms in report["api_ms_median"].values())
     page = report["browser"]
@@ -49,9 +44,7 @@ def test_dashboard_pages_a_store_of_60_runs_in_chromium(tmp_path):
 
 
 def test_loading_a_big_file_counts_the_same_questions_three_ways(tmp_path, shared_data):
-    out = tmp_path / "load.json"
-    run_benchmark("bench_load.py", ["--size-mb", "2", "--out", out], tmp_path, timeout=300)
-    report = json.loads(out.read_text())
+    report = benchmark_json("bench_load.py", ["--size-mb", "2"], tmp_path, timeout=300)
     rows = report["rows"]
     assert [(r["mode"], Path(r["file"]).suffix) for r in rows] == [
         ("json.load", ".json"), ("load_squad", ".json"), ("load_squad", ".jsonl"),
