@@ -74,6 +74,12 @@ def test_counts_equal_what_training_does(kw, tiny_model_dir, squad_files, tmp_pa
     assert est.counts.checkpoints == sum(e["event"] == "checkpoint" for e in events)
     assert est.counts.guard_snapshots == len(written) == 1 + result.steps // 2
     assert est.snapshot_seconds.expected > 0 and est.checkpoint_seconds.expected > 0
+    # the session's ETA probe of the dev set (xlqa.train.eta, logged as eta_prior) counts once, beside the epochs'
+    probe = est.measured["eta_probe_seconds"]
+    assert probe > 0 and any(e["event"] == "eta_prior" for e in events)
+    assert est.dev_seconds.expected == pytest.approx(
+        est.dev.seconds.expected * est.counts.epochs + probe, abs=1e-4
+    )
     # the dev evaluation's windows are the ones evaluation builds
     from xlqa.data import load_squad
     from xlqa.features import FeatureParams, build_features

@@ -10,8 +10,8 @@ best model and one guard snapshot written by the loop's own functions (:mod:`xlq
 memory. :mod:`xlqa.plan.measure` turns these into ranges over the exact batches of the run.
 
 ``train_seconds`` predicts what ``xlqa train`` reports as its seconds (optimizer steps, dev evaluation after
-each epoch at the training windows, checkpoints, best models, the guard's snapshots after the first; not loading
-the model and tokenizing); ``eval_seconds`` what ``xlqa evaluate`` spends per file (loading the cached windows,
+each epoch at the training windows and the live ETA's probe of the dev set at the start, checkpoints, best
+models, the guard's snapshots after the first; not loading the model and tokenizing); ``eval_seconds`` what ``xlqa evaluate`` spends per file (loading the cached windows,
 forward passes, decoding) with windows of ``--eval-max-seq-length`` tokens, the same stride and batch size.
 """
 
@@ -35,6 +35,7 @@ from xlqa.plan import measure
 from xlqa.plan.candidates import candidates, eval_files
 from xlqa.plan.counts import TrainCounts, batch_tokens, count_training
 from xlqa.plan.evaluation import EvalPlan, plan_eval
+from xlqa.plan.live import PROBE_BATCHES
 from xlqa.plan.measure import Range, Samples
 from xlqa.plan.writes import time_writes
 from xlqa.precision import apply_precision_policy, choose_precision, cpu_has_native_bf16, is_t5_family
@@ -209,8 +210,12 @@ def estimate_candidate(
         "step_seconds_median": round(float(np.median(step_s)), 5) if step_s else None,
         "eval_batches": {str(n): s.to_json() for n, s in eval_samples.items()}, "write_seconds": writes.to_json(),
     }  # fmt: skip
-    est = Estimate(name, cfg, task.name, precision, device.type, counts, steps_seconds,
-                   dev_plan.seconds.scale(counts.epochs) if dev_plan else measure.ZERO, checkpoint_seconds,
+    dev_seconds = measure.ZERO
+    if dev_plan is not None:  # every epoch's evaluation, and the session's ETA probe of the dev set
+        probe = _eta_probe_seconds(dev_plan, eval_samples["dev"])
+        measured["eta_probe_seconds"] = round(probe, 4)
+        dev_seconds = dev_plan.seconds.scale(counts.epochs) + Range(probe, probe, probe)
+    est = Estimate(name, cfg, task.name, precision, device.type, counts, steps_seconds, dev_seconds, checkpoint_seconds,
                    snapshot_seconds, plans, dev_plan, measured, peak, total, risks,
                    eval_max_seq_length=opts.eval_max_seq_length)  # fmt: skip
     del model, optimizer
@@ -254,6 +259,13 @@ def _plan_evaluations(model, tok, task: str, cfg: TrainConfig, precision: str, d
         )
         del eval_model
     return dev_plan, plans, samples
+
+
+def _eta_probe_seconds(dev_plan: EvalPlan, dev: Samples) -> float:
+    """What the session start's probe of the dev set (:func:`xlqa.train.eta.dev_eval_seconds`) takes: preparing
+    and decoding the file, one warm-up batch and ``PROBE_BATCHES`` batches twice, at the mean timed batch."""
+    batch = float(np.mean(dev.seconds)) if dev.seconds else 0.0
+    return dev_plan.prepare_seconds + dev_plan.decode_seconds + (1 + 2 * PROBE_BATCHES) * batch
 
 
 def _time_training(model, task, data, cfg: TrainConfig, precision: str, device: torch.device, optimizer,

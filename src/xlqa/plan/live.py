@@ -22,7 +22,11 @@ import numpy as np
 from xlqa.plan.counts import RemainingWork, remaining_work
 from xlqa.plan.measure import Range, Samples, fit
 
-__all__ = ["LiveEta", "RemainingWork", "remaining_work"]  # the walk lives in counts, shared with the planner
+__all__ = ["PROBE_BATCHES", "LiveEta", "RemainingWork", "remaining_work"]  # the walk lives in counts
+
+#: dev batches a session times at its start for the evaluation's prior (:mod:`xlqa.train.eta`), each twice after
+#: one warm-up batch (``xlqa estimate`` times 6, and counts this probe in the training time)
+PROBE_BATCHES = 4
 
 
 class LiveEta:

@@ -21,15 +21,12 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from xlqa.plan.live import LiveEta, remaining_work
+from xlqa.plan.live import PROBE_BATCHES, LiveEta, remaining_work
 
 if TYPE_CHECKING:
     from xlqa.train.state import TrainContext, TrainState
 
 log = logging.getLogger("xlqa.train.loop")
-
-#: dev batches timed for the evaluation's prior (each twice, after one warm-up batch; xlqa estimate times 6)
-PROBE_BATCHES = 4
 
 
 def live_eta(ctx: TrainContext, st: TrainState, snapshot_seconds: float | None = None) -> LiveEta:
