@@ -54,8 +54,8 @@ def main(argv=None) -> None:
             model=args.model, train=args.train, output=str(work / "run"), max_steps=args.steps, lr=1.5e-4,
             batch_size=args.batch_size, max_seq_length=256, max_train_examples=args.max_train_examples,
             freeze_embeddings=True, freeze_layers=demo_freeze_layers(demo), attention_dropout=demo.attention_dropout,
-            hidden_dropout=demo.hidden_dropout, attention=demo.attention, bf16_weights=demo.bf16_weights, progress=False,
-            save_every=10**6,
+            hidden_dropout=demo.hidden_dropout, attention=demo.attention, bf16_weights=demo.bf16_weights,
+            progress=False, save_every=10**6,
         ))  # fmt: skip
         train_s, train_mb = time.perf_counter() - t0, peak_rss_mb()
         reset_peak_rss()
@@ -68,7 +68,8 @@ def main(argv=None) -> None:
         summary = {"benchmark": "memory", "model": args.model, **machine(), "args": vars(args),
                    "imports_rss_mb": round(start_mb), "train": {"steps": result.steps, "seconds": round(train_s, 2),
                    "peak_rss_mb": round(train_mb)}, "eval": {"file": Path(args.eval).name,
-                   "questions": ev.datasets[0].n_questions, "seconds": round(eval_s, 2), "peak_rss_mb": round(eval_mb)}}  # fmt: skip
+                   "questions": ev.datasets[0].n_questions, "seconds": round(eval_s, 2),
+                   "peak_rss_mb": round(eval_mb)}}  # fmt: skip
         print(f"peak RSS: training {train_mb:.0f} MB ({result.steps} steps), evaluation {eval_mb:.0f} MB "
               f"({ev.datasets[0].n_questions} questions); after imports {start_mb:.0f} MB")  # fmt: skip
         write_result(args.out, summary)

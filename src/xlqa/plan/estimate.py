@@ -11,8 +11,9 @@ memory. :mod:`xlqa.plan.measure` turns these into ranges over the exact batches 
 
 ``train_seconds`` predicts what ``xlqa train`` reports as its seconds (optimizer steps, dev evaluation after
 each epoch at the training windows and the live ETA's probe of the dev set at the start, checkpoints, best
-models, the guard's snapshots after the first; not loading the model and tokenizing); ``eval_seconds`` what ``xlqa evaluate`` spends per file (loading the cached windows,
-forward passes, decoding) with windows of ``--eval-max-seq-length`` tokens, the same stride and batch size.
+models, the guard's snapshots after the first; not loading the model and tokenizing); ``eval_seconds`` what
+``xlqa evaluate`` spends per file (loading the cached windows, forward passes, decoding) with windows of
+``--eval-max-seq-length`` tokens, the same stride and batch size.
 """
 
 from __future__ import annotations
