@@ -35,3 +35,13 @@ def test_two_torchrun_processes_evaluate_exactly_as_one(tmp_path, shared_data, t
     report = benchmark_json("bench_dist_eval.py", args, tmp_path)
     assert report["identical"] is True and set(report["runs"]) == {"1 process", "2 processes (torchrun)"}
     assert all(r["seconds"] > 0 for r in report["runs"].values()) and report["speedup"] > 0
+
+
+def test_postprocess_benchmark_checks_identical_answers_on_real_logits(tmp_path, shared_data, tiny_model_dir):
+    args = ["--model", tiny_model_dir, "--data", shared_data / "xquad" / "xquad.de.json", "--repeats", "1",
+            "--cache", tmp_path / "logits"]  # fmt: skip
+    report = benchmark_json("bench_postprocess.py", args, tmp_path)
+    (row,) = report["files"]
+    assert row["questions"] == 1190 and row["windows"] >= 1190
+    for mode in ("v1", "v2"):  # the script fails unless both decoders gave the same answers
+        assert row[mode]["identical"] is True and row[mode]["decode_s"] > 0 and row[mode]["loop_s"] > 0, mode
