@@ -104,8 +104,8 @@ def pace(args) -> dict:
     from xlqa.plan import measure
     from xlqa.plan.counts import batch_tokens
     from xlqa.plan.evaluation import prepare
+    from xlqa.plan.live import PROBE_BATCHES
     from xlqa.train.bf16 import Bf16Weights
-    from xlqa.train.eta import PROBE_BATCHES
 
     demo, cpu = DemoConfig(), torch.device("cpu")
     cfg = TrainConfig(model=demo.model, train="-", dev=str(Path(args.data_dir) / args.dev), output="-",

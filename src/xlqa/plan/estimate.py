@@ -35,7 +35,7 @@ from xlqa.modeling import freeze, load_qa_model
 from xlqa.plan import measure
 from xlqa.plan.candidates import candidates, eval_files
 from xlqa.plan.counts import TrainCounts, batch_tokens, count_training
-from xlqa.plan.evaluation import EvalPlan, plan_eval
+from xlqa.plan.evaluation import EvalPlan, plan_dev, plan_eval
 from xlqa.plan.live import PROBE_BATCHES
 from xlqa.plan.measure import Range, Samples
 from xlqa.plan.writes import time_writes
@@ -235,12 +235,11 @@ def _plan_evaluations(model, tok, task: str, cfg: TrainConfig, precision: str, d
     samples: dict[str, Samples] = {}
     if dev_set:
         dev_model, dev_precision = model, precision
-        dev_cfg = replace(cfg, eval_batch_size=eval_batch_size(cfg.eval_batch_size, device))
         bf16 = Bf16Weights.when(model, cfg.bf16_weights, precision)
         if bf16 is not None:
             dev_model, dev_precision = bf16.module, "fp32"
-        (dev_plan,), samples["dev"], samples["dev_first_call"] = plan_eval(
-            dev_model, tok, task, dev_cfg, dev_precision, device, [dev_set], opts.measure_batches
+        dev_plan, samples["dev"], samples["dev_first_call"] = plan_dev(
+            dev_model, tok, task, cfg, dev_precision, device, dev_set, opts.measure_batches
         )
         del dev_model
     else:

@@ -100,6 +100,20 @@ def plan_eval(model, tok, task: str, cfg: TrainConfig, precision: str, device: t
     return plans, samples, first
 
 
+def plan_dev(model, tok, task: str, cfg: TrainConfig, precision: str, device: torch.device, dev_set: SquadData,
+             n_batches: int) -> tuple[EvalPlan, Samples, Samples]:  # fmt: skip
+    """The dev evaluation as the training loop runs it after each epoch: the training windows, and
+    ``--eval-batch-size`` resolved for ``device`` as ``xlqa evaluate`` resolves it (0: 16 on a CPU, 64 on a GPU).
+    ``model`` and ``precision`` are the ones it runs with (the bf16 copy and "fp32" with ``--bf16-weights``)."""
+    from dataclasses import replace
+
+    from xlqa.evaluate import eval_batch_size
+
+    cfg = replace(cfg, eval_batch_size=eval_batch_size(cfg.eval_batch_size, device))
+    (plan,), samples, first = plan_eval(model, tok, task, cfg, precision, device, [dev_set], n_batches)
+    return plan, samples, first
+
+
 def prepare(model, tok, task: str, data: SquadData, cfg: TrainConfig, precision: str, device) -> Prepared:
     """``data``'s windows as the evaluation builds them, and a function that runs one batch of them."""
     return (_extractive if task == "extractive" else _generative)(model, tok, data, cfg, precision, device)

@@ -71,10 +71,7 @@ def dev_eval_seconds(ctx: TrainContext) -> float:
 
     The model runs in eval mode; the RNG states are kept, so a run trains the same with or without this.
     """
-    from dataclasses import replace
-
-    from xlqa.evaluate import eval_batch_size
-    from xlqa.plan.evaluation import plan_eval
+    from xlqa.plan.evaluation import plan_dev
     from xlqa.train.checkpoint import capture_rng, restore_rng
 
     device = ctx.accelerator.device
@@ -82,12 +79,11 @@ def dev_eval_seconds(ctx: TrainContext) -> float:
     if ctx.bf16 is not None:  # the dev evaluation runs on the bf16 copy (xlqa.train.loop._evaluate_epoch)
         ctx.bf16.pull()
         model, precision = ctx.bf16.module, "fp32"
-    cfg = replace(ctx.cfg, eval_batch_size=eval_batch_size(ctx.cfg.eval_batch_size, device))
     rng = capture_rng()
     model.eval()
     try:
-        (plan,), _, _ = plan_eval(model, ctx.tokenizer, ctx.task.name, cfg, precision, device, [ctx.dev_set],
-                                  PROBE_BATCHES)  # fmt: skip
+        plan, _, _ = plan_dev(model, ctx.tokenizer, ctx.task.name, ctx.cfg, precision, device, ctx.dev_set,
+                              PROBE_BATCHES)  # fmt: skip
     finally:
         ctx.train_mode()
         restore_rng(rng)
