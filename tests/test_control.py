@@ -13,6 +13,7 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from test_guard import tiny_squad
+from xlqa.allocator import chosen
 from xlqa.cli.main import app
 from xlqa.errors import RunStoreError
 from xlqa.runs.store import RunStore
@@ -86,6 +87,9 @@ def test_detach_status_stop_resume(tmp_path, tiny_model_dir, xlqa_cache, monkeyp
     assert status["examples_per_s"] > 0 and status["eta"] is not None and status["health"]["nonfinite"] == 0
     table = _invoke(["runs", "status"], env)  # no argument: the running runs
     assert "bg" in table and "10/24" in table and "ok" in table
+    # the launched processes run with the malloc xlqa.allocator chose (tcmalloc where installed, as in CI)
+    recorded = json.loads((out / "config.json").read_text())["environment"]["malloc"]
+    assert recorded == (chosen() or ("system",))[0]
 
     # graceful stop: finishes its step, checkpoints, exits with status stopped
     stopped = _invoke(["runs", "stop", run_id, "--wait", "120"], env)

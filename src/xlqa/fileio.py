@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import IO
 
 import xlqa
+from xlqa.allocator import active
 
 
 @contextlib.contextmanager
@@ -52,11 +53,13 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
 
 
 def environment() -> dict[str, str]:
-    """Versions of the packages that change results, Python and the platform, for result files and checkpoints.
+    """Versions of the packages that change results, Python and the platform, for result files and checkpoints;
+    and the malloc the process runs with (:mod:`xlqa.allocator`: it changes the speed, never the results).
 
     Read from package metadata, so nothing heavy is imported for it.
     """
-    env = {"xlqa": xlqa.__version__, "python": platform.python_version(), "platform": platform.platform()}
+    env = {"xlqa": xlqa.__version__, "python": platform.python_version(), "platform": platform.platform(),
+           "malloc": active()}  # fmt: skip
     for pkg in ("torch", "transformers", "tokenizers", "accelerate", "numpy"):
         with contextlib.suppress(importlib.metadata.PackageNotFoundError):
             env[pkg] = importlib.metadata.version(pkg)

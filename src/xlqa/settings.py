@@ -1,5 +1,5 @@
 """Settings from the environment, read in one place: ``XLQA_CACHE``, ``XLQA_RUNS``, ``XLQA_MIRROR``, ``XLQA_API_KEY``,
-``XLQA_DEDUPE_IDS``.
+``XLQA_DEDUPE_IDS``, ``XLQA_MALLOC``.
 
 ================ ============================================================= =====================
 variable         what                                                          default
@@ -13,6 +13,9 @@ variable         what                                                          d
 
 ``XLQA_DEDUPE_IDS=1`` loads data files whose question ids repeat, renaming the later ones ``id#2``, ``id#3``
 with a warning naming each (default: such a file is refused, naming every repeated id).
+
+``XLQA_MALLOC`` picks the malloc of the processes that train and evaluate: ``auto`` (default: tcmalloc where
+installed, else jemalloc, else glibc's), ``tcmalloc``, ``jemalloc`` or ``system`` (see :mod:`xlqa.allocator`).
 
 An empty variable counts as unset; ``~`` is expanded. :func:`get_settings` reads the environment at each call,
 so a test or a child process that changes it is seen at once.
@@ -37,6 +40,7 @@ class Settings(BaseSettings):
     mirror: str | None = None
     api_key: str | None = None
     dedupe_ids: bool = False
+    malloc: str = "auto"
 
     @field_validator("cache", "runs")
     @classmethod

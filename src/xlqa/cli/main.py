@@ -5,6 +5,7 @@ Options come from the config dataclasses (:mod:`xlqa.cli.options`), so defaults 
 
 from __future__ import annotations
 
+import sys
 from typing import Annotated, Any
 
 import typer
@@ -12,7 +13,8 @@ from rich.table import Table
 
 import xlqa
 from xlqa import jobs
-from xlqa.cli.common import XlqaGroup, console, out_console, print_json, setup_logging
+from xlqa.allocator import reexec_preloaded
+from xlqa.cli.common import XlqaGroup, console, out_console, print_json, report_error, setup_logging
 from xlqa.cli.data import data_app
 from xlqa.cli.estimate import add_estimate_command
 from xlqa.cli.options import build_config, config_command, config_parameters, option
@@ -20,6 +22,7 @@ from xlqa.cli.report import report as report_command
 from xlqa.cli.runs import runs_app
 from xlqa.cli.serve import serve as _serve
 from xlqa.config import DemoConfig, EvalConfig, PredictConfig, ScoreConfig, ServeConfig, TrainConfig
+from xlqa.errors import XlqaError
 from xlqa.results import EvalResult
 
 app = typer.Typer(
@@ -222,7 +225,12 @@ config_command(
 )  # fmt: skip
 
 
-def main() -> None:  # console-script entry point
+def main() -> None:  # console-script entry point (and ``python -m xlqa``)
+    try:  # model commands start again with tcmalloc preloaded where it is installed (xlqa.allocator)
+        reexec_preloaded(sys.argv[1:])
+    except XlqaError as err:
+        report_error(err)
+        raise SystemExit(err.exit_code) from None
     try:
         app()
     except KeyboardInterrupt:  # pragma: no cover

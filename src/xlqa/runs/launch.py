@@ -20,6 +20,7 @@ import time
 from dataclasses import asdict, fields
 from pathlib import Path
 
+from xlqa.allocator import preload_env
 from xlqa.config import EvalConfig
 from xlqa.errors import ConfigError
 from xlqa.fileio import write_json_atomic
@@ -72,7 +73,8 @@ def start_evaluation(
     cfg.progress = False  # a log file, not a terminal
     run = store.create_run("eval", model=cfg.model, config=asdict(cfg), name=name, dir=cfg.output or None)
     cfg.output = str(run.dir)
-    env = {**os.environ, **store.child_env(), "PYTHONUNBUFFERED": "1"}  # the same root and index
+    # the same root and index; tcmalloc preloaded where installed (xlqa.allocator)
+    env = preload_env({**os.environ, **store.child_env(), "PYTHONUNBUFFERED": "1"})
     with open(run.dir / EVAL_LOG_FILE, "ab") as logf:
         proc = subprocess.Popen(
             [sys.executable, "-m", "xlqa", "evaluate", *evaluate_args(cfg)],

@@ -24,6 +24,7 @@ import time
 from dataclasses import asdict, fields
 from pathlib import Path
 
+from xlqa.allocator import preload_env
 from xlqa.config import TrainConfig
 from xlqa.errors import ConfigError, RunNotFoundError, RunStoreError
 from xlqa.fileio import write_json_atomic
@@ -231,7 +232,8 @@ def start_detached(
         run = store.create_run("train", model=cfg.model, config=asdict(cfg), name=name, dir=cfg.output)
         write_json_atomic(run.dir / LAUNCH_FILE, asdict(cfg))
         args = [str(run.dir), "--run-id", run.id]
-    env = {**os.environ, **store.child_env(), "PYTHONUNBUFFERED": "1"}  # the same root and index
+    # the same root and index; tcmalloc preloaded where installed (xlqa.allocator)
+    env = preload_env({**os.environ, **store.child_env(), "PYTHONUNBUFFERED": "1"})
     with open(run.dir / LOG_FILE, "ab") as logf:
         proc = subprocess.Popen(
             launch_command(num_processes, ["xlqa.train.control", *args]),
