@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from xlqa.allocator import active
 from xlqa.features import FeatureParams
 from xlqa.precision import autocast
 from xlqa.tasks import ExtractiveTask
@@ -80,9 +81,11 @@ def peak_rss_mb() -> float:
 
 
 def machine() -> dict:
-    """The facts a figure depends on: CPU or GPU name, threads, torch version."""
+    """The facts a figure depends on: CPU or GPU name, threads, torch version, malloc (a benchmark script runs
+    with the malloc it was started with: preload tcmalloc to measure what xlqa's commands run with)."""
     gpu = torch.cuda.is_available()
     return {
+        "malloc": active(),
         "device": torch.cuda.get_device_name() if gpu else platform.processor() or platform.machine(),
         "device_type": "cuda" if gpu else "cpu",
         "threads": torch.get_num_threads(),
