@@ -36,10 +36,8 @@ from xlqa.settings import get_settings
 
 log = logging.getLogger(__name__)
 
-LIBRARIES = {
-    "tcmalloc": ("tcmalloc_minimal", "tcmalloc"),
-    "jemalloc": ("jemalloc",),
-}  # names, as -l takes them
+# each library's names, as -l takes them
+LIBRARIES = {"tcmalloc": ("tcmalloc_minimal", "tcmalloc"), "jemalloc": ("jemalloc",)}
 # each set where the environment has none of its own; tcmalloc's: no "large alloc" line on stderr per 1 GB block
 LIBRARY_SETTINGS = {
     "tcmalloc": {"TCMALLOC_LARGE_ALLOC_REPORT_THRESHOLD": str(1 << 40)},
@@ -96,7 +94,7 @@ def preload_env(env: Mapping[str, str]) -> dict[str, str]:
         return out
     name, lib = pick
     preloaded = [p for p in out.get("LD_PRELOAD", "").replace(":", " ").split() if p]
-    if not any(_names(p, name) for p in preloaded):
+    if not any(_names(Path(p).name, name) for p in preloaded):
         out["LD_PRELOAD"] = " ".join([lib, *preloaded])
     for key, value in LIBRARY_SETTINGS.get(name, {}).items():
         out.setdefault(key, value)
@@ -104,8 +102,9 @@ def preload_env(env: Mapping[str, str]) -> dict[str, str]:
     return out
 
 
-def _names(path: str, name: str) -> bool:
-    return any(f"lib{lib}.so" in Path(path).name for lib in LIBRARIES[name])
+def _names(text: str, name: str) -> bool:
+    """Whether ``text`` (a file name, or the process's memory map) names one of ``name``'s libraries."""
+    return any(f"lib{lib}.so" in text for lib in LIBRARIES[name])
 
 
 def active() -> str:
@@ -115,10 +114,7 @@ def active() -> str:
         maps = Path("/proc/self/maps").read_text()
     except OSError:
         return "system"
-    for name in LIBRARIES:
-        if any(f"lib{lib}.so" in maps for lib in LIBRARIES[name]):
-            return name
-    return "system"
+    return next((name for name in LIBRARIES if _names(maps, name)), "system")
 
 
 def reexec_preloaded(argv: list[str]) -> None:
