@@ -22,7 +22,11 @@ def run_benchmark(
     # a short path of its own (under tmp_path, Chromium's sockets would pass the 108-byte limit of a socket path)
     tmp = Path(tempfile.mkdtemp(prefix="xlqa-bench-"))
     try:
+        # importing transformers' models imports torch._dynamo, which makes its cache folder (TMPDIR's
+        # torchinductor_USER unless TORCHINDUCTOR_CACHE_DIR names one) and writes the variable into os.environ:
+        # name it here, so that a benchmark run alone behaves as one run after in-process tests
         env = dict(os.environ, CUDA_VISIBLE_DEVICES="", XLQA_CACHE=str(tmp_path / "cache"), TMPDIR=str(tmp))
+        env["TORCHINDUCTOR_CACHE_DIR"] = str(tmp_path / "torchinductor")
         proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
         left = sorted(p.name for p in tmp.iterdir())
