@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from pathlib import Path
 
@@ -87,6 +88,9 @@ def test_detach_status_stop_resume(tmp_path, tiny_model_dir, xlqa_cache, monkeyp
     assert status["examples_per_s"] > 0 and status["eta"] is not None and status["health"]["nonfinite"] == 0
     table = _invoke(["runs", "status"], env)  # no argument: the running runs
     assert "bg" in table and "10/24" in table and "ok" in table
+    # past its 3 warm-up batches the live ETA has a range, and the table shows it beside the expected time
+    assert all(isinstance(x, float | int) for x in status["eta_range"]), status["eta_range"]
+    assert re.search(r"\d:\d\d:\d\d \(\d:\d\d:\d\d-\d:\d\d:\d\d\)", table), table
     # the launched processes run with the malloc xlqa.allocator chose (tcmalloc where installed, as in CI)
     recorded = json.loads((out / "config.json").read_text())["environment"]["malloc"]
     assert recorded == (chosen() or ("system",))[0]

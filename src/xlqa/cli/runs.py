@@ -294,10 +294,18 @@ def _status_table(rows: list[dict]) -> Table:
         table.add_row(
             s["name"] or s["run"], s["status"] + (f" (pid {s['pid']})" if s["alive"] else ""), step,
             "" if s["epoch"] is None else f"{s['epoch']:.2f}", "" if s["loss"] is None else f"{s['loss']:.4f}",
-            "" if s["examples_per_s"] is None else f"{s['examples_per_s']:.1f}", _dur(s["elapsed"]), _dur(s["eta"]),
+            "" if s["examples_per_s"] is None else f"{s['examples_per_s']:.1f}", _dur(s["elapsed"]), _eta_cell(s),
             health, Path(s["checkpoint"]).name if s["checkpoint"] else "",
         )  # fmt: skip
     return table
+
+
+def _eta_cell(s: dict) -> str:
+    """The expected time left, and its range once the live ETA has fitted the run's own batches."""
+    low, high = s.get("eta_range") or (None, None)
+    if s["eta"] is None or low is None or high is None:
+        return _dur(s["eta"])
+    return f"{_dur(s['eta'])} ({_dur(low)}-{_dur(high)})"
 
 
 @runs_app.command("stop")
