@@ -11,7 +11,9 @@ expected value, relative to the actual time; whether the actual time fell inside
     flock /tmp/xlqa-torch.lock .venv/bin/python benchmarks/bench_planner.py [--shared ../shared] [--quick] \
         [--only "bert-h64,t5-tiny fp32"]
 
-Writes benchmarks/results/planner-<host>-<date>.json and prints a table.
+Writes benchmarks/results/planner-<host>-<date>.json (with the malloc it ran with) and prints a table. `xlqa
+estimate` and `xlqa train` run with tcmalloc where it is installed (``xlqa.allocator``); to measure the planner
+as they run, start this script with ``LD_PRELOAD=libtcmalloc_minimal.so.4``.
 """
 
 from __future__ import annotations
@@ -163,8 +165,11 @@ def main() -> None:
                    "in_range": sum(r["total"]["in_range"] for r in rows), "configs": len(rows)}  # fmt: skip
         import torch
 
+        from xlqa.allocator import active
+
         report = {"benchmark": "planner", "host": platform.node(), "cpu": platform.processor() or platform.machine(),
-                  "threads": torch.get_num_threads(), "torch": torch.__version__, "quick": args.quick,
+                  "threads": torch.get_num_threads(), "torch": torch.__version__, "malloc": active(),
+                  "quick": args.quick,
                   "date": time.strftime("%Y-%m-%d %H:%M"), "summary": summary, "configs": rows}  # fmt: skip
         default = (
             ROOT / "benchmarks" / "results" / f"planner-{platform.node()}-{time.strftime('%Y%m%d-%H%M')}.json"
