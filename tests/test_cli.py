@@ -180,7 +180,8 @@ def test_train_rejects_bad_training_file(tmp_path, tiny_model_dir):
 
 
 def test_config_file_and_flags(tmp_path):
-    from xlqa.config import TrainConfig, load_config
+    from xlqa.cli.options import load_config
+    from xlqa.config import TrainConfig
 
     cfg_file = tmp_path / "c.json"
     cfg_file.write_text(json.dumps({"model": "m", "train": "t.json", "lr": 1e-4, "epochs": 3}))

@@ -160,3 +160,49 @@ def test_xquad_labels_recover_the_gold_answer(request, shared_data, tok_name, la
         exact += got.strip() == gold
     assert total >= 150
     assert exact / total >= 0.9, f"{lang}: only {exact}/{total} spans decode exactly"
+
+
+@pytest.mark.parametrize("tok_name", ["mbert_tokenizer", "xlmr_tokenizer"])
+@pytest.mark.parametrize(("length", "stride"), [(128, 64), (64, 32), (256, 128)])
+def test_a_long_question_leaves_the_stride_room_in_every_window(request, tok_name, length, stride):
+    """The question is cut so that the context part of a window stays longer than the stride (the tokenizer
+    refuses a stride that does not fit the room the question leaves, and windows need that room to advance)."""
+    tok = request.getfixturevalue(tok_name)
+    context = " ".join(f"Sentence {i} is about topic {i}." for i in range(60)) + " The answer is Lisbon."
+    ex = _ex(context, "Lisbon", question=" ".join(f"long{i}" for i in range(300)) + "?")
+    params = FeatureParams(max_seq_length=length, doc_stride=stride, max_query_length=length)
+    feats = build_features([ex], tok, params, training=True)
+    special = tok.num_special_tokens_to_add(pair=True)
+    for i in range(len(feats)):
+        w = feats.window(i)
+        assert len(w["input_ids"]) <= length
+        n_context = int((w["offsets"][:, 0] >= 0).sum())
+        assert n_context > stride or i == len(feats) - 1, (i, n_context)
+        assert len(w["input_ids"]) - n_context - special <= length - stride - special - 1
+    hits = [i for i in range(len(feats)) if feats.start_positions[i] != feats.cls_index[i]]
+    assert hits and all(_span_text(feats, i, context) == "Lisbon" for i in hits)
+
+
+def test_a_stride_that_leaves_no_room_for_a_question_is_named(mbert_tokenizer):
+    ex = _ex("Paris is a city.", "Paris")
+    with pytest.raises(ValueError, match=r"--doc-stride 60 leaves no room .* at most 59"):
+        build_features([ex], mbert_tokenizer, FeatureParams(max_seq_length=64, doc_stride=60))
+    assert len(build_features([ex], mbert_tokenizer, FeatureParams(max_seq_length=64, doc_stride=59))) == 1
+
+
+@pytest.mark.parametrize(("length", "stride"), [(384, 128), (256, 128), (200, 100), (128, 64), (64, 32)])
+def test_an_unset_stride_is_128_or_half_the_window(length, stride, mbert_tokenizer):
+    from xlqa.config import EvalConfig, TrainConfig
+
+    assert FeatureParams(max_seq_length=length).doc_stride == stride
+    train = TrainConfig(model="m", train="t.json", output="o", max_seq_length=length)
+    train.validate()
+    assert train.doc_stride == stride  # recorded with the run as a number
+    explicit = EvalConfig(model="m", data=["d.json"], max_seq_length=length, doc_stride=7)
+    explicit.validate()
+    assert explicit.doc_stride == 7
+    ex = _ex(" ".join(f"word{i}" for i in range(400)) + " Lisbon.", "Lisbon")
+    feats = build_features([ex], mbert_tokenizer, FeatureParams(max_seq_length=length))
+    first, second = feats.window(0)["offsets"], feats.window(1)["offsets"]
+    overlap = {tuple(o) for o in first if o[0] >= 0} & {tuple(o) for o in second if o[0] >= 0}
+    assert len(overlap) == stride

@@ -214,7 +214,10 @@ def test_evaluate_request_validation(env):
         ({"model": str(env.model), "data": env.files[:1], "name": "bad name"}, ["body", "name"]),
         ({"model": str(env.model), "data": env.files[:1], "epochs": 3}, ["body", "epochs"]),
         ({"data": env.files[:1]}, ["body", "model"]),
-        ({"model": str(env.model), "data": env.files[:1], "max_seq_length": 128}, ["body", "doc_stride"]),
+        (
+            {"model": str(env.model), "data": env.files[:1], "max_seq_length": 128, "doc_stride": 128},
+            ["body", "doc_stride"],
+        ),
     ]
     for body, loc in cases:
         r = c.post("/v1/jobs/evaluate", json=body)
@@ -282,8 +285,14 @@ def test_live_training_stream_and_stop(env):
 
 def test_evaluate_job(env):
     c = env.client
-    body = {"model": str(env.model), "benchmarks": ["xquad.de"], "mirror": str(env.files_root), "max_examples": 8,
-            "max_seq_length": 128, "doc_stride": 64, "name": "api-eval"}  # fmt: skip
+    body = {
+        "model": str(env.model),
+        "benchmarks": ["xquad.de"],
+        "mirror": str(env.files_root),
+        "max_examples": 8,
+        "max_seq_length": 128,
+        "name": "api-eval",
+    }  # fmt: skip (no doc_stride: half the 128-token window)
     r = c.post("/v1/jobs/evaluate", json=body)
     assert r.status_code == 202, r.text
     job = r.json()
@@ -296,7 +305,8 @@ def test_evaluate_job(env):
     assert env.store.get_run(job["run"]["id"]).status == "finished", log.read_text()[-2000:]
     res = c.get(f"/v1/runs/{job['run']['id']}/results").json()
     assert [(d["name"], d["n_questions"]) for d in res["datasets"]] == [("xquad.de", 8)]
-    assert (Path(job["run"]["dir"]) / "results.json").is_file()
+    results = json.loads((Path(job["run"]["dir"]) / "results.json").read_text())
+    assert results["config"]["doc_stride"] == 64, results["config"]
 
 
 def test_evaluate_job_that_fails_early_is_marked_failed(env):

@@ -13,10 +13,8 @@ Numeric fields carry their range (``ge``/``gt``/``le``/``lt``), checked by :func
 
 from __future__ import annotations
 
-import json
 import operator
 from dataclasses import dataclass, field, fields
-from pathlib import Path
 from typing import Any
 
 from xlqa.errors import ConfigError
@@ -82,11 +80,17 @@ def check_windows(cfg: Any) -> None:
     every window keeps room for context (:class:`xlqa.features.FeatureParams`); the window's floor (16) is
     its field's range.
     """
+    from xlqa.features import default_stride
+
     window = cfg.max_seq_length
+    cfg.doc_stride = (
+        default_stride(window) if cfg.doc_stride is None else cfg.doc_stride
+    )  # recorded as a number
     if cfg.doc_stride >= window:
         raise ConfigError(f"--doc-stride {cfg.doc_stride} must be below --max-seq-length {window}")
 
 
+STRIDE_HELP = "overlap between windows of a long context (default: 128, at most half the window)"
 PRECISIONS = ("auto", "bf16", "fp32", "fp16")
 ATTENTION_KERNELS = ("auto", "sdpa", "eager")  # --attention: transformers' default, the fused kernel, matmuls
 
@@ -111,7 +115,7 @@ class TrainConfig:
     max_grad_norm: float = _f(1.0, "gradient clipping norm", gt=0)
     seed: int = _f(42, "random seed (data order, head initialization)")
     max_seq_length: int = _f(384, "tokens per window", ge=16)
-    doc_stride: int = _f(128, "overlap between windows of a long context", ge=1)
+    doc_stride: int | None = _f(None, STRIDE_HELP, ge=1)
     max_query_length: int = _f(64, "question tokens kept", ge=1)
     max_answer_length: int = _f(MAX_ANSWER_LENGTH, "longest answer in tokens at decoding time", ge=1)
     max_train_examples: int | None = _f(None, "use only the first N training questions", ge=1)
@@ -193,22 +197,6 @@ class TrainConfig:
                 raise ConfigError(f"{flag} must be in [0, 1), got {value}")
 
 
-def load_config(cls, path: str | Path | None, overrides: dict[str, Any]):
-    """Build ``cls`` from defaults, then a JSON config file, then explicit overrides (CLI flags that were set)."""
-    values: dict[str, Any] = {}
-    if path:
-        try:
-            values.update(json.loads(Path(path).read_text()))
-        except (OSError, json.JSONDecodeError) as err:
-            raise ConfigError(f"config file {path}: {err}") from err
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ConfigError(f"{path or 'config'}: unknown keys {unknown}; valid keys: {sorted(known)}")
-    return cls(**values)
-
-
 @dataclass
 class EvalConfig:
     """Evaluating a model on SQuAD-format files and/or named benchmarks, into the run store."""
@@ -224,7 +212,7 @@ class EvalConfig:
         0, "windows per batch (0: 16 on a CPU, where small batches cost least per window; 64 on a GPU)", ge=0
     )
     max_seq_length: int = _f(384, "tokens per window", ge=16)
-    doc_stride: int = _f(128, "overlap between windows of a long context", ge=1)
+    doc_stride: int | None = _f(None, STRIDE_HELP, ge=1)
     max_query_length: int = _f(64, "question tokens kept", ge=1)
     max_answer_length: int = _f(MAX_ANSWER_LENGTH, "longest answer in tokens", ge=1)
     n_best: int = _f(20, "candidate answers kept per question (nbest_predictions.json)", ge=1)
@@ -258,7 +246,7 @@ class PredictConfig:
     output: str | None = _f(None, "with --file: write predictions.json here (default: print)")
     overwrite: bool = _f(False, "with --output: replace an existing file (never the --file read)")
     max_seq_length: int = _f(384, "tokens per window", ge=16)
-    doc_stride: int = _f(128, "overlap between windows of a long context", ge=1)
+    doc_stride: int | None = _f(None, STRIDE_HELP, ge=1)
     max_answer_length: int = _f(MAX_ANSWER_LENGTH, "longest answer in tokens", ge=1)
     batch_size: int = _f(64, "windows per batch", ge=1)
     precision: str = _f(
@@ -356,7 +344,7 @@ class ServeConfig:
     port: int = _f(8000, "port to listen on")
     runs: str | None = _f(None, "run store folder for the dashboard and jobs (default: $XLQA_RUNS or ./runs)")
     max_seq_length: int = _f(384, "tokens per window", ge=16)
-    doc_stride: int = _f(128, "overlap between windows of a long context", ge=1)
+    doc_stride: int | None = _f(None, STRIDE_HELP, ge=1)
     batch_size: int = _f(32, "most windows in one forward pass (1 turns dynamic batching off)")
     batch_tokens: int = _f(
         0, "most tokens (windows x padded length) in one forward pass; 0: 4096 on CPU, 16384 on GPU"
@@ -442,7 +430,7 @@ class EstimateConfig(TrainConfig):
         if self.max_eval_examples is not None and self.max_eval_examples < 1:
             raise ConfigError("--max-eval-examples must be >= 1")
         check_fields(self)
-        if self.doc_stride >= self.eval_max_seq_length:
+        if self.doc_stride is not None and self.doc_stride >= self.eval_max_seq_length:
             raise ConfigError(
                 f"--doc-stride {self.doc_stride} must be below --eval-max-seq-length {self.eval_max_seq_length}"
                 " (the --eval files are windowed with the same stride)"

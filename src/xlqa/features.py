@@ -29,17 +29,25 @@ log = logging.getLogger(__name__)
 FEATURES_VERSION = 1  # bump when the layout or the labelling rules change: old cache entries are then ignored
 
 
+def default_stride(max_seq_length: int) -> int:
+    """``--doc-stride`` left unset: 128 tokens of overlap (the usual recipe's), at most half the window, so that
+    ``--max-seq-length 128`` or less works without a stride of its own."""
+    return min(128, max_seq_length // 2)
+
+
 @dataclass(frozen=True)
 class FeatureParams:
     """How examples become token windows (the question is capped at half the window)."""
 
     max_seq_length: int = 384
-    doc_stride: int = 128
+    doc_stride: int | None = None  # None: default_stride(max_seq_length)
     max_query_length: int = 64
 
     def __post_init__(self) -> None:
         if self.max_seq_length < 16:
             raise ConfigError(f"--max-seq-length must be at least 16, got {self.max_seq_length}")
+        if self.doc_stride is None:
+            object.__setattr__(self, "doc_stride", default_stride(self.max_seq_length))
         if not 0 < self.doc_stride < self.max_seq_length:
             raise ConfigError(
                 f"--doc-stride must be between 1 and --max-seq-length minus 1, got {self.doc_stride} "
@@ -206,7 +214,9 @@ def _encode(examples: Sequence[Example], tokenizer, params: FeatureParams):
     Tokenizers that pad on the left (XLNet-style) take the context first and truncate it instead.
     """
     pad_right = tokenizer.padding_side == "right"
-    questions = truncate_questions([ex.question for ex in examples], tokenizer, params.max_query_length)
+    questions = truncate_questions(
+        [ex.question for ex in examples], tokenizer, question_room(params, tokenizer)
+    )
     contexts = [ex.context for ex in examples]
     first, second = (questions, contexts) if pad_right else (contexts, questions)
     enc = tokenizer(
@@ -220,6 +230,21 @@ def _encode(examples: Sequence[Example], tokenizer, params: FeatureParams):
         padding=False,
     )
     return enc, 1 if pad_right else 0
+
+
+def question_room(params: FeatureParams, tokenizer) -> int:
+    """Question tokens a window can hold: ``max_query_length`` (at most half the window), and fewer where the
+    context part would otherwise not be longer than ``doc_stride`` (the tokenizer refuses such a stride, and a
+    window must advance past its overlap). Only questions that would not fit are cut further."""
+    special = tokenizer.num_special_tokens_to_add(pair=True)
+    room = params.max_seq_length - params.doc_stride - special - 1
+    if room < 1:
+        raise ConfigError(
+            f"--doc-stride {params.doc_stride} leaves no room for a question in windows of --max-seq-length "
+            f"{params.max_seq_length} ({special} special tokens): use a stride of at most "
+            f"{params.max_seq_length - special - 2}, or longer windows"
+        )
+    return min(params.max_query_length, room)
 
 
 def _answer_labels(ex: Example, offs: np.ndarray, ctx_mask: np.ndarray, cls: int) -> tuple[int, int]:

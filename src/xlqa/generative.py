@@ -57,7 +57,7 @@ def build_windows(
     tokenizer,
     *,
     max_seq_length: int = 384,
-    doc_stride: int = 128,
+    doc_stride: int | None = None,
     max_query_length: int = 64,
     max_answer_length: int = MAX_ANSWER_LENGTH,
     training: bool = False,
@@ -68,13 +68,15 @@ def build_windows(
         examples: validated examples.
         tokenizer: a fast tokenizer with an end-of-sequence token.
         max_seq_length: encoder tokens per window, end-of-sequence included.
-        doc_stride: context tokens shared by consecutive windows.
+        doc_stride: context tokens shared by consecutive windows (None: 128, at most half the window).
         max_query_length: question tokens kept (at most half the window).
         max_answer_length: target tokens, end-of-sequence included.
         training: build targets (and drop windows without the answer).
     """
-    from xlqa.features import truncate_questions
+    from xlqa.features import default_stride, truncate_questions
 
+    if doc_stride is None:
+        doc_stride = default_stride(max_seq_length)
     eos = tokenizer.eos_token_id
     if eos is None:
         raise ModelLoadError(
@@ -195,7 +197,7 @@ def generate_answers(
     examples: Sequence[Example],
     *,
     max_seq_length: int = 384,
-    doc_stride: int = 128,
+    doc_stride: int | None = None,
     max_query_length: int = 64,
     max_answer_length: int = MAX_ANSWER_LENGTH,
     num_beams: int = 1,

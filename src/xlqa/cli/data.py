@@ -111,7 +111,9 @@ def data_ceiling(
     files: Annotated[list[Path], typer.Argument(help="SQuAD-format files")],
     tokenizer: Annotated[str, typer.Option(help="tokenizer folder, hub id or offline source")],
     max_seq_length: Annotated[int, typer.Option(help="tokens per window")] = 384,
-    doc_stride: Annotated[int, typer.Option(help="window overlap")] = 128,
+    doc_stride: Annotated[
+        int | None, typer.Option(help="window overlap (default: 128, at most half the window)")
+    ] = None,
     max_answer_length: Annotated[int, typer.Option(help="longest answer in tokens")] = MAX_ANSWER_LENGTH,
     show: Annotated[int, typer.Option(help="print this many lost answers per file")] = 0,
 ) -> None:

@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import enum
 import inspect
+import json
 import types
 import typing
 from collections.abc import Callable, Iterable
 from dataclasses import MISSING, Field, fields
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from xlqa.config import load_config
+from xlqa.errors import ConfigError
 
 
 def _plain(tp: Any) -> Any:
@@ -96,6 +98,22 @@ def option(name: str, tp: Any, default: Any, help: str, *decls: str) -> inspect.
     return inspect.Parameter(
         name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=Annotated[tp, info]
     )
+
+
+def load_config(cls, path: str | Path | None, overrides: dict[str, Any]):
+    """Build ``cls`` from defaults, then a JSON config file, then explicit overrides (CLI flags that were set)."""
+    values: dict[str, Any] = {}
+    if path:
+        try:
+            values.update(json.loads(Path(path).read_text()))
+        except (OSError, json.JSONDecodeError) as err:
+            raise ConfigError(f"config file {path}: {err}") from err
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(f"{path or 'config'}: unknown keys {unknown}; valid keys: {sorted(known)}")
+    return cls(**values)
 
 
 def build_config(

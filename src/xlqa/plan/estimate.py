@@ -245,7 +245,8 @@ def _plan_evaluations(model, tok, task: str, cfg: TrainConfig, precision: str, d
     else:
         dev_plan = None
     if targets:
-        eval_cfg = replace(cfg, max_seq_length=opts.eval_max_seq_length,
+        # xlqa evaluate's windows: its length, and the stride asked for (unset: that length's default)
+        eval_cfg = replace(cfg, max_seq_length=opts.eval_max_seq_length, doc_stride=opts.doc_stride,
                            eval_batch_size=eval_batch_size(0, device))  # fmt: skip
         eval_model, eval_precision = model, precision
         if (

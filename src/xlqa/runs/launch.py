@@ -140,7 +140,7 @@ def check_evaluation(cfg: EvalConfig) -> list[tuple[str, str]]:
     for i, path in enumerate(cfg.data):
         if not Path(path).expanduser().is_file():
             problems.append((f"data.{i}", f"no such file: {path}"))
-    if not 0 < cfg.doc_stride < cfg.max_seq_length:
+    if cfg.doc_stride is not None and not 0 < cfg.doc_stride < cfg.max_seq_length:
         problems.append(
             ("doc_stride", f"must be between 1 and max_seq_length - 1 ({cfg.max_seq_length - 1})")
         )
