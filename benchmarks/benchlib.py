@@ -104,6 +104,6 @@ def write_result(out: str | Path, summary: dict) -> Path:
 
 
 def window_params(max_seq_length: int) -> FeatureParams:
-    """Windows of ``max_seq_length`` tokens with the demo's doc stride (128), halved for windows too short to
-    hold it (``--max-seq-length 128`` or less: the stride must stay below the window)."""
-    return FeatureParams(max_seq_length, min(128, max_seq_length // 2))
+    """Windows of ``max_seq_length`` tokens with xlqa's default doc stride, as ``--max-seq-length`` alone gives
+    them (128, at most half the window: :func:`xlqa.features.default_stride`)."""
+    return FeatureParams(max_seq_length)
