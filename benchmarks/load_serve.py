@@ -30,6 +30,8 @@ from pathlib import Path
 import httpx
 import numpy as np
 
+from xlqa.allocator import active
+
 LANGS = ("ar", "de", "el", "en", "es", "hi", "ro", "ru", "th", "tr", "vi", "zh")
 
 
@@ -153,7 +155,7 @@ def run_mode(args, batch_size: int, bodies: list[dict], tmp: Path) -> dict:
         busy = after["forward_seconds"] - before["forward_seconds"]
         result["forward_busy"] = round(busy / result["seconds"], 3)  # share of the time in forward passes
         result["ms_per_window"] = round(1000 * busy / max(result["windows"], 1), 2)
-        return {"batch_size": batch_size, **result}
+        return {"batch_size": batch_size, "malloc": active(proc.pid), **result}
     finally:
         proc.terminate()
         try:

@@ -9,7 +9,7 @@ ran them 1.22x faster than glibc (1.13x over the second half) with 28% less peak
 gained less (trimming and mmap off 1.09x) or nothing (huge pages).
 
 A process's malloc is chosen when it starts (``LD_PRELOAD``), so xlqa's command line starts its model commands
-(``train``, ``evaluate``, ``estimate``, ``predict``, ``demo``) again with the library preloaded
+(``train``, ``evaluate``, ``estimate``, ``predict``, ``demo``, ``serve``) again with the library preloaded
 (:func:`reexec_preloaded`: the same pid, arguments and environment), and gives the processes it launches (a
 detached or multi-process run, a background evaluation) the same environment (:func:`preload_env`).
 
@@ -45,7 +45,7 @@ LIBRARY_SETTINGS = {
 }
 CHOICES = ("auto", "system", *LIBRARIES)
 MARKER = "XLQA_MALLOC_PRELOADED"  # set in a re-executed process's environment: never re-executed twice
-MODEL_COMMANDS = frozenset({"train", "evaluate", "estimate", "predict", "demo"})
+MODEL_COMMANDS = frozenset({"train", "evaluate", "estimate", "predict", "demo", "serve"})
 
 
 def find_library(name: str) -> str | None:
@@ -107,11 +107,11 @@ def _names(text: str, name: str) -> bool:
     return any(f"lib{lib}.so" in text for lib in LIBRARIES[name])
 
 
-def active() -> str:
-    """The malloc this process runs with: ``tcmalloc``, ``jemalloc`` or ``system`` (read from its mapped
-    libraries, so a library preloaded by hand counts too)."""
+def active(pid: int | None = None) -> str:
+    """The malloc this process (or process ``pid``) runs with: ``tcmalloc``, ``jemalloc`` or ``system`` (read from
+    its mapped libraries, so a library preloaded by hand counts too)."""
     try:
-        maps = Path("/proc/self/maps").read_text()
+        maps = Path(f"/proc/{pid or 'self'}/maps").read_text()
     except OSError:
         return "system"
     return next((name for name in LIBRARIES if _names(maps, name)), "system")
