@@ -74,7 +74,8 @@ def check_fields(cfg: Any) -> None:
 
 
 def check_windows(cfg: Any) -> None:
-    """The stride between windows must stay inside one window.
+    """The stride between windows must stay inside one window; unset, it becomes the window's default (128, at most
+    half the window: :func:`xlqa.features.default_stride`).
 
     A question limit above the window is not refused: the windowing caps a question at half the window, so
     every window keeps room for context (:class:`xlqa.features.FeatureParams`); the window's floor (16) is
@@ -83,9 +84,8 @@ def check_windows(cfg: Any) -> None:
     from xlqa.features import default_stride
 
     window = cfg.max_seq_length
-    cfg.doc_stride = (
-        default_stride(window) if cfg.doc_stride is None else cfg.doc_stride
-    )  # recorded as a number
+    if cfg.doc_stride is None:  # recorded with the run as the number it used
+        cfg.doc_stride = default_stride(window)
     if cfg.doc_stride >= window:
         raise ConfigError(f"--doc-stride {cfg.doc_stride} must be below --max-seq-length {window}")
 
