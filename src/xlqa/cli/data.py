@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from xlqa.cli.common import XlqaGroup, out_console
+from xlqa.config import STRIDE_HELP
 from xlqa.postprocess import MAX_ANSWER_LENGTH
 
 LANG_CODE = re.compile(r"[a-z]{2,3}(-[A-Za-z0-9]{2,8})?")
@@ -111,9 +112,7 @@ def data_ceiling(
     files: Annotated[list[Path], typer.Argument(help="SQuAD-format files")],
     tokenizer: Annotated[str, typer.Option(help="tokenizer folder, hub id or offline source")],
     max_seq_length: Annotated[int, typer.Option(help="tokens per window")] = 384,
-    doc_stride: Annotated[
-        int | None, typer.Option(help="window overlap (default: 128, at most half the window)")
-    ] = None,
+    doc_stride: Annotated[int | None, typer.Option(help=STRIDE_HELP)] = None,
     max_answer_length: Annotated[int, typer.Option(help="longest answer in tokens")] = MAX_ANSWER_LENGTH,
     show: Annotated[int, typer.Option(help="print this many lost answers per file")] = 0,
 ) -> None:
