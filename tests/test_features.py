@@ -206,3 +206,27 @@ def test_an_unset_stride_is_128_or_half_the_window(length, stride, mbert_tokeniz
     first, second = feats.window(0)["offsets"], feats.window(1)["offsets"]
     overlap = {tuple(o) for o in first if o[0] >= 0} & {tuple(o) for o in second if o[0] >= 0}
     assert len(overlap) == stride
+
+
+def test_a_tokenizer_panic_names_the_question_it_fails_on(mbert_tokenizer):
+    """A real panic of the Rust tokenizer (a stride that does not fit the room one long question leaves) becomes a
+    DataError naming that question, where pyo3's PanicException would slip past ``except Exception``."""
+    from xlqa.errors import DataError
+    from xlqa.features import tokenized_or_named
+
+    context = " ".join(f"Sentence {i}." for i in range(100))
+    short, long = (
+        _ex(context, "Sentence 7", qid="short"),
+        _ex(context, "Sentence 7", "why " * 100, qid="long"),
+    )
+
+    def call(exs):
+        return mbert_tokenizer([e.question for e in exs], [e.context for e in exs], truncation="only_second",
+                               max_length=128, stride=40, return_overflowing_tokens=True)  # fmt: skip
+
+    assert len(tokenized_or_named([short], call)["input_ids"]) > 1  # what fits is tokenized as usual
+    with pytest.raises(BaseException) as raw:
+        call([short, long, short])
+    assert type(raw.value).__name__ == "PanicException" and not isinstance(raw.value, Exception)
+    with pytest.raises(DataError, match=r"question id 'long': the tokenizer failed on this question"):
+        tokenized_or_named([short, long, short], call)

@@ -14,18 +14,20 @@ import json
 import logging
 import time
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
 from xlqa.data import Example
-from xlqa.errors import ConfigError, ModelLoadError
+from xlqa.errors import ConfigError, DataError, ModelLoadError
 from xlqa.fileio import atomic_open
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
 FEATURES_VERSION = 1  # bump when the layout or the labelling rules change: old cache entries are then ignored
 
 
@@ -184,7 +186,7 @@ def build_features(
         raise ModelLoadError(
             f"{type(tokenizer).__name__} is not a fast tokenizer: offsets are required for QA"
         )
-    enc, context_seq = _encode(examples, tokenizer, params)
+    enc, context_seq = tokenized_or_named(examples, lambda exs: _encode(exs, tokenizer, params))
     mapping = enc["overflow_to_sample_mapping"]
     has_tt = "token_type_ids" in enc and "token_type_ids" in tokenizer.model_input_names
     cls_id = tokenizer.cls_token_id if tokenizer.cls_token_id is not None else tokenizer.bos_token_id
@@ -230,6 +232,27 @@ def _encode(examples: Sequence[Example], tokenizer, params: FeatureParams):
         padding=False,
     )
     return enc, 1 if pad_right else 0
+
+
+def tokenized_or_named(examples: Sequence[Example], call: Callable[[Sequence[Example]], T]) -> T:
+    """``call(examples)``, where a tokenizer panic becomes a :class:`DataError` naming the first question it
+    fails on alone (a panic of the Rust tokenizers is pyo3's ``PanicException``, a ``BaseException`` that
+    ``except Exception`` misses, with no word of which input caused it). Each question is tried again on its own
+    only after such a failure."""
+    try:
+        return call(examples)
+    except BaseException as err:
+        if type(err).__name__ != "PanicException":
+            raise
+        first = err
+    for ex in examples:
+        try:
+            call([ex])
+        except BaseException as err:
+            if type(err).__name__ != "PanicException":
+                raise
+            raise DataError(f"the tokenizer failed on this question: {err}", qid=ex.id) from None
+    raise DataError(f"the tokenizer failed on these {len(examples)} questions together: {first}") from None
 
 
 def question_room(params: FeatureParams, tokenizer) -> int:

@@ -73,7 +73,7 @@ def build_windows(
         max_answer_length: target tokens, end-of-sequence included.
         training: build targets (and drop windows without the answer).
     """
-    from xlqa.features import default_stride, truncate_questions
+    from xlqa.features import default_stride, tokenized_or_named, truncate_questions
 
     if doc_stride is None:
         doc_stride = default_stride(max_seq_length)
@@ -82,17 +82,23 @@ def build_windows(
         raise ModelLoadError(
             f"{type(tokenizer).__name__} has no end-of-sequence token; generative QA needs one"
         )
-    questions = truncate_questions(
-        [ex.question for ex in examples], tokenizer, min(max_query_length, max_seq_length // 2)
-    )
-    prefixes = tokenizer(
-        [f"{QUESTION_PREFIX}{q}{CONTEXT_PREFIX}" for q in questions], add_special_tokens=False
-    )
-    contexts = tokenizer(
-        [ex.context for ex in examples], add_special_tokens=False, return_offsets_mapping=True
-    )
     answers = [ex.train_answer if training and not ex.is_impossible else None for ex in examples]
-    targets = tokenizer([a.text.strip() if a else "" for a in answers], add_special_tokens=False)["input_ids"]
+
+    def encode(exs: Sequence[Example]) -> tuple:
+        questions = truncate_questions(
+            [ex.question for ex in exs], tokenizer, min(max_query_length, max_seq_length // 2)
+        )
+        prefixes = tokenizer(
+            [f"{QUESTION_PREFIX}{q}{CONTEXT_PREFIX}" for q in questions], add_special_tokens=False
+        )
+        contexts = tokenizer(
+            [ex.context for ex in exs], add_special_tokens=False, return_offsets_mapping=True
+        )
+        picked = [ex.train_answer if training and not ex.is_impossible else None for ex in exs]
+        texts = [a.text.strip() if a else "" for a in picked]
+        return prefixes, contexts, tokenizer(texts, add_special_tokens=False)["input_ids"]
+
+    prefixes, contexts, targets = tokenized_or_named(examples, encode)
     ids_out, labels_out, owner = [], [], []
     dropped = 0
     for i, ex in enumerate(examples):
