@@ -333,3 +333,23 @@ def test_a_hub_id_in_the_local_cache_loads_from_it_without_a_hub(files):
         err
     )
     assert proc.returncode == 2 and str(snapshot) in err and "Traceback" not in err, err
+
+
+def test_short_windows_train_on_long_questions_with_the_default_stride(
+    tmp_path, tiny_model_dir, xlqa_cache, monkeypatch
+):
+    """``--max-seq-length 128`` alone (the stride defaults to half the window) on questions too long for the room
+    the stride leaves: the run trains, the question is cut, and the run records the stride it used. Before, the
+    stride was refused, and ``--doc-stride 64`` stopped at the first long question with a tokenizer panic."""
+    monkeypatch.setenv("XLQA_RUNS", str(tmp_path / "runs"))
+    context = "Anna lives in Lisbon. " + " ".join(f"Sentence {i} says little." for i in range(40))
+    exs = [{"id": f"q{i}", "question": ("where " * (90 if i % 2 else 5)) + f"is person {i}?", "context": context,
+            "answers": [("Lisbon", context.index("Lisbon"))]} for i in range(8)]  # fmt: skip
+    data = write_squad(tmp_path / "long-questions.json", exs)
+    for name, stride in (("default", []), ("explicit", ["--doc-stride", "64"])):
+        out = tmp_path / name
+        result = xlqa("train", "--model", tiny_model_dir, "--train", data, "--output", out, "--max-seq-length", "128",
+                      "--max-query-length", "100", "--max-steps", "2", "--batch-size", "4", "--precision", "fp32",
+                      "--no-progress", *stride)  # fmt: skip
+        assert result.exit_code == 0, result.output
+        assert json.loads((out / "config.json").read_text())["config"]["doc_stride"] == 64
