@@ -52,6 +52,11 @@ class Seq2SeqWindows:
         return np.array([len(x) for x in self.input_ids], dtype=np.int64)
 
 
+def _target(ex: Example, training: bool):
+    """The answer a training window is built for (None when evaluating, or for an unanswerable question)."""
+    return ex.train_answer if training and not ex.is_impossible else None
+
+
 def build_windows(
     examples: Sequence[Example],
     tokenizer,
@@ -82,7 +87,6 @@ def build_windows(
         raise ModelLoadError(
             f"{type(tokenizer).__name__} has no end-of-sequence token; generative QA needs one"
         )
-    answers = [ex.train_answer if training and not ex.is_impossible else None for ex in examples]
 
     def encode(exs: Sequence[Example]) -> tuple:
         questions = truncate_questions(
@@ -94,8 +98,7 @@ def build_windows(
         contexts = tokenizer(
             [ex.context for ex in exs], add_special_tokens=False, return_offsets_mapping=True
         )
-        picked = [ex.train_answer if training and not ex.is_impossible else None for ex in exs]
-        texts = [a.text.strip() if a else "" for a in picked]
+        texts = [a.text.strip() if (a := _target(ex, training)) else "" for ex in exs]
         return prefixes, contexts, tokenizer(texts, add_special_tokens=False)["input_ids"]
 
     prefixes, contexts, targets = tokenized_or_named(examples, encode)
@@ -116,7 +119,7 @@ def build_windows(
             end = min(start + room, len(ctx_ids))
             keep = True
             if training and not ex.is_impossible:
-                a = answers[i]
+                a = _target(ex, training)
                 lead = len(a.text) - len(a.text.lstrip())
                 a_start, a_end = a.start + lead, a.start + lead + len(a.text.strip())
                 keep = end > start and offs[start][0] <= a_start and a_end <= offs[end - 1][1]
